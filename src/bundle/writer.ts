@@ -1,0 +1,107 @@
+/**
+ * Writes a bundle in one sequential pass: the three leading entries, then every payload file streamed
+ * from the work dir. Output goes to `<out>.partial`, is fsynced and renamed, so a crash never leaves a
+ * file under the final name that looks complete but is not.
+ */
+import { createReadStream } from 'node:fs';
+import { open, rename, rm, stat } from 'node:fs/promises';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createHash } from 'node:crypto';
+import { pack as tarPack, type Headers } from 'tar-stream';
+import { AirlockError, fsError } from '../errors.js';
+import { ENTRY_MODE, ENTRY_MTIME, MANIFEST_NAME, SIGNATURE_NAME, SUMS_NAME, compareBytes } from './format.js';
+
+export interface BundleLeading {
+  sums: Uint8Array;
+  /** Armored detached signature; undefined for an explicitly unsigned bundle. */
+  signature: string | undefined;
+  manifest: Uint8Array;
+}
+
+export interface BundlePayloadFile {
+  /** Tar entry name (`payload/…`). */
+  name: string;
+  /** The file on disk holding the verified content. */
+  localPath: string;
+  size: number;
+}
+
+export interface WrittenBundle {
+  path: string;
+  bytes: number;
+  sha256: string;
+}
+
+const READ_CHUNK = 1024 * 1024;
+
+function header(name: string, size: number): Headers {
+  return { name, size, mode: ENTRY_MODE, mtime: ENTRY_MTIME, uid: 0, gid: 0, uname: '', gname: '', type: 'file' };
+}
+
+export async function writeBundle(outPath: string, leading: BundleLeading, files: readonly BundlePayloadFile[]): Promise<WrittenBundle> {
+  const ordered = [...files].sort((a, b) => compareBytes(a.name, b.name));
+  const partial = `${outPath}.partial`;
+  const tar = tarPack();
+  const hash = createHash('sha256');
+  let bytes = 0;
+  const tap = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      hash.update(chunk);
+      bytes += chunk.byteLength;
+      callback(null, chunk);
+    },
+  });
+
+  const feed = async (): Promise<void> => {
+    const addBuffer = (name: string, data: Uint8Array): Promise<void> =>
+      new Promise((resolve, reject) => {
+        tar.entry(header(name, data.byteLength), Buffer.from(data), (error) => (error ? reject(error) : resolve()));
+      });
+    await addBuffer(SUMS_NAME, leading.sums);
+    if (leading.signature !== undefined) await addBuffer(SIGNATURE_NAME, Buffer.from(leading.signature, 'utf8'));
+    await addBuffer(MANIFEST_NAME, leading.manifest);
+    for (const file of ordered) {
+      // the work file must still be what was hashed: a size change means someone touched it
+      const info = await stat(file.localPath).catch((error: unknown) => {
+        throw fsError(error, 'read', file.localPath);
+      });
+      if (info.size !== file.size) {
+        throw new AirlockError('E_IO', `${file.localPath} changed size since it was verified (${info.size} bytes, expected ${file.size})`, {
+          subject: file.localPath,
+          hint: 'something modified the work dir during export; run the export again',
+        });
+      }
+      const entry = tar.entry(header(file.name, file.size));
+      await pipeline(createReadStream(file.localPath, { highWaterMark: READ_CHUNK }), entry);
+    }
+    tar.finalize();
+  };
+
+  let handle;
+  try {
+    handle = await open(partial, 'w', 0o644);
+  } catch (error) {
+    throw fsError(error, 'create', partial);
+  }
+  try {
+    const sink = handle.createWriteStream({ highWaterMark: READ_CHUNK, autoClose: false });
+    await Promise.all([feed().catch((error: unknown) => {
+      tar.destroy(error as Error);
+      throw error;
+    }), pipeline(tar, tap, sink)]);
+    await handle.sync();
+  } catch (error) {
+    await handle.close().catch(() => undefined);
+    await rm(partial, { force: true });
+    throw fsError(error, 'write', partial);
+  }
+  await handle.close();
+  try {
+    await rename(partial, outPath);
+  } catch (error) {
+    await rm(partial, { force: true });
+    throw fsError(error, 'rename into place', outPath);
+  }
+  return { path: outPath, bytes, sha256: hash.digest('hex') };
+}

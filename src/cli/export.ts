@@ -1,0 +1,106 @@
+import { basename, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { AirlockError } from '../errors.js';
+import { exportBundle } from '../export/exporter.js';
+import { resolveEndpoint, resolveToken } from '../hub/auth.js';
+import { createHuggingFaceClient } from '../hub/huggingface/client.js';
+import { parseRepoArg } from '../hub/repo-ref.js';
+import type { RepoType } from '../bundle/manifest.js';
+import { loadSigner } from '../signing/keyring.js';
+import { formatBytes, printJson } from './render.js';
+import { jsonOption, type CommandContext } from './main.js';
+import { spacedFingerprint } from './keys.js';
+
+interface ExportFlags {
+  repoType: string;
+  revision: string;
+  endpoint?: string;
+  token?: string;
+  include: string[];
+  exclude: string[];
+  output?: string;
+  workDir?: string;
+  signKey?: string;
+  passphraseFile?: string;
+  unsigned?: boolean;
+  force?: boolean;
+  keepWorkDir?: boolean;
+  json?: boolean;
+}
+
+const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
+function isTruthyEnv(value: string | undefined): boolean {
+  return value !== undefined && ['1', 'on', 'yes', 'true'].includes(value.trim().toLowerCase());
+}
+
+export function registerExport(program: Command, context: CommandContext): void {
+  program
+    .command('export')
+    .description('download repo snapshots from a Hugging Face Hub (or mirror), verify every file, write one signed bundle')
+    .argument('<repo-id...>', 'repos to export: org/name, datasets/org/name, or org/name@revision')
+    .option('--repo-type <type>', 'model or dataset (for ids without a datasets/ prefix)', 'model')
+    .option('--revision <rev>', 'branch, tag or commit (resolved once to a commit and pinned)', 'main')
+    .option('--endpoint <url>', 'hub endpoint (default: $HF_ENDPOINT, else https://huggingface.co)')
+    .option('--token <token>', 'access token (default: $HF_TOKEN, $HUGGING_FACE_HUB_TOKEN, or the token file under $HF_HOME)')
+    .option('--include <glob>', 'only files matching this pattern (repeatable; fnmatch rules like allow_patterns)', collect, [])
+    .option('--exclude <glob>', 'skip files matching this pattern (repeatable; like ignore_patterns)', collect, [])
+    .option('-o, --output <file>', 'bundle to write (default: <name>.airlock.tar)')
+    .option('--work-dir <dir>', 'where downloads are kept until the bundle is written (default: <output>.work)')
+    .option('--sign-key <file>', 'armored OpenPGP private key that signs SHA256SUMS')
+    .option('--passphrase-file <file>', 'file holding the signing key passphrase')
+    .option('--unsigned', 'write a bundle without a signature (importers refuse it unless told otherwise)')
+    .option('--force', 'replace the output file if it exists')
+    .option('--keep-work-dir', 'keep downloaded files after the bundle is written')
+    .addOption(jsonOption())
+    .action(async (repoArgs: string[], flags: ExportFlags) => {
+      const out = context.output(Boolean(flags.json));
+      if (isTruthyEnv(process.env['HF_HUB_OFFLINE'])) {
+        throw new AirlockError('E_USAGE', 'HF_HUB_OFFLINE is set, but export needs to reach the hub', {
+          hint: 'unset HF_HUB_OFFLINE for this command (it is meant for the offline side)',
+        });
+      }
+      if (flags.repoType !== 'model' && flags.repoType !== 'dataset') {
+        throw new AirlockError('E_USAGE', `--repo-type must be model or dataset, not ${JSON.stringify(flags.repoType)}`);
+      }
+      if (flags.signKey !== undefined && flags.unsigned) {
+        throw new AirlockError('E_USAGE', '--sign-key and --unsigned contradict each other', { hint: 'drop one of them' });
+      }
+      if (flags.signKey === undefined && !flags.unsigned) {
+        throw new AirlockError('E_USAGE', 'refusing to write an unsigned bundle', {
+          hint: 'pass --sign-key signer.key.asc (create one with `airlock keys generate`), or --unsigned if you really mean it',
+        });
+      }
+      const repos = repoArgs.map((arg) => parseRepoArg(arg, { type: flags.repoType as RepoType, revision: flags.revision }));
+      // load the key before any download: a wrong passphrase should cost nothing
+      const signer = flags.signKey === undefined ? undefined : await loadSigner(flags.signKey, flags.passphraseFile);
+      const endpoint = resolveEndpoint(flags.endpoint, process.env);
+      const token = resolveToken(flags.token, process.env);
+      const outPath = resolve(flags.output ?? `${basename(repos[0]!.id)}.airlock.tar`);
+      const workDir = resolve(flags.workDir ?? `${outPath}.work`);
+      const client = createHuggingFaceClient({ endpoint, token });
+      if (!out.json) out.stderr(`Exporting ${repos.map((r) => `${r.type === 'dataset' ? 'datasets/' : ''}${r.id}@${r.revision}`).join(', ')} from ${endpoint}\n`);
+      const result = await exportBundle({
+        client,
+        repos,
+        include: flags.include,
+        exclude: flags.exclude,
+        outPath,
+        workDir,
+        signer,
+        overwrite: Boolean(flags.force),
+        keepWorkDir: Boolean(flags.keepWorkDir),
+        ...(out.json ? {} : { onProgress: (event) => out.stderr(`  ${event}\n`) }),
+      });
+      if (out.json) return printJson(out, { ok: true, bundle: result.bundle, repos: result.repos, signer: result.signer ?? null, signed: result.signer !== undefined });
+      const files = result.repos.reduce((n, r) => n + r.files, 0);
+      const bytes = result.repos.reduce((n, r) => n + r.bytes, 0);
+      out.stdout(`Wrote ${result.bundle.path}\n  ${formatBytes(result.bundle.bytes)}, sha256 ${result.bundle.sha256}\n`);
+      for (const r of result.repos) {
+        out.stdout(`  ${r.type} ${r.id}@${r.revision} → commit ${r.commit}: ${r.files} files, ${formatBytes(r.bytes)}\n`);
+      }
+      out.stdout(`  ${files} files, ${formatBytes(bytes)} verified against the hub's hashes\n`);
+      if (result.signer) out.stdout(`  signed by ${spacedFingerprint(result.signer.fingerprint)} ${result.signer.userIds.join(', ')}\n`);
+      else out.stdout('  UNSIGNED (--unsigned): importers will refuse it unless told otherwise\n');
+    });
+}

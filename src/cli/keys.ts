@@ -1,0 +1,32 @@
+import type { Command } from 'commander';
+import { generateKeys } from '../signing/keys.js';
+import { readPassphraseFile } from '../signing/keyring.js';
+import { printJson } from './render.js';
+import { jsonOption, type CommandContext } from './main.js';
+
+export function spacedFingerprint(fingerprint: string): string {
+  return fingerprint.replace(/(.{4})/g, '$1 ').trim();
+}
+
+export function registerKeys(program: Command, context: CommandContext): void {
+  const keys = program.command('keys').description('manage signing keys');
+  keys
+    .command('generate')
+    .description('create an ed25519 OpenPGP signing key pair (signer.key.asc, mode 0600; signer.pub.asc)')
+    .requiredOption('--user-id <uid>', 'who signs, e.g. "ML Platform <mlops@example.org>"')
+    .requiredOption('--out-dir <dir>', 'directory for signer.key.asc and signer.pub.asc')
+    .option('--passphrase-file <file>', 'protect the private key with the passphrase in this file')
+    .addOption(jsonOption())
+    .action(async (opts: { userId: string; outDir: string; passphraseFile?: string; json?: boolean }) => {
+      const out = context.output(Boolean(opts.json));
+      const passphrase = await readPassphraseFile(opts.passphraseFile);
+      const result = await generateKeys({ userId: opts.userId, outDir: opts.outDir, ...(passphrase === undefined ? {} : { passphrase }) });
+      if (out.json) return printJson(out, { ok: true, ...result });
+      out.stdout(
+        `Generated signing key for ${result.userId}\n` +
+          `  fingerprint: ${spacedFingerprint(result.fingerprint)}\n` +
+          `  private key: ${result.privateKeyPath} (mode 0600; keep it on the connected side)\n` +
+          `  public key:  ${result.publicKeyPath} (hand this to the offline side by a separate channel)\n`,
+      );
+    });
+}

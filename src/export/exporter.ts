@@ -1,0 +1,120 @@
+/**
+ * `airlock export`: resolve → download + hash (per repo, pinned to one commit) → manifest →
+ * SHA256SUMS → signature → one tar written in a single pass. The work dir keeps verified downloads
+ * until the bundle is safely renamed into place, so a failed export can be re-run without
+ * downloading completed files again.
+ */
+import { access, rm } from 'node:fs/promises';
+import { AirlockError } from '../errors.js';
+import { FORMAT_VERSION, MANIFEST_NAME, payloadEntryName } from '../bundle/format.js';
+import { formatManifest, type Manifest, type ManifestRepo } from '../bundle/manifest.js';
+import { writeBundle, type BundlePayloadFile, type WrittenBundle } from '../bundle/writer.js';
+import { formatSha256Sums, type SumsEntry } from '../integrity/sha256sums.js';
+import { sha256Hex } from '../integrity/digest.js';
+import type { Signer } from '../signing/sign.js';
+import type { HubClient, RepoRef } from '../hub/types.js';
+import { toolVersion } from '../version.js';
+import { fetchSnapshot, type FetchProgress } from './fetch.js';
+
+export interface ExportOptions {
+  client: HubClient;
+  repos: readonly RepoRef[];
+  include: readonly string[];
+  exclude: readonly string[];
+  outPath: string;
+  workDir: string;
+  /** Undefined only when the user asked for an unsigned bundle explicitly. */
+  signer: Signer | undefined;
+  overwrite?: boolean;
+  keepWorkDir?: boolean;
+  onProgress?: FetchProgress;
+  now?: () => Date;
+}
+
+export interface ExportedRepo {
+  type: ManifestRepo['type'];
+  id: string;
+  revision: string;
+  commit: string;
+  files: number;
+  bytes: number;
+}
+
+export interface ExportResult {
+  bundle: WrittenBundle;
+  repos: ExportedRepo[];
+  signer: { fingerprint: string; userIds: readonly string[] } | undefined;
+  manifestSha256: string;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(() => true, () => false);
+}
+
+export async function exportBundle(options: ExportOptions): Promise<ExportResult> {
+  if (options.repos.length === 0) throw new AirlockError('E_USAGE', 'no repository given', { hint: 'airlock export acme/tiny-llm -o tiny.airlock.tar …' });
+  if (!options.overwrite && (await exists(options.outPath))) {
+    throw new AirlockError('E_OUTPUT_EXISTS', `${options.outPath} already exists`, {
+      subject: options.outPath,
+      hint: 'choose another -o path, or pass --force to replace it',
+    });
+  }
+
+  const repos: ManifestRepo[] = [];
+  const payload: BundlePayloadFile[] = [];
+  const sums: SumsEntry[] = [];
+  const seen = new Set<string>();
+  for (const ref of options.repos) {
+    const snapshot = await fetchSnapshot(options.client, ref, {
+      include: [...options.include],
+      exclude: [...options.exclude],
+      workDir: options.workDir,
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    });
+    const key = `${ref.type}:${ref.id}:${snapshot.commit}`;
+    if (seen.has(key)) continue; // the same snapshot named twice (e.g. by branch and by commit)
+    seen.add(key);
+    repos.push({
+      type: ref.type,
+      id: ref.id,
+      revision: ref.revision,
+      commit: snapshot.commit,
+      source: { kind: options.client.kind, endpoint: options.client.endpoint },
+      files: snapshot.files.map((f) => ({ path: f.remote.path, size: f.size, sha256: f.sha256, etag: f.etag, blobId: f.remote.blobId, lfs: f.lfs })),
+    });
+    for (const f of snapshot.files) {
+      const name = payloadEntryName(ref.type, ref.id, snapshot.commit, f.remote.path);
+      payload.push({ name, localPath: f.localPath, size: f.size });
+      sums.push({ path: name, sha256: f.sha256 });
+    }
+  }
+
+  const manifest: Manifest = {
+    format: 'model-airlock-bundle',
+    formatVersion: FORMAT_VERSION,
+    tool: { name: 'model-airlock', version: toolVersion },
+    createdAt: (options.now?.() ?? new Date()).toISOString(),
+    repos,
+  };
+  const manifestBytes = formatManifest(manifest);
+  const manifestSha256 = sha256Hex(manifestBytes);
+  const sumsBytes = Buffer.from(formatSha256Sums([...sums, { path: MANIFEST_NAME, sha256: manifestSha256 }]), 'utf8');
+  const signature = options.signer ? await options.signer.sign(sumsBytes) : undefined;
+
+  const bundle = await writeBundle(options.outPath, { sums: sumsBytes, signature, manifest: manifestBytes }, payload);
+  if (!options.keepWorkDir) await rm(options.workDir, { recursive: true, force: true });
+
+  return {
+    bundle,
+    manifestSha256,
+    signer: options.signer ? { fingerprint: options.signer.fingerprint, userIds: options.signer.userIds } : undefined,
+    repos: repos.map((r) => ({
+      type: r.type,
+      id: r.id,
+      revision: r.revision,
+      commit: r.commit,
+      files: r.files.length,
+      bytes: r.files.reduce((n, f) => n + f.size, 0),
+    })),
+  };
+}
