@@ -41,6 +41,8 @@ const TINY = {
   'README.md': Buffer.from('# tiny\n'),
   'sub/dir/vocab.txt': Buffer.from('[PAD]\n[UNK]\nhello\nworld\n'),
   'model.safetensors': randomBytes(200_000),
+  // Needs percent-encoding in resolve URLs and in the relative resolve-cache Location.
+  'odd dir/naïve #1?.txt': Buffer.from('encoded\n'),
 };
 const tinyFiles = () => Object.entries(TINY).map(([path, data]) => ({ path, data }));
 
@@ -159,7 +161,16 @@ describe('hub server: HTTP protocol', () => {
     const rec = await all(`${hub.endpoint}/api/models/acme/tiny/tree/${tiny.commit}?recursive=True&expand=False`);
     assert.deepEqual(
       rec.map((e) => `${String(e['type'])}:${String(e['path'])}`),
-      ['file:README.md', 'file:config.json', 'file:model.safetensors', 'directory:sub', 'directory:sub/dir', 'file:sub/dir/vocab.txt'],
+      [
+        'file:README.md',
+        'file:config.json',
+        'file:model.safetensors',
+        'directory:odd dir',
+        'file:odd dir/naïve #1?.txt',
+        'directory:sub',
+        'directory:sub/dir',
+        'file:sub/dir/vocab.txt',
+      ],
     );
     const st = tiny.files.find((f) => f.path === 'model.safetensors');
     assert.deepEqual(rec.find((e) => e['path'] === 'model.safetensors'), {
@@ -167,13 +178,13 @@ describe('hub server: HTTP protocol', () => {
       oid: st?.blobId,
       size: st?.size,
       path: 'model.safetensors',
-      lfs: { oid: st?.sha256, size: st?.size, pointerSize: 134 },
+      lfs: { oid: st?.sha256, size: st?.size, pointerSize: Buffer.byteLength(lfsPointer(st?.sha256 ?? '', st?.size ?? 0)) },
     });
     const dir = rec.find((e) => e['path'] === 'sub');
     assert.equal(dir?.['size'], 0);
     assert.match(String(dir?.['oid']), /^[0-9a-f]{40}$/);
     const top = await all(`${hub.endpoint}/api/models/acme/tiny/tree/main`);
-    assert.deepEqual(top.map((e) => e['path']), ['README.md', 'config.json', 'model.safetensors', 'sub']);
+    assert.deepEqual(top.map((e) => e['path']), ['README.md', 'config.json', 'model.safetensors', 'odd dir', 'sub']);
     // Python encodes the path as one segment (%2F); hub.js sends raw slashes.
     for (const p of ['sub%2Fdir', 'sub/dir']) {
       const inner = await all(`${hub.endpoint}/api/models/acme/tiny/tree/main/${p}?recursive=true`);
@@ -221,6 +232,9 @@ describe('hub server: HTTP protocol', () => {
     const body = await get(new URL(location, hub.endpoint).href);
     assert.deepEqual(await bytes(body), TINY['sub/dir/vocab.txt']);
     // Followed automatically, as any client would.
+    const odd = await fetch(`${hub.endpoint}/acme/tiny/resolve/main/odd%20dir/na%C3%AFve%20%231%3F.txt`);
+    assert.equal(odd.status, 200);
+    assert.deepEqual(await bytes(odd), TINY['odd dir/naïve #1?.txt']);
     const followed = await fetch(`${hub.endpoint}/acme/tiny/resolve/${encodeURIComponent('refs/pr/1')}/extra.txt`);
     assert.equal(await followed.text(), 'pr\n');
     assert.equal(followed.headers.get('x-repo-commit'), pr.commit);
@@ -432,15 +446,16 @@ describe('hub server: real huggingface_hub downloads from it', () => {
     // What Python asked, in protocol order: info at main, the tree at the commit (pages), then per file HEAD + GET.
     assert.equal(calls[0], 'GET HUB /api/models/acme/tiny/revision/main 200');
     const treePages = reqs.filter((r) => r.url.startsWith(`/api/models/acme/tiny/tree/${tiny.commit}`));
-    assert.equal(treePages.length, 3); // 4 files + 2 directories, 2 per page
+    assert.equal(treePages.length, 4); // 5 files + 3 directories, 2 per page
     assert.ok(treePages.every((r) => r.url.includes('recursive=true') && r.url.includes('expand=false')));
     for (const f of tiny.files) {
-      const resolvePath = `/acme/tiny/resolve/${tiny.commit}/${f.path}`;
+      const encoded = f.path.split('/').map(encodeURIComponent).join('/');
+      const resolvePath = `/acme/tiny/resolve/${tiny.commit}/${encoded}`;
       assert.ok(calls.includes(`HEAD HUB ${resolvePath} ${f.lfs ? 302 : 307}`), `${f.path}: ${calls.join('\n')}`);
       if (f.lfs) {
         assert.ok(calls.includes(`GET CDN /lfs/${f.sha256} 200`), f.path);
       } else {
-        const cachePath = `/api/resolve-cache/models/acme/tiny/${tiny.commit}/${f.path}`;
+        const cachePath = `/api/resolve-cache/models/acme/tiny/${tiny.commit}/${encoded}`;
         assert.ok(calls.includes(`HEAD HUB ${cachePath} 200`), f.path);
         assert.ok(calls.includes(`GET HUB ${cachePath} 200`), f.path);
       }
