@@ -3,12 +3,12 @@
  * from the work dir. Output goes to `<out>.partial`, is fsynced and renamed, so a crash never leaves a
  * file under the final name that looks complete but is not.
  */
-import { createReadStream } from 'node:fs';
-import { open, rename, rm, stat } from 'node:fs/promises';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { rename, rm, stat } from 'node:fs/promises';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createHash } from 'node:crypto';
-import { pack as tarPack, type Headers } from 'tar-stream';
+import { pack as tarPack, type Header } from 'tar-stream';
 import { AirlockError, fsError } from '../errors.js';
 import { ENTRY_MODE, ENTRY_MTIME, MANIFEST_NAME, SIGNATURE_NAME, SUMS_NAME, compareBytes } from './format.js';
 
@@ -35,8 +35,8 @@ export interface WrittenBundle {
 
 const READ_CHUNK = 1024 * 1024;
 
-function header(name: string, size: number): Headers {
-  return { name, size, mode: ENTRY_MODE, mtime: ENTRY_MTIME, uid: 0, gid: 0, uname: '', gname: '', type: 'file' };
+function header(name: string, size: number): Header {
+  return { name, size, mode: ENTRY_MODE, mtime: ENTRY_MTIME, uid: 0, gid: 0, uname: '', gname: '', type: 'file', linkname: '', devmajor: 0, devminor: 0 };
 }
 
 export async function writeBundle(outPath: string, leading: BundleLeading, files: readonly BundlePayloadFile[]): Promise<WrittenBundle> {
@@ -78,25 +78,20 @@ export async function writeBundle(outPath: string, leading: BundleLeading, files
     tar.finalize();
   };
 
-  let handle;
   try {
-    handle = await open(partial, 'w', 0o644);
+    // flush: fsync before close, so the rename below never publishes a bundle the disk does not hold
+    const sink = createWriteStream(partial, { mode: 0o644, highWaterMark: READ_CHUNK, flush: true });
+    await Promise.all([
+      feed().catch((error: unknown) => {
+        tar.destroy(error as Error);
+        throw error;
+      }),
+      pipeline(tar, tap, sink),
+    ]);
   } catch (error) {
-    throw fsError(error, 'create', partial);
-  }
-  try {
-    const sink = handle.createWriteStream({ highWaterMark: READ_CHUNK, autoClose: false });
-    await Promise.all([feed().catch((error: unknown) => {
-      tar.destroy(error as Error);
-      throw error;
-    }), pipeline(tar, tap, sink)]);
-    await handle.sync();
-  } catch (error) {
-    await handle.close().catch(() => undefined);
     await rm(partial, { force: true });
     throw fsError(error, 'write', partial);
   }
-  await handle.close();
   try {
     await rename(partial, outPath);
   } catch (error) {

@@ -2,6 +2,7 @@ import { basename, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { AirlockError } from '../errors.js';
 import { exportBundle } from '../export/exporter.js';
+import { describeFetchEvent } from '../export/fetch.js';
 import { resolveEndpoint, resolveToken } from '../hub/auth.js';
 import { createHuggingFaceClient } from '../hub/huggingface/client.js';
 import { parseRepoArg } from '../hub/repo-ref.js';
@@ -90,7 +91,7 @@ export function registerExport(program: Command, context: CommandContext): void 
         signer,
         overwrite: Boolean(flags.force),
         keepWorkDir: Boolean(flags.keepWorkDir),
-        ...(out.json ? {} : { onProgress: (event) => out.stderr(`  ${event}\n`) }),
+        ...(out.json ? {} : { onProgress: (event) => event.kind !== 'downloading' && out.stderr(`  ${describeFetchEvent(event)}\n`) }),
       });
       if (out.json) return printJson(out, { ok: true, bundle: result.bundle, repos: result.repos, signer: result.signer ?? null, signed: result.signer !== undefined });
       const files = result.repos.reduce((n, r) => n + r.files, 0);

@@ -4,7 +4,8 @@
  * until the bundle is safely renamed into place, so a failed export can be re-run without
  * downloading completed files again.
  */
-import { access, rm } from 'node:fs/promises';
+import { access, rm, rmdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { AirlockError } from '../errors.js';
 import { FORMAT_VERSION, MANIFEST_NAME, payloadEntryName } from '../bundle/format.js';
 import { formatManifest, type Manifest, type ManifestRepo } from '../bundle/manifest.js';
@@ -14,7 +15,7 @@ import { sha256Hex } from '../integrity/digest.js';
 import type { Signer } from '../signing/sign.js';
 import type { HubClient, RepoRef } from '../hub/types.js';
 import { toolVersion } from '../version.js';
-import { fetchSnapshot, type FetchProgress } from './fetch.js';
+import { fetchSnapshot, snapshotWorkDir, type FetchProgress } from './fetch.js';
 
 export interface ExportOptions {
   client: HubClient;
@@ -49,6 +50,20 @@ export interface ExportResult {
 
 async function exists(path: string): Promise<boolean> {
   return access(path).then(() => true, () => false);
+}
+
+/**
+ * Removes only what this export downloaded (a user's --work-dir may hold other things), then the
+ * folders that became empty.
+ */
+async function removeWorkFiles(workDir: string, refs: readonly RepoRef[], repos: readonly ManifestRepo[]): Promise<void> {
+  for (const repo of repos) {
+    const ref = refs.find((r) => r.type === repo.type && r.id === repo.id) ?? repo;
+    const snapshotDir = snapshotWorkDir(workDir, ref, repo.commit);
+    await rm(snapshotDir, { recursive: true, force: true });
+    await rmdir(dirname(snapshotDir)).catch(() => undefined);
+  }
+  await rmdir(workDir).catch(() => undefined);
 }
 
 export async function exportBundle(options: ExportOptions): Promise<ExportResult> {
@@ -102,7 +117,7 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
   const signature = options.signer ? await options.signer.sign(sumsBytes) : undefined;
 
   const bundle = await writeBundle(options.outPath, { sums: sumsBytes, signature, manifest: manifestBytes }, payload);
-  if (!options.keepWorkDir) await rm(options.workDir, { recursive: true, force: true });
+  if (!options.keepWorkDir) await removeWorkFiles(options.workDir, options.repos, repos);
 
   return {
     bundle,
