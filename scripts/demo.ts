@@ -28,8 +28,9 @@ function sh(command: string, args: string[], env: Record<string, string | undefi
   });
 }
 
+const quote = (arg: string) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`);
 const airlock = (args: string[], env: Record<string, string | undefined> = {}, envShown = '') =>
-  sh(process.execPath, [airlockBin, ...args], env, `${envShown}airlock ${args.join(' ')}`);
+  sh(process.execPath, [airlockBin, ...args], env, `${envShown}airlock ${args.map(quote).join(' ')}`);
 
 const workspace = await mkdtemp(join(tmpdir(), 'airlock-demo-'));
 const hub = await startHubServer();
