@@ -411,6 +411,23 @@ describe('Hugging Face client against hostile servers', () => {
     }
   });
 
+  it('a connection cut mid-body fails with E_NETWORK, and the partial is removed', async () => {
+    const data = randomBytes(100_000);
+    const server = await fakeHub([{ type: 'file', path: 'cut.bin', oid: 'd'.repeat(40), size: data.length, lfs: { oid: sha256(data), size: data.length } }], (_path, _req, res) => {
+      res.writeHead(200, { 'content-length': String(data.length) });
+      res.write(data.subarray(0, 10_000), () => setTimeout(() => res.destroy(), 20));
+    });
+    try {
+      const c = createHuggingFaceClient({ endpoint: server.origin });
+      const [file] = await c.listFiles(model('acme/evil'), COMMIT);
+      const dest = join(tmp, 'cut.partial');
+      await rejectsWith(c.download(model('acme/evil'), COMMIT, file as RemoteFile, dest), 'E_NETWORK', (e) => assert.ok(e.message.includes(`${server.origin}/acme/evil/resolve/`), e.message));
+      assert.ok(!existsSync(dest));
+    } finally {
+      await server.close();
+    }
+  });
+
   it('keeps the token on the endpoint origin: not to another port, and not back after leaving', async () => {
     const data = Buffer.from('hello\n');
     let endpointOrigin = '';

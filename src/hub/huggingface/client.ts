@@ -163,8 +163,18 @@ export function createHuggingFaceClient(options: HuggingFaceClientOptions): HubC
           },
         );
       };
+      const chunks = (response.body as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
       try {
-        for await (const chunk of response.body as AsyncIterable<Buffer>) {
+        for (;;) {
+          let step: IteratorResult<Buffer>;
+          try {
+            step = await chunks.next();
+          } catch (error) {
+            // only a failure of the body itself is a network error; ours (disk, hooks) keep their own
+            throw http.networkError(error, response.url);
+          }
+          if (step.done === true) break;
+          const chunk = step.value;
           received += chunk.length;
           if (received > file.size) throw integrity(`the server sent more than the ${file.size} bytes the listing says`);
           digester.update(chunk);
@@ -175,8 +185,7 @@ export function createHuggingFaceClient(options: HuggingFaceClientOptions): HubC
         }
       } catch (error) {
         response.body.destroy();
-        if (error instanceof AirlockError) throw error;
-        throw http.networkError(error, response.url);
+        throw error;
       } finally {
         response.done(received);
       }
