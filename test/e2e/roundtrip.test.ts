@@ -62,6 +62,33 @@ describe('keys generate', () => {
   });
 });
 
+describe('passphrase-protected signing keys', () => {
+  test('export needs the right passphrase file, and says so before downloading anything', async () => {
+    const pkeys = join(dir, 'protected');
+    const pass = join(dir, 'pass.txt');
+    const wrong = join(dir, 'wrong.txt');
+    await writeFile(pass, 'correct horse battery staple\n');
+    await writeFile(wrong, 'nope\n');
+    const gen = await runAirlock(['keys', 'generate', '--user-id', 'Protected <p@example.org>', '--out-dir', pkeys, '--passphrase-file', pass]);
+    assert.equal(gen.code, 0, gen.stderr);
+    assert.match(await readFile(join(pkeys, 'signer.key.asc'), 'utf8'), /BEGIN PGP PRIVATE KEY BLOCK/);
+    const out = join(dir, 'protected.airlock.tar');
+    const start = hub.requests.length;
+    const missing = await runAirlock(['export', 'acme/tiny-llm', '--sign-key', join(pkeys, 'signer.key.asc'), '-o', out], { env: env() });
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /E_KEY_INVALID[\s\S]*|passphrase/);
+    assert.match(missing.stderr, /--passphrase-file/);
+    const bad = await runAirlock(['export', 'acme/tiny-llm', '--sign-key', join(pkeys, 'signer.key.asc'), '--passphrase-file', wrong, '-o', out], { env: env() });
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /wrong passphrase/);
+    assert.equal(hub.requests.length, start, 'no request was made with an unusable key');
+    const ok = await runAirlock(['export', 'acme/tiny-llm', '--sign-key', join(pkeys, 'signer.key.asc'), '--passphrase-file', pass, '-o', out], { env: env() });
+    assert.equal(ok.code, 0, ok.stderr);
+    const v = await runAirlock(['verify', out, '--trusted-keys', join(pkeys, 'signer.pub.asc')]);
+    assert.equal(v.code, 0, v.stderr);
+  });
+});
+
 describe('the bundle', () => {
   test('starts with SHA256SUMS, SHA256SUMS.asc, manifest.json, then sorted payload files only', async () => {
     const layout = tarLayout(await readFile(bundle));
