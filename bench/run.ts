@@ -60,7 +60,7 @@ const hub = await startHubServer();
 try {
   process.stderr.write(`bench: generating ${SIZE_MIB} MiB in ${SHARDS} shards under ${dir}\n`);
   const shardBytes = Math.floor((SIZE_MIB * 1024 * 1024) / SHARDS);
-  const files = [];
+  const files: Array<{ path: string; fromFile?: string; data?: string }> = [];
   const chunk = Buffer.alloc(4 * 1024 * 1024);
   for (let s = 1; s <= SHARDS; s++) {
     const name = `model-0000${s}-of-0000${SHARDS}.safetensors`;
@@ -73,7 +73,7 @@ try {
     await fh.close();
     files.push({ path: name, fromFile: path });
   }
-  files.push({ path: 'config.json', data: '{"model_type": "llama"}\n' } as never);
+  files.push({ path: 'config.json', data: '{"model_type": "llama"}\n' });
   await hub.addRepo({ id: 'bench/model', files });
   const totalMiB = (shardBytes * SHARDS) / 1024 / 1024;
 
