@@ -23,13 +23,9 @@ export function cleanEnv(extra: Record<string, string | undefined> = {}): Record
   return env;
 }
 
-export function runAirlock(args: readonly string[], options: { env?: Record<string, string | undefined>; cwd?: string } = {}): Promise<RunResult> {
+function capture(command: string, args: readonly string[], cwd: string, env: NodeJS.ProcessEnv): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [airlockBin, ...args], {
-      cwd: options.cwd ?? repoRoot,
-      env: cleanEnv(options.env),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(command, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -39,15 +35,11 @@ export function runAirlock(args: readonly string[], options: { env?: Record<stri
   });
 }
 
+export function runAirlock(args: readonly string[], options: { env?: Record<string, string | undefined>; cwd?: string } = {}): Promise<RunResult> {
+  return capture(process.execPath, [airlockBin, ...args], options.cwd ?? repoRoot, cleanEnv(options.env));
+}
+
 /** Runs any command (tar, gpg, sha256sum…) the same way. */
 export function run(command: string, args: readonly string[], options: { env?: Record<string, string>; cwd?: string } = {}): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: options.cwd ?? repoRoot, env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
+  return capture(command, args, options.cwd ?? repoRoot, { ...process.env, ...options.env });
 }
