@@ -25,11 +25,16 @@ const codeClass = {
   E_REVISION_INVALID: 'usage',
   E_OUTPUT_EXISTS: 'usage',
   E_NOTHING_TO_EXPORT: 'usage',
+  E_GPG: 'usage',
 
   // verification: the bundle is not what its signer signed, or not signed by a trusted key
   E_UNSIGNED: 'verification',
   E_SIGNATURE_INVALID: 'verification',
   E_SIGNATURE_UNTRUSTED: 'verification',
+  E_SIGNATURE_EXPIRED_KEY: 'verification',
+  E_SIGNATURE_REVOKED_KEY: 'verification',
+  E_SIGNATURE_WRONG_SUBKEY: 'verification',
+  E_NOT_ENOUGH_SIGNATURES: 'verification',
   E_BUNDLE_MALFORMED: 'verification',
   E_SUMS_INVALID: 'verification',
   E_MANIFEST_INVALID: 'verification',

@@ -24,7 +24,7 @@ import { AirlockError, fsError } from '../errors.js';
 import { Digester } from '../integrity/digest.js';
 import { parseSha256Sums, type SumsEntry } from '../integrity/sha256sums.js';
 import { unsafeRelativePathReason } from '../fs/safe-path.js';
-import { verifyDetachedSignature, type TrustedKey, type VerifiedSigner } from '../signing/verify.js';
+import { verifyDetachedSignature, type TrustedKey, type TrustPolicy, type VerifiedSigner } from '../signing/verify.js';
 import {
   MANIFEST_NAME,
   MAX_MANIFEST_BYTES,
@@ -34,6 +34,7 @@ import {
   SUMS_NAME,
 } from './format.js';
 import { parseManifest, payloadEntries, type Manifest, type PayloadEntry } from './manifest.js';
+import { TarGuard, TarGuardError } from './tar-guard.js';
 
 export type { PayloadEntry } from './manifest.js';
 
@@ -67,7 +68,10 @@ export const discardSink: PayloadSink = {
 };
 
 export interface ReadBundleOptions {
-  trustedKeys: readonly TrustedKey[];
+  /** Shorthand for `trust: { keys: trustedKeys }` (every key trusted, one signature required). */
+  trustedKeys?: readonly TrustedKey[];
+  /** Keys, pins and the number of signatures required; takes precedence over `trustedKeys`. */
+  trust?: TrustPolicy;
   /** Accept a bundle without SHA256SUMS.asc. A signature that IS present is always checked. */
   allowUnsigned?: boolean;
   /** The bundle's path, for messages. */
@@ -146,6 +150,8 @@ class TarEntries {
   readonly #iterator: AsyncIterator<Entry>;
   readonly #subject: string;
   readonly #hash = createHash('sha256');
+  /** Sees every header block before tar-stream buffers anything for it (pax bombs, trailing data). */
+  readonly #guard = new TarGuard();
   #bytes = 0;
   #stopped = false;
   #wake: (() => void) | undefined;
@@ -193,6 +199,13 @@ class TarEntries {
         const buffer = chunk as Buffer;
         this.#hash.update(buffer);
         this.#bytes += buffer.byteLength;
+        try {
+          this.#guard.push(buffer);
+        } catch (error) {
+          if (!(error instanceof TarGuardError)) throw error;
+          this.#extract.destroy(malformed(this.#subject, error.message, error));
+          return;
+        }
         if (!this.#extract.write(buffer)) {
           await new Promise<void>((resolve) => {
             this.#wake = resolve;
@@ -445,7 +458,7 @@ export async function readBundle(source: Readable, options: ReadBundleOptions): 
     const leading = await readLeading(tar, subject, {
       onSignature: async (sumsBytes, signature) => {
         try {
-          signers = await verifyDetachedSignature(sumsBytes, signature, options.trustedKeys, SIGNATURE_NAME);
+          signers = await verifyDetachedSignature(sumsBytes, signature, options.trust ?? { keys: options.trustedKeys ?? [] }, SIGNATURE_NAME);
         } catch (error) {
           if (error instanceof AirlockError) throw error;
           // openpgp can throw on packets readSignature let through: still a bad signature, not a bad tar

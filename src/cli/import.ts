@@ -1,10 +1,13 @@
+import { hostname } from 'node:os';
 import { resolve } from 'node:path';
-import type { Command } from 'commander';
-import { AirlockError } from '../errors.js';
-import { importBundle, inspectBundle, verifyBundle } from '../import/index.js';
+import { Option, type Command } from 'commander';
+import { AirlockError, isAirlockError } from '../errors.js';
+import { auditSummary, hashFile, importBundle, inspectBundle, verificationRecord, verifyBundle, type VerificationRecord } from '../import/index.js';
 import { resolveHfCacheDir } from '../cache/hf-hub.js';
-import { loadTrustedKeys } from '../signing/keyring.js';
+import { writeFileAtomic } from '../fs/atomic.js';
+import { loadTrustPolicy, type LoadedTrust } from '../signing/keyring.js';
 import type { VerifiedSigner } from '../signing/verify.js';
+import { toolVersion } from '../version.js';
 import { formatBytes, printJson, type Output } from './render.js';
 import { jsonOption, type CommandContext } from './main.js';
 import { spacedFingerprint } from './keys.js';
@@ -13,17 +16,34 @@ const collect = (value: string, previous: string[]): string[] => [...previous, v
 
 interface TrustFlags {
   trustedKeys: string[];
+  trustedFingerprint: string[];
+  requireSignatures?: string;
   allowUnsigned?: boolean;
+  report?: string;
   json?: boolean;
 }
 
-async function trustedKeysFrom(flags: TrustFlags) {
+function addTrustOptions(command: Command): Command {
+  return command
+    .option('--trusted-keys <file>', 'public key file(s) or binary keyring (gpg --export) you trust (repeatable)', collect, [])
+    .option('--trusted-fingerprint <fpr>', 'pin: only keys with this fingerprint count (repeatable; replaces the trust file, see docs/security-model.md)', collect, [])
+    .option('--require-signatures <n>', 'distinct trusted keys that must have signed (two-person rule; default 1)')
+    .option('--allow-unsigned', 'accept a bundle without a signature (hashes are still checked)')
+    .option('--report <file>', 'write a JSON verification record (evidence) to this file, also when the bundle is refused');
+}
+
+async function trustFrom(flags: TrustFlags): Promise<LoadedTrust> {
   if (flags.trustedKeys.length === 0 && !flags.allowUnsigned) {
     throw new AirlockError('E_USAGE', 'no trusted keys given', {
       hint: 'pass --trusted-keys signer.pub.asc (the public key you received from the signer by a separate channel)',
     });
   }
-  return loadTrustedKeys(flags.trustedKeys);
+  let requireSignatures: number | undefined;
+  if (flags.requireSignatures !== undefined) {
+    requireSignatures = /^\d+$/.test(flags.requireSignatures) ? Number(flags.requireSignatures) : Number.NaN;
+    if (flags.allowUnsigned) throw new AirlockError('E_USAGE', '--require-signatures and --allow-unsigned contradict each other');
+  }
+  return loadTrustPolicy({ keyFiles: flags.trustedKeys, fingerprints: flags.trustedFingerprint, ...(requireSignatures === undefined ? {} : { requireSignatures }) });
 }
 
 function renderSigners(out: Output, signers: readonly VerifiedSigner[]): void {
@@ -36,18 +56,68 @@ function renderSigners(out: Output, signers: readonly VerifiedSigner[]): void {
   }
 }
 
+type Outcome = Parameters<typeof verificationRecord>[0]['result'];
+
+/**
+ * Runs `work`, and when --report is given writes the evidence record — for a refusal too (then with
+ * the refused bundle's own sha256), before the error reaches the user.
+ */
+async function withReport<T extends NonNullable<Outcome>>(
+  command: 'verify' | 'import',
+  bundlePath: string,
+  flags: TrustFlags,
+  trust: LoadedTrust,
+  cacheDir: string | undefined,
+  work: () => Promise<T>,
+): Promise<{ result: T; record: VerificationRecord }> {
+  const startedAt = new Date();
+  const base = {
+    command,
+    startedAt,
+    toolVersion,
+    host: hostname(),
+    bundlePath,
+    policy: trust.policy,
+    allowUnsigned: Boolean(flags.allowUnsigned),
+    ...(cacheDir === undefined ? {} : { cacheDir }),
+  };
+  const write = async (record: VerificationRecord): Promise<void> => {
+    if (flags.report !== undefined) await writeFileAtomic(resolve(flags.report), `${JSON.stringify(record, null, 2)}\n`);
+  };
+  let result: T;
+  try {
+    result = await work();
+  } catch (error) {
+    if (flags.report !== undefined) {
+      const file = await hashFile(bundlePath);
+      const failure = isAirlockError(error)
+        ? { code: error.code, message: error.message, subject: error.subject }
+        : { code: 'E_INTERNAL', message: (error as Error)?.message ?? String(error) };
+      await write(verificationRecord({ ...base, finishedAt: new Date(), failure: { ...failure, bundleSha256: file?.sha256, bundleBytes: file?.bytes } }));
+    }
+    throw error;
+  }
+  const record = verificationRecord({ ...base, finishedAt: new Date(), result });
+  await write(record);
+  return { result, record };
+}
+
 export function registerVerify(program: Command, context: CommandContext): void {
-  program
-    .command('verify')
-    .description('check a bundle completely (signature, manifest, every file hash) without writing anything')
-    .argument('<bundle>', 'the .airlock.tar file')
-    .option('--trusted-keys <file>', 'public key file(s) you trust (repeatable)', collect, [])
-    .option('--allow-unsigned', 'accept a bundle without a signature (hashes are still checked)')
+  addTrustOptions(
+    program
+      .command('verify')
+      .description('check a bundle completely (signature, manifest, every file hash) without writing anything')
+      .argument('<bundle>', 'the .airlock.tar file'),
+  )
+    .addOption(new Option('--quiet', 'print only the verdict line, not the auditor summary'))
     .addOption(jsonOption())
-    .action(async (bundle: string, flags: TrustFlags) => {
+    .action(async (bundle: string, flags: TrustFlags & { quiet?: boolean }) => {
       const out = context.output(Boolean(flags.json));
-      const trustedKeys = await trustedKeysFrom(flags);
-      const result = await verifyBundle({ bundlePath: resolve(bundle), trustedKeys, allowUnsigned: Boolean(flags.allowUnsigned) });
+      const trust = await trustFrom(flags);
+      const bundlePath = resolve(bundle);
+      const { result, record } = await withReport('verify', bundlePath, flags, trust, undefined, () =>
+        verifyBundle({ bundlePath, trust: trust.policy, allowUnsigned: Boolean(flags.allowUnsigned) }),
+      );
       if (out.json) return printJson(out, { ok: true, ...result });
       out.stdout(`Verified ${bundle}\n  bundle sha256 ${result.bundleSha256}\n`);
       renderSigners(out, result.signers);
@@ -55,23 +125,27 @@ export function registerVerify(program: Command, context: CommandContext): void 
         out.stdout(`  ${repo.type} ${repo.id}@${repo.revision} (commit ${repo.commit}): ${repo.files} files, ${formatBytes(repo.bytes)}\n`);
       }
       out.stdout(`  ${result.files} files, ${formatBytes(result.bytes)}: every hash matches the signed SHA256SUMS\n`);
+      if (!flags.quiet) out.stdout(`\n${auditSummary(record)}`);
     });
 }
 
 export function registerImport(program: Command, context: CommandContext): void {
-  program
-    .command('import')
-    .description('verify a bundle, then commit it atomically into the Hugging Face hub cache')
-    .argument('<bundle>', 'the .airlock.tar file')
-    .option('--trusted-keys <file>', 'public key file(s) you trust (repeatable)', collect, [])
-    .option('--allow-unsigned', 'accept a bundle without a signature (hashes are still checked)')
+  addTrustOptions(
+    program
+      .command('import')
+      .description('verify a bundle, then commit it atomically into the Hugging Face hub cache')
+      .argument('<bundle>', 'the .airlock.tar file'),
+  )
     .option('--cache-dir <dir>', 'hub cache (default: $HF_HUB_CACHE, $HUGGINGFACE_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub)')
     .addOption(jsonOption())
     .action(async (bundle: string, flags: TrustFlags & { cacheDir?: string }) => {
       const out = context.output(Boolean(flags.json));
-      const trustedKeys = await trustedKeysFrom(flags);
+      const trust = await trustFrom(flags);
       const cacheDir = resolveHfCacheDir(flags.cacheDir, process.env);
-      const result = await importBundle({ bundlePath: resolve(bundle), trustedKeys, allowUnsigned: Boolean(flags.allowUnsigned), cacheDir });
+      const bundlePath = resolve(bundle);
+      const { result } = await withReport('import', bundlePath, flags, trust, cacheDir, () =>
+        importBundle({ bundlePath, trust: trust.policy, allowUnsigned: Boolean(flags.allowUnsigned), cacheDir }),
+      );
       if (out.json) return printJson(out, { ok: true, cacheDir, ...result });
       out.stdout(`Imported ${bundle} into ${cacheDir}\n`);
       renderSigners(out, result.signers);

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { generateKeys } from '../signing/keys.js';
-import { readPassphraseFile } from '../signing/keyring.js';
+import { listKeyFiles, readPassphraseFile } from '../signing/keyring.js';
 import { printJson } from './render.js';
 import { jsonOption, type CommandContext } from './main.js';
 
@@ -28,5 +28,28 @@ export function registerKeys(program: Command, context: CommandContext): void {
           `  private key: ${result.privateKeyPath} (mode 0600; keep it on the connected side)\n` +
           `  public key:  ${result.publicKeyPath} (hand this to the offline side by a separate channel)\n`,
       );
+    });
+  keys
+    .command('list')
+    .description('show the keys in key files or keyrings: fingerprints, user ids, expiry, revocation, subkeys')
+    .argument('<file...>', 'armored key files or binary keyrings (gpg --export)')
+    .addOption(jsonOption())
+    .action(async (files: string[], opts: { json?: boolean }) => {
+      const out = context.output(Boolean(opts.json));
+      const keys = await listKeyFiles(files);
+      if (out.json) return printJson(out, { ok: true, keys });
+      const now = Date.now();
+      const state = (k: { revoked: boolean; expires: string | null }): string =>
+        k.revoked ? ' [REVOKED]' : k.expires !== null && Date.parse(k.expires) <= now ? ' [EXPIRED]' : '';
+      for (const k of keys) {
+        out.stdout(`${k.secret ? 'sec' : 'pub'}  ${k.algorithm}  created ${k.created.slice(0, 10)}  expires ${k.expires ?? 'never'}  [${k.usage.join(',')}]${state(k)}  (${k.source})\n`);
+        out.stdout(`     ${spacedFingerprint(k.fingerprint)}\n`);
+        for (const uid of k.userIds) out.stdout(`uid  ${uid}\n`);
+        for (const sub of k.subkeys) {
+          out.stdout(`sub  ${sub.algorithm}  created ${sub.created.slice(0, 10)}  expires ${sub.expires ?? 'never'}  [${sub.usage.join(',')}]${state(sub)}\n`);
+          out.stdout(`     ${spacedFingerprint(sub.fingerprint)}\n`);
+        }
+        out.stdout('\n');
+      }
     });
 }

@@ -9,6 +9,7 @@ import { processOutput, renderError, type Output } from './render.js';
 import { registerExport } from './export.js';
 import { registerImport, registerInspect, registerVerify } from './import.js';
 import { registerKeys } from './keys.js';
+import { registerResign } from './resign.js';
 
 export interface CommandContext {
   output(json: boolean): Output;
@@ -25,6 +26,7 @@ export function buildProgram(context: CommandContext): Command {
   registerVerify(program, context);
   registerImport(program, context);
   registerInspect(program, context);
+  registerResign(program, context);
   return program;
 }
 

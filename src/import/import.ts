@@ -7,7 +7,7 @@
 import { readBundle } from '../bundle/reader.js';
 import { commitToHfCache } from '../cache/hf-hub.js';
 import { createStaging } from '../fs/staging.js';
-import type { TrustedKey, VerifiedSigner } from '../signing/verify.js';
+import type { TrustedKey, TrustPolicy, VerifiedSigner } from '../signing/verify.js';
 import { watchInterrupts } from './interrupt.js';
 import { openBundle } from './open-bundle.js';
 import { StagingSink } from './staging-sink.js';
@@ -15,7 +15,10 @@ import { summarizeRepos, type RepoSummary } from './summary.js';
 
 export interface ImportOptions {
   bundlePath: string;
-  trustedKeys: readonly TrustedKey[];
+  /** Shorthand for `trust: { keys: trustedKeys }`. */
+  trustedKeys?: readonly TrustedKey[];
+  /** Keys, pins and signature count (see signing/verify.ts); takes precedence over `trustedKeys`. */
+  trust?: TrustPolicy;
   allowUnsigned?: boolean;
   /** The hub cache root (see resolveHfCacheDir). Created when missing (and removed again on failure). */
   cacheDir: string;
@@ -65,7 +68,7 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
     try {
       const sink = new StagingSink(staging);
       const verified = await readBundle(source, {
-        trustedKeys: options.trustedKeys,
+        trust: options.trust ?? { keys: options.trustedKeys ?? [] },
         allowUnsigned: options.allowUnsigned ?? false,
         subject: options.bundlePath,
         sink,

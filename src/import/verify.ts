@@ -1,12 +1,17 @@
 /** `airlock verify`: every check `import` makes, in the same single pass, writing nothing anywhere. */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { discardSink, readBundle } from '../bundle/reader.js';
-import type { TrustedKey, VerifiedSigner } from '../signing/verify.js';
+import type { TrustedKey, TrustPolicy, VerifiedSigner } from '../signing/verify.js';
 import { openBundle } from './open-bundle.js';
 import { summarizeRepos, type RepoSummary } from './summary.js';
 
 export interface VerifyOptions {
   bundlePath: string;
-  trustedKeys: readonly TrustedKey[];
+  /** Shorthand for `trust: { keys: trustedKeys }`. */
+  trustedKeys?: readonly TrustedKey[];
+  /** Keys, pins and signature count (see signing/verify.ts); takes precedence over `trustedKeys`. */
+  trust?: TrustPolicy;
   allowUnsigned?: boolean;
   signal?: AbortSignal;
 }
@@ -28,7 +33,7 @@ export interface VerifyResult {
 export async function verifyBundle(options: VerifyOptions): Promise<VerifyResult> {
   const source = await openBundle(options.bundlePath);
   const verified = await readBundle(source, {
-    trustedKeys: options.trustedKeys,
+    trust: options.trust ?? { keys: options.trustedKeys ?? [] },
     allowUnsigned: options.allowUnsigned ?? false,
     subject: options.bundlePath,
     sink: discardSink,
@@ -44,4 +49,19 @@ export async function verifyBundle(options: VerifyOptions): Promise<VerifyResult
     files: verified.files,
     bytes: verified.bytes,
   };
+}
+
+/** SHA-256 and size of a file (for the evidence record of a refused bundle); undefined if unreadable. */
+export async function hashFile(path: string): Promise<{ sha256: string; bytes: number } | undefined> {
+  try {
+    const hash = createHash('sha256');
+    let bytes = 0;
+    for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) {
+      hash.update(chunk as Buffer);
+      bytes += (chunk as Buffer).byteLength;
+    }
+    return { sha256: hash.digest('hex'), bytes };
+  } catch {
+    return undefined;
+  }
 }

@@ -10,6 +10,8 @@ export interface Signer {
   /** Primary key fingerprint, uppercase. */
   readonly fingerprint: string;
   readonly userIds: readonly string[];
+  /** The public half, when known (resign checks its fresh signature against it). */
+  readonly publicKey?: openpgp.PublicKey;
   sign(data: Uint8Array): Promise<string>;
 }
 
@@ -45,6 +47,7 @@ export async function openPgpSigner(armoredKey: string, passphrase: string | und
   return {
     fingerprint: unlocked.getFingerprint().toUpperCase(),
     userIds: unlocked.getUserIDs(),
+    publicKey: unlocked.toPublic(),
     async sign(data: Uint8Array): Promise<string> {
       const message = await openpgp.createMessage({ binary: data });
       return openpgp.sign({ message, signingKeys: unlocked, detached: true, format: 'armored' });
