@@ -1,0 +1,552 @@
+/**
+ * ModelScope (modelscope.cn, or a mirror) as a HubClient, per spec modelscope.md §2.10:
+ * revisions → the requested branch/tag (default `master`, as modelscope ≥ 1.33 picks it) and its
+ * CommitId; the recursive file listing at that ref; per file a GET of `repo?Revision=&FilePath=`
+ * (redirects followed), resumed with an open Range (appending only on 206), checked against the
+ * listing's SHA-256, 3 attempts.
+ *
+ * Credentials: the token goes out as the cookie `m_session_id=<token>` AND `Authorization: Bearer`,
+ * only to the endpoint's origin and only while a redirect chain has not left it — never to a CDN /
+ * object-storage redirect target (those URLs are signed).
+ */
+import { randomUUID } from 'node:crypto';
+import { constants, type FileHandle, open, rm, stat } from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { request, type Dispatcher } from 'undici';
+import type { SourceKind } from '../../bundle/manifest.js';
+import { AirlockError, fsError, redact } from '../../errors.js';
+import { unsafeRelativePathReason } from '../../fs/safe-path.js';
+import { Digester, type Digests } from '../../integrity/digest.js';
+import { toolVersion } from '../../version.js';
+import { defaultDispatcher, displayUrl, headerValue, type RequestLog } from '../http.js';
+import { formatRepoRef } from '../repo-ref.js';
+import type { DownloadProgress, HubClient, RemoteFile, RepoRef } from '../types.js';
+import { modelScopeErrorFromResponse, type ModelScopeStage } from './errors.js';
+import { COMMIT_RE, envelopeOk, findRevision, parseFileList, parseRevisions, protocolError, readEnvelope, type ModelScopeRemoteFile, type MsRevision } from './wire.js';
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+/** 1.x default (`ms: hub/constants.py`); `.ai` is the international site. */
+export const MODELSCOPE_DEFAULT_ENDPOINT = 'https://www.modelscope.cn';
+/** What modelscope ≥ 1.33 uses when no revision is given. */
+export const MODELSCOPE_DEFAULT_REVISION = 'master';
+/** The modelscope 1.x release whose protocol this client speaks (user agent only). */
+export const MODELSCOPE_COMPAT_VERSION = '1.37.1';
+export const MODELSCOPE_USER_AGENT = `modelscope/${MODELSCOPE_COMPAT_VERSION}; airlock/${toolVersion}`;
+/** `ModelScopeSourceKind`: until `SourceKind` in src/bundle/manifest.ts includes it, it is cast. */
+export const MODELSCOPE_KIND = 'modelscope' as unknown as SourceKind;
+
+const MAX_REDIRECTS = 20;
+const REDIRECT_STATUSES: ReadonlySet<number> = new Set([301, 302, 303, 307, 308]);
+const RETRY_STATUSES: ReadonlySet<number> = new Set([429, 500, 502, 503, 504]);
+const MAX_JSON_BYTES = 64 * 1024 * 1024;
+const MAX_ERROR_BODY_BYTES = 64 * 1024;
+const WRITE_CHUNK_BYTES = 1024 * 1024;
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value.trim() === '' ? undefined : value.trim();
+}
+
+/**
+ * `--endpoint` (host or URL) > `MODELSCOPE_ENDPOINT` (URL) > `MODELSCOPE_DOMAIN` (bare host, `https://`
+ * prepended; a scheme is accepted as 1.38+ does) > https://www.modelscope.cn. A value without a scheme
+ * gets `https://`. Trailing `/` stripped; no credentials, query or fragment (it is recorded in manifests).
+ */
+export function resolveModelScopeEndpoint(flag?: string, env: Env = process.env): string {
+  const candidates: Array<[string | undefined, string]> = [
+    [flag === undefined ? undefined : flag.trim(), '--endpoint'],
+    [nonEmpty(env['MODELSCOPE_ENDPOINT']), 'MODELSCOPE_ENDPOINT'],
+    [nonEmpty(env['MODELSCOPE_DOMAIN']), 'MODELSCOPE_DOMAIN'],
+  ];
+  const found = candidates.find(([value]) => value !== undefined);
+  if (found === undefined) return MODELSCOPE_DEFAULT_ENDPOINT;
+  const [raw, source] = found as [string, string];
+  if (raw === '') throw new AirlockError('E_USAGE', `${source} is empty`, { hint: 'give a host (www.modelscope.cn) or a URL (https://www.modelscope.cn)' });
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(raw) ? raw : `https://${raw}`;
+  let url: URL;
+  try {
+    url = new URL(withScheme);
+  } catch {
+    throw new AirlockError('E_USAGE', `${source} is not a host or URL: ${JSON.stringify(raw)}`, {
+      hint: 'e.g. www.modelscope.cn or https://www.modelscope.cn',
+    });
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new AirlockError('E_USAGE', `${source} must be an http(s) URL, not ${url.protocol}`, { hint: 'e.g. https://www.modelscope.cn' });
+  }
+  if (url.username !== '' || url.password !== '') {
+    throw new AirlockError('E_USAGE', `${source} must not contain credentials (user:password@)`, {
+      hint: 'pass the token with --token or MODELSCOPE_API_TOKEN; it is then sent only to that endpoint',
+    });
+  }
+  if (url.search !== '' || url.hash !== '') {
+    throw new AirlockError('E_USAGE', `${source} must not have a query or fragment: ${url.origin}${url.pathname}…`, {
+      hint: 'give only the base URL of the hub',
+    });
+  }
+  return `${url.origin}${url.pathname}`.replace(/\/+$/, '');
+}
+
+/** `--token` > `MODELSCOPE_API_TOKEN` (CR/LF dropped, trimmed; empty = none). Login cookies are not read. */
+export function resolveModelScopeToken(flag?: string, env: Env = process.env): string | undefined {
+  const clean = (v: string | undefined): string | undefined => {
+    if (v === undefined) return undefined;
+    const c = v.replace(/[\r\n]/g, '').trim();
+    return c === '' ? undefined : c;
+  };
+  const fromFlag = clean(flag);
+  const token = fromFlag ?? clean(env['MODELSCOPE_API_TOKEN']);
+  if (token !== undefined && !/^[\x21-\x7e]+$/.test(token)) {
+    throw new AirlockError('E_USAGE', `the token from ${fromFlag !== undefined ? '--token' : 'MODELSCOPE_API_TOKEN'} contains spaces or characters that cannot be sent in a header`, {
+      hint: 'copy the SDK token again from your ModelScope account settings',
+    });
+  }
+  return token;
+}
+
+export interface RetryPolicy {
+  /** Attempts per API request (default 3) and per file download (default 3). */
+  attempts?: number;
+  /** First back-off delay, doubled each retry (default 500 ms). `Retry-After` wins, capped at 30 s. */
+  baseDelayMs?: number;
+}
+
+export interface ModelScopeClientOptions {
+  /** Base URL as `resolveModelScopeEndpoint` returns it. */
+  endpoint: string;
+  token?: string | undefined;
+  dispatcher?: Dispatcher | undefined;
+  onRequest?: RequestLog | undefined;
+  retry?: RetryPolicy;
+  /** Send `Snapshot: True` on the listing, as modelscope 1.x `snapshot_download` does (default true). */
+  snapshotHeader?: boolean;
+}
+
+/** The ref a RepoRef resolved to, as the `.mv` file and the manifest want it. */
+export interface ModelScopeResolved {
+  revision: string;
+  kind: 'branch' | 'tag';
+  commit: string;
+  createdAt: number | undefined;
+}
+
+export interface ModelScopeClient extends HubClient {
+  /** The last resolution of this repo's revision (after `resolveCommit`). */
+  resolved(repo: RepoRef): ModelScopeResolved | undefined;
+  listFiles(repo: RepoRef, commit: string): Promise<ModelScopeRemoteFile[]>;
+}
+
+interface Resp {
+  url: URL;
+  status: number;
+  headers: Dispatcher.ResponseData['headers'];
+  body: Dispatcher.ResponseData['body'];
+  authSent: boolean;
+  done(bytes: number): void;
+}
+
+class RetryableError extends Error {
+  constructor(readonly error: AirlockError, readonly retryAfterMs: number | undefined) {
+    super(error.message);
+  }
+}
+
+function retryAfterMs(headers: Resp['headers']): number | undefined {
+  const value = headerValue(headers, 'retry-after');
+  if (value === undefined || !/^\d+$/.test(value.trim())) return undefined;
+  return Math.min(Number(value.trim()) * 1000, 30_000);
+}
+
+function repoPath(repo: RepoRef): string {
+  // {owner}/{name} raw, as both SDKs build it (ids were validated: no characters that need encoding)
+  return `api/v1/${repo.type === 'dataset' ? 'datasets' : 'models'}/${repo.id}`;
+}
+
+export function createModelScopeClient(options: ModelScopeClientOptions): ModelScopeClient {
+  const endpoint = options.endpoint.replace(/\/+$/, '');
+  const origin = new URL(endpoint).origin;
+  const token = options.token === '' ? undefined : options.token;
+  const dispatcher = options.dispatcher ?? defaultDispatcher();
+  const attempts = Math.max(1, options.retry?.attempts ?? 3);
+  const baseDelay = options.retry?.baseDelayMs ?? 500;
+  const snapshotHeader = options.snapshotHeader ?? true;
+  const resolvedRefs = new Map<string, ModelScopeResolved>();
+  const refKey = (repo: RepoRef): string => `${repo.type}:${repo.id}@${repo.revision}`;
+
+  const log = (record: Parameters<RequestLog>[0]): void => {
+    try {
+      options.onRequest?.(record);
+    } catch {
+      // a logging hook must not break a download
+    }
+  };
+
+  function networkError(error: unknown, url: URL): AirlockError {
+    if (error instanceof AirlockError) return error;
+    const err = error as { code?: unknown; message?: unknown; cause?: { code?: unknown; message?: unknown } } | undefined;
+    const code = typeof err?.code === 'string' ? err.code : typeof err?.cause?.code === 'string' ? err.cause.code : undefined;
+    const detail = typeof err?.cause?.message === 'string' && err.cause.message !== '' ? err.cause.message : String(err?.message ?? error);
+    return new AirlockError('E_NETWORK', redact(`network error talking to ${displayUrl(url)}: ${code !== undefined && !detail.includes(code) ? `${code} ` : ''}${detail}`, [token]), {
+      subject: displayUrl(url),
+      hint: `check the connection to ${url.origin} (and HTTPS_PROXY / NO_PROXY), or point --endpoint / MODELSCOPE_ENDPOINT at a reachable hub`,
+      cause: error,
+    });
+  }
+
+  /** One request, redirects followed by hand; credentials only on the endpoint origin, never after leaving it. */
+  async function send(target: URL, extra: Record<string, string> = {}): Promise<Resp> {
+    let url = target;
+    let withAuth = token !== undefined && url.origin === origin;
+    for (let hop = 0; ; hop++) {
+      const headers: Record<string, string> = {
+        'user-agent': MODELSCOPE_USER_AGENT,
+        'x-request-id': randomUUID().replace(/-/g, ''),
+        'accept-encoding': 'identity',
+        ...extra,
+      };
+      if (withAuth && token !== undefined) {
+        headers['authorization'] = `Bearer ${token}`;
+        headers['cookie'] = `m_session_id=${token}`;
+      }
+      const started = performance.now();
+      let response: Dispatcher.ResponseData;
+      try {
+        response = await request(url, { method: 'GET', headers, dispatcher });
+      } catch (error) {
+        log({ method: 'GET', url: displayUrl(url), status: 0, bytes: 0, ms: performance.now() - started });
+        throw networkError(error, url);
+      }
+      let logged = false;
+      const current = url;
+      const resp: Resp = {
+        url: current,
+        status: response.statusCode,
+        headers: response.headers,
+        body: response.body,
+        authSent: withAuth,
+        done: (bytes) => {
+          if (logged) return;
+          logged = true;
+          log({ method: 'GET', url: displayUrl(current), status: response.statusCode, bytes, ms: performance.now() - started });
+        },
+      };
+      const location = headerValue(response.headers, 'location');
+      if (!REDIRECT_STATUSES.has(response.statusCode) || location === undefined) return resp;
+      await response.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+      resp.done(0);
+      let next: URL;
+      try {
+        next = new URL(location, url);
+      } catch {
+        throw new AirlockError('E_HUB_PROTOCOL', `${displayUrl(url)} redirected to an invalid URL`, { subject: displayUrl(url) });
+      }
+      if (next.protocol !== 'https:' && next.protocol !== 'http:') {
+        throw new AirlockError('E_HUB_PROTOCOL', `${displayUrl(url)} redirected to a ${next.protocol} URL`, { subject: displayUrl(url) });
+      }
+      if (hop + 1 > MAX_REDIRECTS) {
+        throw new AirlockError('E_HUB_PROTOCOL', `more than ${MAX_REDIRECTS} redirects starting from ${displayUrl(target)}`, { subject: displayUrl(target) });
+      }
+      withAuth = withAuth && next.origin === origin;
+      url = next;
+    }
+  }
+
+  async function readBody(resp: Resp, limit: number): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    try {
+      for await (const chunk of resp.body as AsyncIterable<Buffer>) {
+        total += chunk.length;
+        if (total > limit) {
+          resp.body.destroy();
+          throw new AirlockError('E_HUB_PROTOCOL', `response from ${displayUrl(resp.url)} is larger than ${limit} bytes`, { subject: displayUrl(resp.url) });
+        }
+        chunks.push(chunk);
+      }
+    } catch (error) {
+      resp.done(total);
+      throw networkError(error, resp.url);
+    }
+    resp.done(total);
+    return Buffer.concat(chunks, total);
+  }
+
+  async function failure(resp: Resp, repo: RepoRef, stage: ModelScopeStage, path?: string): Promise<AirlockError> {
+    let body = '';
+    try {
+      body = (await readBody(resp, MAX_ERROR_BODY_BYTES)).toString('utf8');
+    } catch {
+      // status and headers still say enough
+    }
+    return modelScopeErrorFromResponse({
+      status: resp.status,
+      headers: resp.headers,
+      body,
+      url: resp.url,
+      repo,
+      stage,
+      ...(path !== undefined ? { path } : {}),
+      tokenSent: resp.authSent,
+      token,
+    });
+  }
+
+  /** Runs `attempt` up to `attempts` times while it throws RetryableError, backing off in between. */
+  async function withRetries<T>(attempt: (n: number) => Promise<T>): Promise<T> {
+    for (let n = 1; ; n++) {
+      try {
+        return await attempt(n);
+      } catch (error) {
+        if (!(error instanceof RetryableError)) throw error;
+        if (n >= attempts) throw error.error;
+        await sleep(error.retryAfterMs ?? baseDelay * 2 ** (n - 1));
+      }
+    }
+  }
+
+  /** GET an `/api/v1` JSON envelope; returns `Data` of a successful one. */
+  async function getData(url: URL, repo: RepoRef, stage: ModelScopeStage, extra: Record<string, string> = {}): Promise<{ data: unknown; url: URL }> {
+    return withRetries(async () => {
+      let resp: Resp;
+      try {
+        resp = await send(url, extra);
+      } catch (error) {
+        if (error instanceof AirlockError && error.code === 'E_NETWORK') throw new RetryableError(error, undefined);
+        throw error;
+      }
+      if (resp.status !== 200) {
+        const error = await failure(resp, repo, stage);
+        if (RETRY_STATUSES.has(resp.status)) throw new RetryableError(error, retryAfterMs(resp.headers));
+        throw error;
+      }
+      const bytes = await readBody(resp, MAX_JSON_BYTES);
+      let json: unknown;
+      try {
+        json = JSON.parse(bytes.toString('utf8'));
+      } catch {
+        throw protocolError(displayUrl(resp.url), 'answer', ['not JSON']);
+      }
+      const envelope = readEnvelope(json);
+      if (envelope === undefined) throw protocolError(displayUrl(resp.url), 'answer', ['not a {Code, Success, Data} envelope']);
+      if (!envelopeOk(envelope)) {
+        throw modelScopeErrorFromResponse({ status: 200, headers: resp.headers, body: bytes.toString('utf8'), url: resp.url, repo, stage, tokenSent: resp.authSent, token });
+      }
+      return { data: envelope.data, url: resp.url };
+    });
+  }
+
+  function checkRepo(repo: RepoRef): void {
+    if (repo.type !== 'model') {
+      throw new AirlockError('E_USAGE', `ModelScope ${repo.type}s are not supported yet: ${repo.id}`, {
+        subject: repo.id,
+        hint: 'airlock exports ModelScope models; export the dataset from its Hugging Face mirror if there is one',
+      });
+    }
+    if (!repo.id.includes('/')) {
+      throw new AirlockError('E_REPO_ID_INVALID', `a ModelScope repo id is owner/name, got ${JSON.stringify(repo.id)}`, {
+        subject: repo.id,
+        hint: 'e.g. Qwen/Qwen2.5-0.5B-Instruct',
+      });
+    }
+  }
+
+  async function resolve(repo: RepoRef): Promise<ModelScopeResolved> {
+    checkRepo(repo);
+    const url = new URL(`${endpoint}/${repoPath(repo)}/revisions`);
+    const { data, url: answered } = await getData(url, repo, 'revisions');
+    const revisions = parseRevisions(data, displayUrl(answered));
+    const found: MsRevision | undefined = findRevision(revisions, repo.revision);
+    if (found === undefined) {
+      const names = revisions.map((r) => r.name);
+      const shown = names.slice(0, 10).join(', ') + (names.length > 10 ? `, … (${names.length})` : '');
+      throw new AirlockError('E_REVISION_NOT_FOUND', `revision ${JSON.stringify(repo.revision)} is not a branch or tag of ModelScope model ${repo.id}`, {
+        subject: formatRepoRef(repo),
+        hint: `${COMMIT_RE.test(repo.revision) ? 'ModelScope takes branch or tag names, not commit hashes (the modelscope library refuses them too); ' : ''}${names.length > 0 ? `the repo has: ${shown}` : 'the repo lists no branches or tags'}`,
+      });
+    }
+    if (found.commitId === undefined || !COMMIT_RE.test(found.commitId)) {
+      throw protocolError(displayUrl(answered), 'revision list', [`${found.kind} ${found.name} has no 40-hex CommitId (${JSON.stringify(found.commitId ?? null)})`]);
+    }
+    const resolved: ModelScopeResolved = { revision: found.name, kind: found.kind, commit: found.commitId, createdAt: found.createdAt };
+    resolvedRefs.set(refKey(repo), resolved);
+    return resolved;
+  }
+
+  /** One attempt at one file, appending to `have` bytes already on disk when the server answers 206. */
+  async function attemptFile(repo: RepoRef, file: ModelScopeRemoteFile, destination: string, have: number, onProgress?: DownloadProgress): Promise<Digests> {
+    const what = `${formatRepoRef(repo, false)}/${file.path}`;
+    const integrity = (message: string): AirlockError =>
+      new AirlockError('E_DOWNLOAD_INTEGRITY', `${what}: ${message}`, {
+        subject: what,
+        hint: 'the file changed on the way or the hub serves other bytes than it lists; nothing was kept — run the export again',
+      });
+    const query = new URLSearchParams({ Revision: repo.revision, FilePath: file.path });
+    const url = new URL(`${endpoint}/${repoPath(repo)}/repo?${query.toString()}`);
+    const headers: Record<string, string> = { 'snapshot-identifier': randomUUID() };
+    if (have > 0) headers['range'] = `bytes=${have}-`;
+    let resp: Resp;
+    try {
+      resp = await send(url, headers);
+    } catch (error) {
+      if (error instanceof AirlockError && error.code === 'E_NETWORK') throw new RetryableError(error, undefined);
+      throw error;
+    }
+    let append = false;
+    if (resp.status === 206 && have > 0) {
+      const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(headerValue(resp.headers, 'content-range') ?? '');
+      if (range === null || Number(range[1]) !== have) {
+        resp.body.destroy();
+        resp.done(0);
+        throw new RetryableError(integrity(`the server answered the resume request with another range (${headerValue(resp.headers, 'content-range') ?? 'none'})`), undefined);
+      }
+      append = true;
+    } else if (resp.status !== 200) {
+      const error = await failure(resp, repo, 'file', file.path);
+      if (RETRY_STATUSES.has(resp.status) || resp.status === 416) throw new RetryableError(error, retryAfterMs(resp.headers));
+      throw error;
+    }
+    const encoding = headerValue(resp.headers, 'content-encoding');
+    if (encoding !== undefined && encoding.toLowerCase() !== 'identity') {
+      resp.body.destroy();
+      resp.done(0);
+      throw integrity(`${displayUrl(resp.url)} sent it with content-encoding ${encoding} although identity was asked for`);
+    }
+
+    const digester = new Digester();
+    let handle: FileHandle | undefined;
+    let received = append ? have : 0;
+    try {
+      try {
+        const flags = constants.O_RDWR | constants.O_CREAT | (append ? 0 : constants.O_TRUNC) | (constants.O_NOFOLLOW ?? 0);
+        handle = await open(destination, flags, 0o666);
+      } catch (error) {
+        throw fsError(error, 'create', destination);
+      }
+      if (append) {
+        // hash what is already there, then append after it
+        const buffer = Buffer.allocUnsafe(WRITE_CHUNK_BYTES);
+        let offset = 0;
+        while (offset < have) {
+          const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, have - offset), offset);
+          if (bytesRead === 0) break;
+          digester.update(buffer.subarray(0, bytesRead));
+          offset += bytesRead;
+        }
+        if (offset !== have) throw new RetryableError(integrity('the partial file shrank while resuming'), undefined);
+        await handle.truncate(have);
+      }
+      let position = append ? have : 0;
+      const chunks = (resp.body as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+      try {
+        for (;;) {
+          let step: IteratorResult<Buffer>;
+          try {
+            step = await chunks.next();
+          } catch (error) {
+            throw new RetryableError(networkError(error, resp.url), undefined);
+          }
+          if (step.done === true) break;
+          const chunk = step.value;
+          received += chunk.length;
+          if (received > file.size) throw integrity(`the server sent more than the ${file.size} bytes the listing says`);
+          digester.update(chunk);
+          try {
+            await handle.write(chunk, 0, chunk.length, position);
+          } catch (error) {
+            throw fsError(error, 'write', destination);
+          }
+          position += chunk.length;
+          onProgress?.(chunk.length);
+        }
+      } catch (error) {
+        resp.body.destroy();
+        throw error;
+      } finally {
+        resp.done(received - (append ? have : 0));
+      }
+      await handle.close().catch((error: unknown) => {
+        throw fsError(error, 'close', destination);
+      });
+      handle = undefined;
+      const digests = digester.digest();
+      if (digests.size !== file.size) throw new RetryableError(integrity(`expected ${file.size} bytes, got ${digests.size}`), undefined);
+      if (digests.sha256 !== file.lfsSha256) {
+        await rm(destination, { force: true }).catch(() => undefined);
+        throw new RetryableError(integrity(`sha256 mismatch: the listing says ${file.lfsSha256}, got ${digests.sha256}`), undefined);
+      }
+      return digests;
+    } finally {
+      await handle?.close().catch(() => undefined);
+    }
+  }
+
+  async function bytesOnDisk(path: string): Promise<number> {
+    try {
+      const info = await stat(path);
+      return info.isFile() ? info.size : 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  return {
+    kind: MODELSCOPE_KIND,
+    endpoint,
+
+    resolved(repo: RepoRef): ModelScopeResolved | undefined {
+      return resolvedRefs.get(refKey(repo));
+    },
+
+    async resolveCommit(repo: RepoRef): Promise<string> {
+      return (await resolve(repo)).commit;
+    },
+
+    async listFiles(repo: RepoRef, commit: string): Promise<ModelScopeRemoteFile[]> {
+      checkRepo(repo);
+      if (!COMMIT_RE.test(commit)) throw new AirlockError('E_INTERNAL', `listFiles needs a full commit hash, got ${JSON.stringify(commit)}`);
+      // ModelScope lists by ref name (1.x never sends a commit); the ref was resolved to `commit` just before
+      const query = new URLSearchParams({ Revision: repo.revision, Recursive: 'True' });
+      const url = new URL(`${endpoint}/${repoPath(repo)}/repo/files?${query.toString()}`);
+      const { data, url: answered } = await getData(url, repo, 'files', snapshotHeader ? { Snapshot: 'True' } : {});
+      return parseFileList(data, displayUrl(answered), repo);
+    },
+
+    async download(repo: RepoRef, commit: string, remote: RemoteFile, destination: string, onProgress?: DownloadProgress): Promise<Digests> {
+      checkRepo(repo);
+      if (!COMMIT_RE.test(commit)) throw new AirlockError('E_INTERNAL', `download needs a full commit hash, got ${JSON.stringify(commit)}`);
+      const reason = unsafeRelativePathReason(remote.path);
+      if (reason !== undefined) {
+        throw new AirlockError('E_UNSAFE_PATH', `${formatRepoRef(repo, false)}: unsafe file path ${JSON.stringify(remote.path)} (${reason})`, { subject: remote.path });
+      }
+      if (remote.lfsSha256 === undefined) throw new AirlockError('E_INTERNAL', `${remote.path}: a ModelScope file needs its listed sha256`);
+      const file = remote as ModelScopeRemoteFile;
+      if (file.size === 0) {
+        // zero-byte files are made locally, without a request (both SDKs do)
+        const digests = new Digester().digest();
+        if (digests.sha256 !== file.lfsSha256) {
+          throw new AirlockError('E_DOWNLOAD_INTEGRITY', `${formatRepoRef(repo, false)}/${file.path}: listed as 0 bytes but with the sha256 of other content`, { subject: file.path });
+        }
+        let handle: FileHandle | undefined;
+        try {
+          handle = await open(destination, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | (constants.O_NOFOLLOW ?? 0), 0o666);
+        } catch (error) {
+          throw fsError(error, 'create', destination);
+        } finally {
+          await handle?.close().catch(() => undefined);
+        }
+        return digests;
+      }
+      try {
+        return await withRetries(async (n) => {
+          // resume only what a previous attempt of this call left (a hash mismatch removed its file)
+          const have = n === 1 ? 0 : await bytesOnDisk(destination);
+          return attemptFile(repo, file, destination, have < file.size ? have : 0, onProgress);
+        });
+      } catch (error) {
+        await rm(destination, { force: true }).catch(() => undefined);
+        throw error instanceof RetryableError ? error.error : error;
+      }
+    },
+  };
+}

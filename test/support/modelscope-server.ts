@@ -1,0 +1,460 @@
+/**
+ * A protocol-faithful ModelScope hub for tests (see /work/shared/specs/modelscope.md §2), in the style of
+ * hub-server.ts: two node:http servers on two loopback HOSTS.
+ * - `endpoint` (127.0.0.1): the `/api/v1` routes, every answer in the `{Code, Success, Message,
+ *   RequestId, Data}` envelope; errors as the 1.x SDK sees them (404 = missing OR private without valid
+ *   credentials, 401 for an invalid token, 400 for a bad parameter), with `x-request-id`.
+ *   - `GET /api/v1/models/{owner}/{name}`                       repo info (`Data.Id`, …)
+ *   - `GET /api/v1/models/{owner}/{name}/revisions[?EndTime=]`   `Data.RevisionMap.{Branches,Tags}[]`
+ *   - `GET /api/v1/models/{owner}/{name}/repo/files?Revision=&Recursive=True[&Root=]`  `Data.Files[]`,
+ *     `tree` entries for directories, per-file `Revision` = the last commit that touched the file
+ *   - `GET /api/v1/models/{owner}/{name}/repo?Revision=&FilePath=`  the bytes (small files, Range
+ *     honoured: 206) or a 302 to a signed CDN URL (LFS files)
+ * - `cdnOrigin` (127.0.0.2): LFS bytes behind signed, expiring URLs; never needs (and records) credentials.
+ *
+ * The token is accepted from the cookie `m_session_id=<token>` (1.x) or `Authorization: Bearer` (msh).
+ * Faults can be injected per file path to exercise retries, resume and integrity checks.
+ */
+import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface MsFileInput {
+  path: string;
+  data: Buffer | string;
+  /** Default: true for *.safetensors, *.bin, *.pt, *.pth, *.gguf, *.onnx or size >= 10 MiB. */
+  lfs?: boolean;
+}
+
+export interface MsFileInfo {
+  path: string;
+  size: number;
+  sha256: string;
+  lfs: boolean;
+  /** The commit that last touched the file (the listing's per-file `Revision`). */
+  lastCommit: string;
+}
+
+export interface MsAddedCommit {
+  commit: string;
+  /** Epoch seconds of the commit (the ref's `CreatedAt`). */
+  createdAt: number;
+  /** Every file of the snapshot after this commit. */
+  files: MsFileInfo[];
+}
+
+export interface MsAddRepoOptions {
+  /** `owner/name`. */
+  id: string;
+  files: MsFileInput[];
+  /** Default 'master'. */
+  branch?: string;
+  tags?: string[];
+  private?: boolean;
+}
+
+export type MsFault =
+  /** Answer this HTTP status (with an envelope) instead of the file, `times` times. */
+  | { kind: 'status'; status: number; times?: number; retryAfter?: number }
+  /** Send the headers and `after` bytes, then drop the connection. */
+  | { kind: 'cut'; after: number; times?: number }
+  /** Serve the right length with one byte flipped. */
+  | { kind: 'corrupt'; times?: number }
+  /** Ignore Range (always answer 200 with the whole file). */
+  | { kind: 'no-range'; times?: number };
+
+export interface MsRequestRecord {
+  method: string;
+  host: string;
+  /** Raw request target: path and query. */
+  url: string;
+  authorization: string | undefined;
+  cookie: string | undefined;
+  range: string | undefined;
+  snapshot: string | undefined;
+  snapshotIdentifier: string | undefined;
+  userAgent: string | undefined;
+  requestId: string | undefined;
+  status: number;
+}
+
+export interface ModelScopeServer {
+  endpoint: string;
+  cdnOrigin: string;
+  requests: MsRequestRecord[];
+  addRepo(options: MsAddRepoOptions): MsAddedCommit;
+  /** Adds or replaces `files` on `branch` (default master); other files keep their last commit. */
+  addCommit(id: string, files: MsFileInput[], options?: { branch?: string; tags?: string[]; remove?: string[] }): MsAddedCommit;
+  /** Injects a fault on downloads of `path` (any repo). */
+  fault(path: string, fault: MsFault): void;
+  /** Makes every listing answer with `Data` replaced by this (for malformed-listing tests). */
+  overrideListing(id: string, data: unknown): void;
+  close(): Promise<void>;
+}
+
+export interface ModelScopeServerOptions {
+  /** Valid tokens; any other token gets 401. */
+  tokens?: string[];
+  host?: string;
+  cdnHost?: string;
+}
+
+const LFS_EXTENSIONS = ['.safetensors', '.bin', '.pt', '.pth', '.gguf', '.onnx'];
+const LFS_SIZE_THRESHOLD = 10 * 1024 * 1024;
+
+interface StoredFile extends MsFileInfo {
+  data: Buffer;
+  committedDate: number;
+}
+
+interface Snapshot {
+  commit: string;
+  createdAt: number;
+  files: Map<string, StoredFile>;
+}
+
+interface RepoState {
+  id: string;
+  numericId: number;
+  private: boolean;
+  branches: Map<string, Snapshot>;
+  tags: Map<string, Snapshot>;
+  listingOverride?: unknown;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly code: number = status,
+    readonly headers: OutgoingHttpHeaders = {},
+  ) {
+    super(message);
+  }
+}
+
+interface Ctx {
+  req: IncomingMessage;
+  res: ServerResponse;
+  record: MsRequestRecord;
+  requestId: string;
+}
+
+function writeHead(ctx: Ctx, status: number, headers: OutgoingHttpHeaders): void {
+  ctx.record.status = status;
+  ctx.res.writeHead(status, { 'x-request-id': ctx.requestId, ...headers });
+}
+
+function sendBody(ctx: Ctx, status: number, headers: OutgoingHttpHeaders, body: Buffer): void {
+  writeHead(ctx, status, { 'Content-Length': String(body.length), ...headers });
+  ctx.res.end(ctx.req.method === 'HEAD' ? undefined : body);
+}
+
+function sendEnvelope(ctx: Ctx, status: number, code: number, message: string, data: unknown, headers: OutgoingHttpHeaders = {}): void {
+  const body = { Code: code, Success: code === 200, Message: message, RequestId: ctx.requestId, Data: data };
+  sendBody(ctx, status, { 'Content-Type': 'application/json;charset=UTF-8', ...headers }, Buffer.from(JSON.stringify(body), 'utf8'));
+}
+
+function isLfs(input: MsFileInput, size: number): boolean {
+  if (input.lfs !== undefined) return input.lfs;
+  const lower = input.path.toLowerCase();
+  return size >= LFS_SIZE_THRESHOLD || LFS_EXTENSIONS.some((ext) => lower.endsWith(ext));
+}
+
+function parseRange(header: string | undefined, size: number): { start: number; end: number } | 'full' | 'unsatisfiable' {
+  if (header === undefined) return 'full';
+  const m = /^bytes=(\d+)-(\d*)$/.exec(header.trim());
+  if (m === null) return 'full';
+  const start = Number(m[1]);
+  const end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
+  if (start >= size || end < start) return 'unsatisfiable';
+  return { start, end };
+}
+
+async function listen(server: Server, host: string): Promise<number> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return (server.address() as AddressInfo).port;
+}
+
+async function closeServer(server: Server): Promise<void> {
+  server.closeAllConnections();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+}
+
+export async function startModelScopeServer(options: ModelScopeServerOptions = {}): Promise<ModelScopeServer> {
+  const host = options.host ?? '127.0.0.1';
+  const cdnHost = options.cdnHost ?? '127.0.0.2';
+  const tokens = new Set(options.tokens ?? []);
+  const repos = new Map<string, RepoState>();
+  const faults = new Map<string, Array<MsFault & { left: number }>>();
+  const cdnObjects = new Map<string, Buffer>();
+  const requests: MsRequestRecord[] = [];
+  const signingKey = randomBytes(32);
+  let endpoint = '';
+  let cdnOrigin = '';
+  let clock = 1_726_842_501;
+  let nextNumericId = 1000;
+
+  function takeFault(path: string): MsFault | undefined {
+    const list = faults.get(path);
+    const fault = list?.find((f) => f.left > 0);
+    if (fault === undefined) return undefined;
+    fault.left -= 1;
+    return fault;
+  }
+
+  function commitFiles(repo: RepoState, base: Map<string, StoredFile>, inputs: MsFileInput[], remove: string[], branch: string, tags: string[]): MsAddedCommit {
+    clock += 60;
+    const commit = createHash('sha1').update(`${repo.id}\n${clock}\n${randomUUID()}`).digest('hex');
+    const files = new Map(base);
+    for (const path of remove) files.delete(path);
+    for (const input of inputs) {
+      const data = typeof input.data === 'string' ? Buffer.from(input.data, 'utf8') : input.data;
+      const sha256 = createHash('sha256').update(data).digest('hex');
+      const lfs = isLfs(input, data.length);
+      files.set(input.path, { path: input.path, size: data.length, sha256, lfs, lastCommit: commit, data, committedDate: clock });
+      if (lfs) cdnObjects.set(sha256, data);
+    }
+    const snapshot: Snapshot = { commit, createdAt: clock, files };
+    repo.branches.set(branch, snapshot);
+    for (const tag of tags) repo.tags.set(tag, snapshot);
+    return { commit, createdAt: clock, files: [...files.values()].map(({ path, size, sha256, lfs, lastCommit }) => ({ path, size, sha256, lfs, lastCommit })) };
+  }
+
+  function tokenOf(req: IncomingMessage): string | undefined {
+    const auth = req.headers.authorization;
+    const bearer = auth !== undefined ? /^Bearer\s+(\S+)$/i.exec(auth)?.[1] : undefined;
+    const cookie = /(?:^|;\s*)m_session_id=([^;]+)/.exec(req.headers.cookie ?? '')?.[1];
+    return bearer ?? cookie;
+  }
+
+  function findRepo(owner: string, name: string, token: string | undefined): RepoState {
+    if (token !== undefined && !tokens.has(token)) throw new HttpError(401, 'Unauthorized: the access token is invalid or expired');
+    const repo = repos.get(`${owner}/${name}`);
+    // 1.x: 404 for a missing repo AND for a private one without valid credentials
+    if (repo === undefined || (repo.private && token === undefined)) throw new HttpError(404, '模型不存在', 10010205001);
+    return repo;
+  }
+
+  function snapshotAt(repo: RepoState, revision: string | null): Snapshot {
+    if (revision === null || revision === '') throw new HttpError(400, 'Revision is required', 400);
+    const snap = repo.branches.get(revision) ?? repo.tags.get(revision);
+    if (snap === undefined) throw new HttpError(404, `revision ${revision} not found`, 10010205002);
+    return snap;
+  }
+
+  function revisionItems(map: Map<string, Snapshot>, newestFirst: boolean): Array<Record<string, unknown>> {
+    const items = [...map].map(([name, snap]) => ({ Revision: name, CreatedAt: snap.createdAt, CommitId: snap.commit, Description: '' }));
+    return newestFirst ? items.sort((a, b) => b.CreatedAt - a.CreatedAt) : items;
+  }
+
+  function listing(snap: Snapshot, root: string, recursive: boolean): Array<Record<string, unknown>> {
+    const prefix = root === '' || root === '/' ? '' : `${root.replace(/^\/+|\/+$/g, '')}/`;
+    const dirs = new Set<string>();
+    for (const path of snap.files.keys()) {
+      const parts = path.split('/');
+      for (let i = 1; i < parts.length; i++) dirs.add(parts.slice(0, i).join('/'));
+    }
+    const within = (p: string): boolean => p.startsWith(prefix) && (recursive || !p.slice(prefix.length).includes('/'));
+    const entries: Array<Record<string, unknown>> = [];
+    for (const dir of [...dirs].filter(within).sort()) {
+      entries.push({ Name: dir.slice(dir.lastIndexOf('/') + 1), Path: dir, Type: 'tree', Size: 0, Mode: '40000', Revision: snap.commit });
+    }
+    for (const file of [...snap.files.values()].filter((f) => within(f.path)).sort((a, b) => (a.path < b.path ? -1 : 1))) {
+      entries.push({
+        Name: file.path.slice(file.path.lastIndexOf('/') + 1),
+        Path: file.path,
+        Type: 'blob',
+        Size: file.size,
+        Sha256: file.sha256,
+        Revision: file.lastCommit,
+        IsLFS: file.lfs,
+        Mode: '33188',
+        CommitMessage: 'upload',
+        CommittedDate: file.committedDate,
+        CommitterName: 'airlock-test',
+        InCheck: false,
+      });
+    }
+    return entries;
+  }
+
+  function sendBytes(ctx: Ctx, data: Buffer, fault: MsFault | undefined): void {
+    const base: OutgoingHttpHeaders = { 'Accept-Ranges': 'bytes', 'Content-Type': 'application/octet-stream' };
+    const range = fault?.kind === 'no-range' ? 'full' : parseRange(ctx.req.headers.range, data.length);
+    if (range === 'unsatisfiable') {
+      sendBody(ctx, 416, { ...base, 'Content-Range': `bytes */${data.length}` }, Buffer.alloc(0));
+      return;
+    }
+    const start = range === 'full' ? 0 : range.start;
+    const end = range === 'full' ? data.length - 1 : range.end;
+    let body = data.subarray(start, end + 1);
+    if (fault?.kind === 'corrupt' && body.length > 0) {
+      body = Buffer.from(body);
+      body[body.length - 1] = (body[body.length - 1] as number) ^ 0xff;
+    }
+    const headers: OutgoingHttpHeaders = { ...base, 'Content-Length': String(body.length) };
+    if (range !== 'full') headers['Content-Range'] = `bytes ${start}-${end}/${data.length}`;
+    writeHead(ctx, range === 'full' ? 200 : 206, headers);
+    if (fault?.kind === 'cut') {
+      // FIN, not RST: the bytes sent so far reach the client, then the body ends early
+      ctx.res.write(body.subarray(0, Math.min(fault.after, body.length)), () => setTimeout(() => ctx.res.socket?.end(), 20));
+      return;
+    }
+    ctx.res.end(body);
+  }
+
+  async function routeApi(ctx: Ctx): Promise<void> {
+    const raw = ctx.req.url ?? '/';
+    const q = raw.indexOf('?');
+    const path = q < 0 ? raw : raw.slice(0, q);
+    const query = new URLSearchParams(q < 0 ? '' : raw.slice(q + 1));
+    if (ctx.req.method !== 'GET' && ctx.req.method !== 'HEAD') throw new HttpError(405, 'Method Not Allowed');
+    const m = /^\/api\/v1\/models\/([^/]+)\/([^/]+)(\/.*)?$/.exec(path);
+    if (m === null) throw new HttpError(404, 'Not Found');
+    const owner = decodeURIComponent(m[1] as string);
+    const name = decodeURIComponent(m[2] as string);
+    const rest = m[3] ?? '';
+    const repo = findRepo(owner, name, tokenOf(ctx.req));
+    if (rest === '' || rest === '/') {
+      const master = repo.branches.get('master');
+      sendEnvelope(ctx, 200, 200, 'success', { Id: repo.numericId, Name: name, Path: owner, Private: repo.private, LastUpdatedTime: master?.createdAt ?? 0 });
+      return;
+    }
+    if (rest === '/revisions') {
+      const endTime = query.get('EndTime');
+      const cut = endTime !== null && /^\d+$/.test(endTime) ? Number(endTime) : undefined;
+      const keep = (items: Array<Record<string, unknown>>): Array<Record<string, unknown>> => (cut === undefined ? items : items.filter((i) => (i['CreatedAt'] as number) <= cut));
+      sendEnvelope(ctx, 200, 200, 'success', { RevisionMap: { Branches: keep(revisionItems(repo.branches, false)), Tags: keep(revisionItems(repo.tags, true)) } });
+      return;
+    }
+    if (rest === '/repo/files') {
+      const snap = snapshotAt(repo, query.get('Revision'));
+      if (repo.listingOverride !== undefined) {
+        sendEnvelope(ctx, 200, 200, 'success', repo.listingOverride);
+        return;
+      }
+      const recursive = /^true$/i.test(query.get('Recursive') ?? 'false');
+      sendEnvelope(ctx, 200, 200, 'success', { Files: listing(snap, query.get('Root') ?? '', recursive) });
+      return;
+    }
+    if (rest === '/repo') {
+      const snap = snapshotAt(repo, query.get('Revision'));
+      const filePath = query.get('FilePath');
+      if (filePath === null || filePath === '') throw new HttpError(400, 'FilePath is required', 400);
+      const file = snap.files.get(filePath);
+      if (file === undefined) throw new HttpError(404, `file ${filePath} not found`, 10010205003);
+      const fault = takeFault(filePath);
+      if (fault?.kind === 'status') {
+        throw new HttpError(fault.status, `injected failure ${fault.status}`, fault.status, fault.retryAfter !== undefined ? { 'Retry-After': String(fault.retryAfter) } : {});
+      }
+      if (file.lfs) {
+        const expires = Math.floor(Date.now() / 1000) + 3600;
+        const signature = createHmac('sha256', signingKey).update(`${file.sha256}:${expires}`).digest('hex');
+        if (fault !== undefined) faults.set(`cdn:${file.sha256}`, [{ ...fault, left: 1 }]);
+        writeHead(ctx, 302, { Location: `${cdnOrigin}/oss/${file.sha256}?Expires=${expires}&Signature=${signature}`, 'Content-Length': '0' });
+        ctx.res.end();
+        return;
+      }
+      sendBytes(ctx, file.data, fault);
+      return;
+    }
+    throw new HttpError(404, 'Not Found');
+  }
+
+  async function routeCdn(ctx: Ctx): Promise<void> {
+    const raw = ctx.req.url ?? '/';
+    const q = raw.indexOf('?');
+    const m = /^\/oss\/([0-9a-f]{64})$/.exec(q < 0 ? raw : raw.slice(0, q));
+    const data = m === null ? undefined : cdnObjects.get(m[1] as string);
+    if (m === null || data === undefined) throw new HttpError(404, 'NoSuchKey');
+    const query = new URLSearchParams(q < 0 ? '' : raw.slice(q + 1));
+    const expected = createHmac('sha256', signingKey).update(`${m[1] as string}:${query.get('Expires') ?? ''}`).digest('hex');
+    if (query.get('Signature') !== expected) throw new HttpError(403, 'AccessDenied: bad signature');
+    if (!(Number(query.get('Expires')) * 1000 > Date.now())) throw new HttpError(403, 'AccessDenied: request has expired');
+    sendBytes(ctx, data, takeFault(`cdn:${m[1] as string}`));
+  }
+
+  function handler(serverHost: string, route: (ctx: Ctx) => Promise<void>, envelope: boolean) {
+    return (req: IncomingMessage, res: ServerResponse): void => {
+      const header = (name: string): string | undefined => {
+        const v = req.headers[name];
+        return Array.isArray(v) ? v.join(', ') : v;
+      };
+      const record: MsRequestRecord = {
+        method: req.method ?? '',
+        host: serverHost,
+        url: req.url ?? '',
+        authorization: header('authorization'),
+        cookie: header('cookie'),
+        range: header('range'),
+        snapshot: header('snapshot'),
+        snapshotIdentifier: header('snapshot-identifier'),
+        userAgent: header('user-agent'),
+        requestId: header('x-request-id'),
+        status: 0,
+      };
+      requests.push(record);
+      const ctx: Ctx = { req, res, record, requestId: randomUUID().replace(/-/g, '') };
+      route(ctx).catch((err: unknown) => {
+        if (res.headersSent) {
+          res.destroy();
+          return;
+        }
+        const e = err instanceof HttpError ? err : new HttpError(500, `Internal error: ${String(err)}`);
+        if (envelope) sendEnvelope(ctx, e.status, e.code, e.message, null, e.headers);
+        else sendBody(ctx, e.status, { 'Content-Type': 'application/xml', ...e.headers }, Buffer.from(`<Error><Code>${e.message}</Code></Error>`));
+      });
+    };
+  }
+
+  const apiServer = createServer({ keepAliveTimeout: 30_000 }, handler(host, routeApi, true));
+  const cdnServer = createServer({ keepAliveTimeout: 30_000 }, handler(cdnHost, routeCdn, false));
+  const apiPort = await listen(apiServer, host);
+  try {
+    cdnOrigin = `http://${cdnHost}:${await listen(cdnServer, cdnHost)}`;
+  } catch (error) {
+    await closeServer(apiServer);
+    throw error;
+  }
+  endpoint = `http://${host}:${apiPort}`;
+
+  return {
+    endpoint,
+    cdnOrigin,
+    requests,
+    addRepo(opts: MsAddRepoOptions): MsAddedCommit {
+      if (repos.has(opts.id)) throw new Error(`modelscope-server: ${opts.id} already exists`);
+      if (!/^[^/]+\/[^/]+$/.test(opts.id)) throw new Error(`modelscope-server: ${opts.id} is not owner/name`);
+      const repo: RepoState = { id: opts.id, numericId: nextNumericId++, private: opts.private ?? false, branches: new Map(), tags: new Map() };
+      repos.set(opts.id, repo);
+      return commitFiles(repo, new Map(), opts.files, [], opts.branch ?? 'master', opts.tags ?? []);
+    },
+    addCommit(id, files, opts = {}): MsAddedCommit {
+      const repo = repos.get(id);
+      if (repo === undefined) throw new Error(`modelscope-server: no repo ${id}`);
+      const branch = opts.branch ?? 'master';
+      const base = repo.branches.get(branch)?.files ?? repo.branches.get('master')?.files ?? new Map<string, StoredFile>();
+      return commitFiles(repo, base, files, opts.remove ?? [], branch, opts.tags ?? []);
+    },
+    fault(path: string, fault: MsFault): void {
+      const list = faults.get(path) ?? [];
+      list.push({ ...fault, left: fault.times ?? 1 });
+      faults.set(path, list);
+    },
+    overrideListing(id: string, data: unknown): void {
+      const repo = repos.get(id);
+      if (repo === undefined) throw new Error(`modelscope-server: no repo ${id}`);
+      repo.listingOverride = data;
+    },
+    async close(): Promise<void> {
+      await Promise.all([closeServer(apiServer), closeServer(cdnServer)]);
+    },
+  };
+}
