@@ -35,6 +35,7 @@ const codeClass = {
   E_SIGNATURE_REVOKED_KEY: 'verification',
   E_SIGNATURE_WRONG_SUBKEY: 'verification',
   E_NOT_ENOUGH_SIGNATURES: 'verification',
+  E_CACHE_CORRUPT: 'verification',
   E_BUNDLE_MALFORMED: 'verification',
   E_SUMS_INVALID: 'verification',
   E_MANIFEST_INVALID: 'verification',
@@ -79,6 +80,8 @@ export interface AirlockErrorOptions {
   hint?: string;
   /** The file, URL or bundle entry the error is about. */
   subject?: string;
+  /** Structured facts for `--json` output (e.g. the full report behind a failed check). */
+  details?: unknown;
   cause?: unknown;
 }
 
@@ -87,12 +90,14 @@ export class AirlockError extends Error {
   readonly code: ErrorCode;
   readonly hint: string | undefined;
   readonly subject: string | undefined;
+  readonly details: unknown;
 
   constructor(code: ErrorCode, message: string, options: AirlockErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.hint = options.hint;
     this.subject = options.subject;
+    this.details = options.details;
   }
 
   get exitClass(): ExitCodeName {
@@ -103,12 +108,13 @@ export class AirlockError extends Error {
     return ExitCode[this.exitClass];
   }
 
-  toJSON(): { code: ErrorCode; message: string; hint?: string; subject?: string; exitCode: number } {
+  toJSON(): { code: ErrorCode; message: string; hint?: string; subject?: string; details?: unknown; exitCode: number } {
     return {
       code: this.code,
       message: this.message,
       ...(this.hint === undefined ? {} : { hint: this.hint }),
       ...(this.subject === undefined ? {} : { subject: this.subject }),
+      ...(this.details === undefined ? {} : { details: this.details }),
       exitCode: this.exitCode,
     };
   }

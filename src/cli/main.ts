@@ -10,6 +10,7 @@ import { registerExport } from './export.js';
 import { registerImport, registerInspect, registerVerify } from './import.js';
 import { registerKeys } from './keys.js';
 import { registerResign } from './resign.js';
+import { registerCache } from './cache.js';
 
 export interface CommandContext {
   output(json: boolean): Output;
@@ -27,6 +28,7 @@ export function buildProgram(context: CommandContext): Command {
   registerImport(program, context);
   registerInspect(program, context);
   registerResign(program, context);
+  registerCache(program, context);
   return program;
 }
 
