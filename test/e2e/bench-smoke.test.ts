@@ -1,0 +1,40 @@
+/**
+ * Keeps `npm run bench` runnable: a tiny variant runs every scenario and writes its JSON. It asserts
+ * that each measurement happened and produced sane numbers — never how fast anything was.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { run, repoRoot } from '../support/cli.ts';
+
+test('the benchmark suite runs every scenario and reports ratios', { timeout: 180_000 }, async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'airlock-bench-smoke-'));
+  const out = join(dir, 'bench.json');
+  try {
+    const r = await run(process.execPath, ['--import', 'tsx', 'bench/run.ts'], {
+      cwd: repoRoot,
+      env: { BENCH_SIZE_MIB: '16', BENCH_FILES: '50', BENCH_RSS_GIB: '1', BENCH_REPS: '1', BENCH_OUT: out, BENCH_DIR: join(dir, 'data') },
+    });
+    assert.equal(r.code, 0, r.stderr);
+    const result = JSON.parse(await readFile(out, 'utf8'));
+    const labels = result.rows.map((row: { scenario: string; label: string }) => `${row.scenario}: ${row.label}`);
+    for (const expected of [
+      'model: airlock export', 'model: curl (download to disk)', 'model: manual: curl + sha256sum + tar c',
+      'model: huggingface_hub snapshot_download', 'model: airlock verify', 'model: airlock import',
+      'model: tar x + sha256sum -c + mv', 'model: openssl dgst -sha256 (hash limit)', 'model: cat > /dev/null (read limit)',
+      'files: airlock export', 'files: airlock import', 'rss: airlock export', 'rss: airlock verify', 'rss: airlock import',
+    ]) {
+      assert.ok(labels.includes(expected), `${expected} measured (got ${labels.join(', ')})`);
+    }
+    for (const row of result.rows) {
+      assert.ok(row.seconds > 0 && Number.isFinite(row.mibPerSecond), `${row.label} has a time`);
+      assert.ok(row.maxRssMiB > 0, `${row.label} has a peak RSS`);
+    }
+    for (const value of Object.values(result.ratios)) assert.equal(typeof value, 'number');
+    assert.match(r.stdout, /ratios \(airlock \/ peer/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
