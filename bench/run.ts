@@ -158,7 +158,7 @@ try {
 
   // ---- rss: a big bundle, memory must stay flat -----------------------------------------------
   if (RSS_GIB > 0) {
-    const bytes = RSS_GIB * 1024 * MiB;
+    const bytes = Math.floor(RSS_GIB * 1024 * MiB);
     const path = join(dir, 'big.safetensors');
     if (!existsSync(path)) await randomFile(path, bytes);
     await hub.addRepo({ id: 'bench/big', files: [{ path: 'big.safetensors', fromFile: path }] });
