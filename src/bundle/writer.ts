@@ -10,6 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import { createHash } from 'node:crypto';
 import { pack as tarPack, type Header } from 'tar-stream';
 import { AirlockError, fsError } from '../errors.js';
+import { SplitSink, type PartsIndex } from './parts.js';
 import { ENTRY_MODE, ENTRY_MTIME, MANIFEST_NAME, SIGNATURE_NAME, SUMS_NAME, compareBytes } from './format.js';
 
 export interface BundleLeading {
@@ -31,6 +32,13 @@ export interface WrittenBundle {
   path: string;
   bytes: number;
   sha256: string;
+  /** Present when the bundle was written as split volumes: the (unsigned) parts index. */
+  parts?: PartsIndex;
+}
+
+export interface WriteOptions {
+  /** Write `NAME.tar.000`, `.001`, … of at most this many bytes instead of one file. */
+  splitSize?: number;
 }
 
 const READ_CHUNK = 1024 * 1024;
@@ -39,7 +47,7 @@ function header(name: string, size: number): Header {
   return { name, size, mode: ENTRY_MODE, mtime: ENTRY_MTIME, uid: 0, gid: 0, uname: '', gname: '', type: 'file', linkname: '', devmajor: 0, devminor: 0 };
 }
 
-export async function writeBundle(outPath: string, leading: BundleLeading, files: readonly BundlePayloadFile[]): Promise<WrittenBundle> {
+export async function writeBundle(outPath: string, leading: BundleLeading, files: readonly BundlePayloadFile[], options: WriteOptions = {}): Promise<WrittenBundle> {
   const ordered = [...files].sort((a, b) => compareBytes(a.name, b.name));
   const partial = `${outPath}.partial`;
   const tar = tarPack();
@@ -78,16 +86,29 @@ export async function writeBundle(outPath: string, leading: BundleLeading, files
     tar.finalize();
   };
 
+  const feeding = (): Promise<void> =>
+    feed().catch((error: unknown) => {
+      tar.destroy(error as Error);
+      throw error;
+    });
+
+  if (options.splitSize !== undefined) {
+    const split = new SplitSink(outPath, options.splitSize);
+    try {
+      await Promise.all([feeding(), pipeline(tar, tap, split)]);
+      await split.publish();
+    } catch (error) {
+      await split.discard();
+      throw fsError(error, 'write parts of', outPath);
+    }
+    const parts = split.index();
+    return { path: outPath, bytes, sha256: parts.sha256, parts };
+  }
+
   try {
     // flush: fsync before close, so the rename below never publishes a bundle the disk does not hold
     const sink = createWriteStream(partial, { mode: 0o644, highWaterMark: READ_CHUNK, flush: true });
-    await Promise.all([
-      feed().catch((error: unknown) => {
-        tar.destroy(error as Error);
-        throw error;
-      }),
-      pipeline(tar, tap, sink),
-    ]);
+    await Promise.all([feeding(), pipeline(tar, tap, sink)]);
   } catch (error) {
     await rm(partial, { force: true });
     throw fsError(error, 'write', partial);

@@ -1,0 +1,288 @@
+/**
+ * Split volumes for removable media (FAT32: no file of 4 GiB or more). A bundle `NAME.tar` split with
+ * `--split-size` is written as `NAME.tar.000`, `NAME.tar.001`, … whose concatenation
+ * (`cat NAME.tar.* > NAME.tar`) is exactly the single tar, plus a small signed index
+ * `NAME.parts.json` (+ `NAME.parts.json.asc`) naming every part with its size and SHA-256. The index
+ * name deliberately does not match `NAME.tar.*`, so the shell glob above picks up parts only.
+ *
+ * Readers check the index signature first, then read the parts in order as ONE stream, checking each
+ * part's size and SHA-256 as it ends, so a missing, truncated, reordered or corrupted part is named
+ * precisely — without ever joining the parts on disk, and never modifying or deleting them.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { AirlockError, fsError } from '../errors.js';
+
+export const PARTS_FORMAT = 'model-airlock-parts';
+const MAX_PARTS = 10_000;
+const READ_CHUNK = 1024 * 1024;
+
+export interface PartInfo {
+  /** File name (no directory): `NAME.tar.000`. */
+  name: string;
+  size: number;
+  sha256: string;
+}
+
+export interface PartsIndex {
+  format: typeof PARTS_FORMAT;
+  formatVersion: 1;
+  /** File name of the joined tar. */
+  bundle: string;
+  size: number;
+  /** SHA-256 of the joined tar. */
+  sha256: string;
+  partSize: number;
+  parts: PartInfo[];
+}
+
+/** `NAME.tar.000`… */
+export function partPath(bundlePath: string, index: number): string {
+  return `${bundlePath}.${String(index).padStart(3, '0')}`;
+}
+
+/** `NAME.parts.json` for `NAME.tar` (or `NAME-parts.json`): never matched by `NAME.tar.*`. */
+export function indexPathFor(bundlePath: string): string {
+  return bundlePath.endsWith('.tar') ? `${bundlePath.slice(0, -'.tar'.length)}.parts.json` : `${bundlePath}-parts.json`;
+}
+
+/** If `path` names a part (`….000`, `….017`) or a parts index, the joined bundle's path; else undefined. */
+export function splitBundleOf(path: string): string | undefined {
+  const part = /^(.*)\.(\d{3,})$/.exec(path);
+  if (part) return part[1];
+  if (path.endsWith('.parts.json')) return `${path.slice(0, -'.parts.json'.length)}.tar`;
+  if (path.endsWith('-parts.json')) return path.slice(0, -'-parts.json'.length);
+  return undefined;
+}
+
+const UNITS: Record<string, number> = {
+  '': 1, b: 1,
+  k: 1000, kb: 1000, kib: 1024,
+  m: 1000 ** 2, mb: 1000 ** 2, mib: 1024 ** 2,
+  g: 1000 ** 3, gb: 1000 ** 3, gib: 1024 ** 3,
+  t: 1000 ** 4, tb: 1000 ** 4, tib: 1024 ** 4,
+};
+
+/** `3.9GiB`, `700MB`, `4000000000`, `1.5 g` → bytes (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024). */
+export function parseSize(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text);
+  const unit = m ? UNITS[m[2]!.toLowerCase()] : undefined;
+  if (!m || unit === undefined) {
+    throw new AirlockError('E_USAGE', `not a size: ${JSON.stringify(text)}`, { hint: 'use e.g. 3.9GiB, 700MB or a number of bytes' });
+  }
+  const bytes = Math.floor(Number(m[1]) * unit);
+  if (bytes < 1) throw new AirlockError('E_USAGE', `size must be at least 1 byte: ${JSON.stringify(text)}`);
+  return bytes;
+}
+
+/**
+ * A Writable that spreads what it receives over `NAME.tar.000`, `.001`, … of at most `partSize`
+ * bytes each, hashing each part and the whole. Parts are written under `.partial` names and renamed
+ * only by `publish()`, so an interrupted export never leaves a set of parts that looks complete.
+ */
+export class SplitSink extends Writable {
+  readonly #bundlePath: string;
+  readonly #partSize: number;
+  readonly #parts: PartInfo[] = [];
+  readonly #whole = createHash('sha256');
+  #current: { handle: FileHandle; hash: ReturnType<typeof createHash>; size: number; index: number } | undefined;
+  #total = 0;
+
+  constructor(bundlePath: string, partSize: number) {
+    super({ highWaterMark: READ_CHUNK });
+    this.#bundlePath = bundlePath;
+    this.#partSize = partSize;
+  }
+
+  get parts(): readonly PartInfo[] {
+    return this.#parts;
+  }
+
+  async #closeCurrent(): Promise<void> {
+    const part = this.#current;
+    if (part === undefined) return;
+    this.#current = undefined;
+    await part.handle.sync();
+    await part.handle.close();
+    this.#parts.push({ name: basename(partPath(this.#bundlePath, part.index)), size: part.size, sha256: part.hash.digest('hex') });
+  }
+
+  async #openNext(): Promise<void> {
+    const index = this.#parts.length;
+    if (index >= MAX_PARTS) {
+      throw new AirlockError('E_USAGE', `--split-size ${this.#partSize} would make more than ${MAX_PARTS} parts`, { hint: 'choose a larger --split-size' });
+    }
+    const path = `${partPath(this.#bundlePath, index)}.partial`;
+    const handle = await open(path, 'w', 0o644).catch((error: unknown) => {
+      throw fsError(error, 'create', path);
+    });
+    this.#current = { handle, hash: createHash('sha256'), size: 0, index };
+  }
+
+  async #write(chunk: Buffer): Promise<void> {
+    this.#whole.update(chunk);
+    this.#total += chunk.byteLength;
+    let offset = 0;
+    while (offset < chunk.byteLength) {
+      if (this.#current === undefined) await this.#openNext();
+      const part = this.#current!;
+      const take = Math.min(this.#partSize - part.size, chunk.byteLength - offset);
+      const slice = chunk.subarray(offset, offset + take);
+      await part.handle.write(slice);
+      part.hash.update(slice);
+      part.size += take;
+      offset += take;
+      if (part.size === this.#partSize) await this.#closeCurrent();
+    }
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.#write(chunk).then(() => callback(), (error: Error) => callback(error));
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.#closeCurrent().then(() => callback(), (error: Error) => callback(error));
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    const part = this.#current;
+    this.#current = undefined;
+    void (part ? part.handle.close().catch(() => undefined) : Promise.resolve()).then(() => callback(error));
+  }
+
+  /** The index describing the finished parts (call after the stream finished). */
+  index(): PartsIndex {
+    return {
+      format: PARTS_FORMAT,
+      formatVersion: 1,
+      bundle: basename(this.#bundlePath),
+      size: this.#total,
+      sha256: this.#whole.digest('hex'),
+      partSize: this.#partSize,
+      parts: [...this.#parts],
+    };
+  }
+
+  /** Renames every `.partial` part to its final name. */
+  async publish(): Promise<void> {
+    for (let i = 0; i < this.#parts.length; i++) {
+      const path = partPath(this.#bundlePath, i);
+      await rename(`${path}.partial`, path).catch((error: unknown) => {
+        throw fsError(error, 'rename into place', path);
+      });
+    }
+  }
+
+  /** Removes whatever parts (partial or final) this sink created. */
+  async discard(): Promise<void> {
+    const count = this.#parts.length + (this.#current ? 1 : 0);
+    for (let i = 0; i < count; i++) {
+      await rm(`${partPath(this.#bundlePath, i)}.partial`, { force: true });
+    }
+  }
+}
+
+export function formatPartsIndex(index: PartsIndex): Buffer {
+  return Buffer.from(`${JSON.stringify(index, null, 2)}\n`, 'utf8');
+}
+
+/** Strict parse of a parts index: every field checked, part names must be exactly NAME.tar.000… in order. */
+export function parsePartsIndex(bytes: Uint8Array, subject: string): PartsIndex {
+  const fail = (message: string): never => {
+    throw new AirlockError('E_BUNDLE_MALFORMED', `${subject}: ${message}`, { subject, hint: 'the parts index was damaged; ask for a fresh copy of NAME.parts.json and its .asc' });
+  };
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch (cause) {
+    return fail(`not JSON: ${(cause as Error).message}`);
+  }
+  const v = value as Partial<PartsIndex>;
+  if (v === null || typeof v !== 'object') return fail('not an object');
+  if (v.format !== PARTS_FORMAT || v.formatVersion !== 1) return fail(`not a ${PARTS_FORMAT} v1 index`);
+  if (typeof v.bundle !== 'string' || v.bundle.includes('/') || v.bundle.includes('\\') || v.bundle === '' || v.bundle.startsWith('.')) return fail('bad bundle name');
+  if (!Number.isSafeInteger(v.size) || v.size! < 0) return fail('bad size');
+  if (typeof v.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(v.sha256)) return fail('bad sha256');
+  if (!Number.isSafeInteger(v.partSize) || v.partSize! < 1) return fail('bad partSize');
+  if (!Array.isArray(v.parts) || v.parts.length === 0 || v.parts.length > MAX_PARTS) return fail('bad parts list');
+  let total = 0;
+  v.parts.forEach((p: Partial<PartInfo>, i) => {
+    if (p?.name !== `${v.bundle}.${String(i).padStart(3, '0')}`) fail(`part ${i} is named ${JSON.stringify(p?.name)}, expected ${v.bundle}.${String(i).padStart(3, '0')}`);
+    if (!Number.isSafeInteger(p.size) || p.size! < 1 || p.size! > v.partSize!) fail(`part ${p.name} has a bad size`);
+    if (i < v.parts!.length - 1 && p.size !== v.partSize) fail(`part ${p.name} is not the last part but is shorter than partSize`);
+    if (typeof p.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(p.sha256)) fail(`part ${p.name} has a bad sha256`);
+    total += p.size!;
+  });
+  if (total !== v.size) fail(`parts add up to ${total} bytes, index says ${v.size}`);
+  return v as PartsIndex;
+}
+
+/**
+ * Checks that every part is there with the size the index gives (fast, before reading a byte), and
+ * that there is no part beyond the last: the errors name the part.
+ */
+export async function checkPartsPresent(index: PartsIndex, dir: string): Promise<void> {
+  for (const part of index.parts) {
+    const path = join(dir, part.name);
+    const info = await stat(path).catch((error: unknown) => {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new AirlockError('E_MISSING_ENTRY', `part ${part.name} is missing (the index lists ${index.parts.length} parts)`, {
+          subject: path,
+          hint: `copy every part ${index.bundle}.000 … ${index.parts.at(-1)!.name} into ${dir}`,
+        });
+      }
+      throw fsError(error, 'read', path);
+    });
+    if (info.size !== part.size) {
+      throw new AirlockError('E_SIZE_MISMATCH', `part ${part.name} is ${info.size} bytes, the signed index says ${part.size}`, {
+        subject: path,
+        hint: info.size < part.size ? 'the copy was cut short: copy that part again' : 'that file is not this part: copy it again from the source media',
+      });
+    }
+  }
+  const extra = partPath(join(dir, index.bundle), index.parts.length);
+  if (await stat(extra).then(() => true, () => false)) {
+    throw new AirlockError('E_UNEXPECTED_ENTRY', `${basename(extra)} exists but the signed index lists only ${index.parts.length} parts`, {
+      subject: extra,
+      hint: 'parts from another bundle may be mixed in; keep each bundle in its own folder',
+    });
+  }
+}
+
+/**
+ * One Readable over all parts in order. Each part's bytes are hashed as they pass; at the end of a
+ * part its size and SHA-256 must match the index, else the stream fails naming that part — before the
+ * next part is read.
+ */
+export function readParts(index: PartsIndex, dir: string): Readable {
+  async function* chunks(): AsyncGenerator<Buffer> {
+    for (const part of index.parts) {
+      const path = join(dir, part.name);
+      const hash = createHash('sha256');
+      let size = 0;
+      for await (const chunk of createReadStream(path, { highWaterMark: READ_CHUNK })) {
+        const buffer = chunk as Buffer;
+        size += buffer.byteLength;
+        if (size > part.size) break;
+        hash.update(buffer);
+        yield buffer;
+      }
+      const actual = hash.digest('hex');
+      if (size !== part.size || actual !== part.sha256) {
+        const swapped = index.parts.find((other) => other.sha256 === actual && other.name !== part.name);
+        throw new AirlockError('E_HASH_MISMATCH', `part ${part.name} does not match the signed index${swapped ? `: it holds the content of ${swapped.name}` : ` (sha256 ${actual}, expected ${part.sha256})`}`, {
+          subject: path,
+          hint: swapped ? 'parts were renamed or copied out of order: restore the original names' : 'that part was damaged in transit: copy it again from the source media',
+        });
+      }
+    }
+  }
+  return Readable.from(chunks(), { objectMode: false, highWaterMark: READ_CHUNK });
+}
+
+export function partsDirOf(bundlePath: string): string {
+  return dirname(bundlePath);
+}
