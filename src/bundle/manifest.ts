@@ -78,6 +78,7 @@ function semanticProblems(manifest: Manifest): string[] {
     repoKeys.add(key);
     const paths = new Set<string>();
     const folded = new Map<string, string>();
+    const dirsFolded = new Set<string>();
     repo.files.forEach((file, f) => {
       const fat = `${at}/files/${f}`;
       const reason = unsafeRelativePathReason(file.path);
@@ -89,6 +90,15 @@ function semanticProblems(manifest: Manifest): string[] {
       const twin = folded.get(fold);
       if (twin !== undefined && twin !== file.path) problems.push(`${fat}/path ${file.path} differs from ${twin} only in case`);
       folded.set(fold, file.path);
+      // a file and a directory of the same name cannot both be in a snapshot (nor differ only in case:
+      // they would collide on case-insensitive file systems); caught here, not half-way through a commit
+      const segments = fold.split('/');
+      for (let i = 1; i < segments.length; i++) dirsFolded.add(segments.slice(0, i).join('/'));
+      if (f === repo.files.length - 1) {
+        for (const [foldedPath, original] of folded) {
+          if (dirsFolded.has(foldedPath)) problems.push(`${at}/files: ${original} is a file, but other paths use it as a directory`);
+        }
+      }
       if (file.lfs && file.etag !== file.sha256) problems.push(`${fat}: an LFS file's etag must be its sha256`);
       if (!file.lfs && file.etag !== file.blobId) problems.push(`${fat}: a git file's etag must be its git blob id`);
       if (!file.lfs && !/^[0-9a-f]{40}$/.test(file.etag)) problems.push(`${fat}/etag must be a 40-hex git blob id`);

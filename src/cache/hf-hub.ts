@@ -2,6 +2,8 @@
  * The Hugging Face hub cache (shared/specs/hf-hub.md §3): where it is, and committing verified, staged
  * files into it so that `from_pretrained(..., local_files_only=True)` finds them.
  *
+ * Commits into one cache are serialised by a lock in `.locks` (src/fs/lock.ts). A new repo folder appears
+ * with its `snapshots/`, and a new snapshot folder appears complete (both built in staging, one rename).
  * Commit order is blobs → snapshot links → refs (refs last), so an interrupted commit never leaves a
  * link to a missing blob nor a ref to a snapshot that is not complete. Every change goes through an
  * undo journal: when anything fails mid-way, the journal puts the cache back exactly as it was.
@@ -13,7 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, readlink, rename, stat, symlink } from 'node:fs/promises';
+import { mkdir, open, readlink, rename, stat, symlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { AirlockError, fsError } from '../errors.js';
@@ -21,6 +23,8 @@ import type { ManifestFile, ManifestRepo, RepoType } from '../bundle/manifest.js
 import { COMMIT_RE } from '../fs/safe-path.js';
 import { fsyncDir, symlinkAtomic, UndoJournal, writeNewFile } from '../fs/atomic.js';
 import { checkRealDirs, ensureRealDirs, lstatIfExists } from '../fs/tree.js';
+import { acquireLock } from '../fs/lock.js';
+import { LOCKS_DIR } from '../fs/staging.js';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -241,6 +245,20 @@ export async function precheckHfCache(cacheDir: string, repos: readonly Manifest
  */
 export async function commitToHfCache(options: HfCommitOptions): Promise<HfCommitOutcome[]> {
   const root = resolve(options.cacheDir);
+  // one commit at a time per cache: our rollback must never take away what another import relies on
+  await ensureRealDirs(root, [LOCKS_DIR], undefined, root);
+  const release = await acquireLock(join(root, LOCKS_DIR, COMMIT_LOCK), options.signal === undefined ? {} : { signal: options.signal });
+  try {
+    return await commitLocked(root, options);
+  } finally {
+    await release();
+  }
+}
+
+/** The name of the commit lock in `<cache>/.locks` (the scanner skips `.locks`). */
+export const COMMIT_LOCK = 'airlock-commit.lock';
+
+async function commitLocked(root: string, options: HfCommitOptions): Promise<HfCommitOutcome[]> {
   const journal = new UndoJournal(options.asideDir);
   const checkpoint = (): void => options.signal?.throwIfAborted();
   const touched = new Set<string>();
@@ -255,7 +273,7 @@ export async function commitToHfCache(options: HfCommitOptions): Promise<HfCommi
     const blobStates = new Map<string, 'written' | 'reused'>();
     for (const { repo, files } of options.repos) {
       checkpoint();
-      const folder = await ensureRealDirs(root, [repoFolderName(repo.type, repo.id)], journal, root);
+      const folder = await ensureRepoFolder(root, repoFolderName(repo.type, repo.id), journal, options);
       const blobs = await ensureRealDirs(folder, ['blobs'], journal, root);
       const outcome: HfCommitOutcome = { folder, filesWritten: 0, filesReused: 0, linksWritten: 0, refWritten: false };
       for (const { file, source } of files) {
@@ -274,10 +292,19 @@ export async function commitToHfCache(options: HfCommitOptions): Promise<HfCommi
     }
     await syncTouched();
 
-    // 2. snapshot links (the snapshot folder exists even for a repo with no files: snapshot_download needs it)
+    // 2. snapshot links (the snapshot folder exists even for a repo with no files: snapshot_download needs it).
+    // A NEW snapshot folder is built complete in staging and renamed into place in one step: a reader
+    // pinning the commit (or a kill -9 mid-commit) never finds a half-linked snapshot folder.
     for (const [index, { repo, files }] of options.repos.entries()) {
       checkpoint();
       const outcome = outcomes[index]!;
+      const snapshots = await ensureRealDirs(outcome.folder, ['snapshots'], journal, root);
+      const whole = await placeNewSnapshot(join(snapshots, repo.commit), files, journal, options);
+      if (whole) {
+        outcome.linksWritten += files.length;
+        touched.add(snapshots);
+        continue;
+      }
       const snapshot = await ensureRealDirs(outcome.folder, ['snapshots', repo.commit], journal, root);
       touched.add(snapshot);
       for (const { file } of files) {
@@ -344,6 +371,82 @@ async function placeBlob(blobPath: string, file: ManifestFile, source: BlobSourc
   // corrupted, truncated or dangling: replace the entry itself (never write through a symlinked blob)
   await journal.replace(source.path, blobPath);
   return 'written';
+}
+
+/**
+ * The repo folder, a real directory. A NEW one appears with its `snapshots/` already inside (built in
+ * staging, one rename): huggingface_hub's scanner reports a repo folder without `snapshots/` as corrupted,
+ * so neither a concurrent scan nor a kill -9 right after creating the folder may ever see one.
+ */
+async function ensureRepoFolder(root: string, name: string, journal: UndoJournal, options: HfCommitOptions): Promise<string> {
+  const folder = join(root, name);
+  if ((await lstatIfExists(folder)) === undefined) {
+    const temp = options.tempPath('repo');
+    try {
+      await mkdir(temp, { mode: 0o777 });
+      await mkdir(join(temp, 'snapshots'), { mode: 0o777 });
+    } catch (error) {
+      throw fsError(error, 'create directory', temp);
+    }
+    try {
+      await renameNoReplace(temp, folder);
+      // undone as two rmdirs, never as a tree: a concurrent import may have put its files in by then
+      journal.createdDir(folder);
+      journal.createdDir(join(folder, 'snapshots'));
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      // another import created it meanwhile: use theirs (checked below)
+      if (code !== 'EEXIST' && code !== 'ENOTEMPTY') throw fsError(error, 'move into place', folder);
+    }
+  }
+  return ensureRealDirs(root, [name], journal, root);
+}
+
+/**
+ * When `snapshot` does not exist yet: builds the whole folder (links and sub-folders) in staging and
+ * renames it into place (one atomic step). Returns false when the folder already exists (or appeared
+ * meanwhile: another import of the same commit won the race), so the caller adds links one by one.
+ */
+async function placeNewSnapshot(snapshot: string, files: readonly HfCommitFile[], journal: UndoJournal, options: HfCommitOptions): Promise<boolean> {
+  if ((await lstatIfExists(snapshot)) !== undefined) return false;
+  const temp = options.tempPath('snapshot');
+  try {
+    await mkdir(temp, { mode: 0o777 });
+    const made = new Set<string>([temp]);
+    for (const { file } of files) {
+      const segments = file.path.split('/');
+      let dir = temp;
+      for (const segment of segments.slice(0, -1)) {
+        dir = join(dir, segment);
+        if (!made.has(dir)) {
+          await mkdir(dir, { mode: 0o777 });
+          made.add(dir);
+        }
+      }
+      await symlink(snapshotLinkTarget(file.path, file.etag), join(dir, segments[segments.length - 1]!));
+    }
+    for (const dir of made) await fsyncDir(dir);
+  } catch (error) {
+    throw fsError(error, 'build snapshot folder', temp);
+  }
+  try {
+    await renameNoReplace(temp, snapshot);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' || code === 'ENOTEMPTY') return false; // staging cleanup removes temp
+    throw fsError(error, 'move into place', snapshot);
+  }
+  journal.createdTree(snapshot);
+  return true;
+}
+
+/**
+ * rename(2) of a directory silently replaces an EMPTY directory at the target: another import may have
+ * just created that (empty) snapshot folder and be about to fill it. Refuse to replace anything.
+ */
+async function renameNoReplace(from: string, to: string): Promise<void> {
+  if ((await lstatIfExists(to)) !== undefined) throw Object.assign(new Error(`${to} exists`), { code: 'EEXIST' });
+  await rename(from, to);
 }
 
 /** Returns true when it created or corrected the link, false when it already pointed at `target`. */

@@ -86,6 +86,7 @@ export async function symlinkAtomic(target: string, path: string, tmpDir?: strin
 type UndoStep =
   | { kind: 'created-file'; path: string }
   | { kind: 'created-dir'; path: string }
+  | { kind: 'created-tree'; path: string }
   | { kind: 'replaced'; path: string; aside: string };
 
 /** Records the changes of one commit so that a failure can put everything back. */
@@ -110,6 +111,11 @@ export class UndoJournal {
   /** `path` (a directory) did not exist and now does. */
   createdDir(path: string): void {
     this.#steps.push({ kind: 'created-dir', path });
+  }
+
+  /** `path` (a whole directory tree, renamed into place at once) did not exist and now does. */
+  createdTree(path: string): void {
+    this.#steps.push({ kind: 'created-tree', path });
   }
 
   /**
@@ -156,12 +162,19 @@ export class UndoJournal {
           case 'created-dir':
             await rmdir(step.path);
             break;
+          case 'created-tree':
+            // one rename takes the whole tree out again (atomically); it goes with the staging directory
+            await rename(step.path, join(this.#asideDir, `undone-${randomSuffix()}`));
+            break;
           case 'replaced':
             await rename(step.aside, step.path);
             break;
         }
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT' && step.kind !== 'replaced') continue;
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' && step.kind !== 'replaced') continue;
+        // a directory we created now holds what another import (of this cache) put there: it stays
+        if ((code === 'ENOTEMPTY' || code === 'EEXIST') && step.kind === 'created-dir') continue;
         failures.push(`${step.path}: ${(error as Error).message}`);
       }
     }

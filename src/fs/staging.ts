@@ -1,5 +1,5 @@
 /**
- * The staging directory of one import: `<cache>/.locks/airlock-staging-<random>/`.
+ * The staging directory of one import: `<cache>/.locks/airlock-staging-<host>-<pid>-<random>/`.
  *
  * Why there: it must be on the cache's own file system so that committing a verified file is a
  * rename (atomic, no second copy), and it must be somewhere huggingface_hub's scanner ignores, which
@@ -10,20 +10,65 @@
  * too when this import created them and they are empty again, so a failed first import into a
  * fresh machine leaves no trace at all.
  */
-import { mkdir, rm, rmdir, stat } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { AirlockError, fsError } from '../errors.js';
 import { randomSuffix } from './atomic.js';
+import { ownerIsDead, ownerTag } from './owner.js';
 import { describeStats, lstatIfExists } from './tree.js';
 
 export const LOCKS_DIR = '.locks';
 export const STAGING_PREFIX = 'airlock-staging-';
+/** A staging directory whose name says no owner is only assumed abandoned after this long. */
+const UNOWNED_GRACE_MS = 60 * 60 * 1000;
+
+/** `airlock-staging-<host tag>-<pid>-<random>` */
+function stagingName(): string {
+  return `${STAGING_PREFIX}${ownerTag()}-${randomSuffix()}`;
+}
+
+/**
+ * Removes staging directories of imports that died without cleaning up (kill -9, power cut): their
+ * name says they belong to a process of this host that is gone, or (no owner in the name) they are over
+ * an hour old.
+ * Staging of a live import, or of another host sharing the cache, is never touched. Best effort: returns
+ * the names removed and never throws (the next import tries again).
+ */
+export async function sweepStaleStaging(locks: string, except?: string): Promise<string[]> {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = await readdir(locks);
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    if (!name.startsWith(STAGING_PREFIX)) continue;
+    const dir = join(locks, name);
+    if (dir === except) continue;
+    try {
+      const stats = await lstat(dir);
+      if (!stats.isDirectory()) continue;
+      const owner = name.slice(STAGING_PREFIX.length);
+      // the name says who owns it; old-style names (no owner) only after a grace period
+      const stale = /^[0-9a-f]{8}-[0-9]+-[0-9a-f]+$/.test(owner) ? ownerIsDead(owner) : Date.now() - stats.mtimeMs > UNOWNED_GRACE_MS;
+      if (!stale) continue;
+      await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+      removed.push(name);
+    } catch {
+      // someone else removed it meanwhile, or we may not: leave it for the next run
+    }
+  }
+  return removed;
+}
 
 export interface Staging {
   /** The cache root, as given (resolved). */
   readonly cacheDir: string;
   /** The staging directory itself. */
   readonly dir: string;
+  /** Staging directories of dead imports that this one removed. */
+  readonly swept: readonly string[];
   /** A fresh, unused path inside the staging directory (nothing is created). */
   path(label: string): string;
   /** Removes everything this staging created. Idempotent; returns what it could not remove (never throws). */
@@ -103,7 +148,7 @@ export async function createStaging(cacheDirInput: string): Promise<Staging> {
     throw error;
   }
 
-  const dir = join(locks, `${STAGING_PREFIX}${randomSuffix()}`);
+  const dir = join(locks, stagingName());
   try {
     // private while it holds unverified bytes
     await mkdir(dir, { mode: 0o700 });
@@ -112,11 +157,15 @@ export async function createStaging(cacheDirInput: string): Promise<Staging> {
     throw fsError(error, 'create staging directory', dir);
   }
 
+  // leftovers of an import that was killed (kill -9, power cut) would otherwise pile up, gigabytes each
+  const swept = await sweepStaleStaging(locks, dir);
+
   let counter = 0;
   let cleaned: Promise<string[]> | undefined;
   return {
     cacheDir,
     dir,
+    swept,
     path(label: string): string {
       counter += 1;
       return join(dir, `${counter}-${label}`);

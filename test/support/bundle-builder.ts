@@ -327,3 +327,77 @@ export async function makeTestKey(userId = 'Airlock Test <test@example.org>'): P
 export function entryName(repo: BuilderRepo, path: string): string {
   return payloadEntryName(repo.type ?? 'model', repo.id, commitOf(repo), path);
 }
+
+/* ------------------------------------------------------------------------------------------------
+ * Raw tar blocks, for what tar-stream's pack refuses to write (huge claimed sizes, pax bombs,
+ * global headers, trailing garbage). Hostile tests splice them into an otherwise good bundle.
+ * ---------------------------------------------------------------------------------------------- */
+
+export interface RawHeader {
+  name: string;
+  /** The size field; sizes above 8 GiB are written base-256, as GNU tar does. */
+  size: number;
+  /** The typeflag character (default '0', a regular file). */
+  flag?: string;
+  linkname?: string;
+}
+
+/** One 512-byte ustar header block with a valid checksum. */
+export function tarHeader(h: RawHeader): Buffer {
+  const block = Buffer.alloc(512);
+  block.write(h.name, 0, 100, 'utf8');
+  block.write('0000644\0', 100, 'latin1');
+  block.write('0000000\0', 108, 'latin1');
+  block.write('0000000\0', 116, 'latin1');
+  if (h.size > 0o77777777777) {
+    block[124] = 0x80;
+    let n = h.size;
+    for (let i = 135; i > 124; i--) {
+      block[i] = n % 256;
+      n = Math.floor(n / 256);
+    }
+  } else {
+    block.write(`${h.size.toString(8).padStart(11, '0')}\0`, 124, 'latin1');
+  }
+  block.write('00000000000\0', 136, 'latin1');
+  block.write((h.flag ?? '0').slice(0, 1), 156, 'latin1');
+  if (h.linkname) block.write(h.linkname, 157, 100, 'utf8');
+  block.write('ustar\0', 257, 'latin1');
+  block.write('00', 263, 'latin1');
+  block.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const b of block) sum += b;
+  block.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  return block;
+}
+
+/** Data padded with zeros to a whole number of 512-byte blocks. */
+export function padBlocks(data: Buffer): Buffer {
+  const padded = Buffer.alloc(Math.ceil(data.byteLength / 512) * 512);
+  data.copy(padded);
+  return padded;
+}
+
+/** pax records `<len> <key>=<value>\n` (the length counts itself). */
+export function paxRecords(records: ReadonlyArray<readonly [string, string]>): Buffer {
+  return Buffer.concat(
+    records.map(([key, value]) => {
+      const body = ` ${key}=${value}\n`;
+      let len = Buffer.byteLength(body) + 1;
+      while (`${len}${body}`.length !== len) len = Buffer.byteLength(`${len}${body}`);
+      return Buffer.from(`${len}${body}`, 'utf8');
+    }),
+  );
+}
+
+/** The offset of the end-of-archive marker (two zero blocks) pack writes at the end. */
+export function endOfArchive(tar: Buffer): number {
+  const at = tar.byteLength - 1024;
+  if (at < 0 || !tar.subarray(at).every((b) => b === 0)) throw new Error('tar does not end in two zero blocks');
+  return at;
+}
+
+/** `extra` inserted at `offset` (a block boundary). */
+export function spliceTar(tar: Buffer, offset: number, extra: Buffer, removeBytes = 0): Buffer {
+  return Buffer.concat([tar.subarray(0, offset), extra, tar.subarray(offset + removeBytes)]);
+}

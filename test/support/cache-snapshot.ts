@@ -71,3 +71,9 @@ export function formatTree(entries: readonly TreeEntry[] | null): string {
 export function treePaths(entries: readonly TreeEntry[] | null): string[] {
   return entries === null ? [] : entries.map((e) => e.path);
 }
+
+/** Staging directories an import left in `<cache>/.locks` (there must be none after any import ends). */
+export async function stagingLeftovers(cache: string): Promise<string[]> {
+  const names = await readdir(join(cache, '.locks')).catch(() => [] as string[]);
+  return names.filter((n) => n.startsWith('airlock-staging-'));
+}
