@@ -2,13 +2,17 @@ import { basename, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { AirlockError } from '../errors.js';
 import { exportBundle } from '../export/exporter.js';
-import { describeFetchEvent } from '../export/fetch.js';
+import { describeFetchEvent, type FetchEvent, type SnapshotPlan } from '../export/fetch.js';
+import { ProgressModel } from '../export/progress.js';
+import { parseRate, TokenBucket } from '../export/rate-limit.js';
+import { createDispatcher, type RequestRecord } from '../hub/http.js';
+import { describeStatus, retryPolicyFromEnv } from '../hub/retry.js';
 import { resolveEndpoint, resolveToken } from '../hub/auth.js';
 import { createHuggingFaceClient } from '../hub/huggingface/client.js';
 import { parseRepoArg } from '../hub/repo-ref.js';
 import type { RepoType } from '../bundle/manifest.js';
 import { loadSigner } from '../signing/keyring.js';
-import { formatBytes, printJson } from './render.js';
+import { formatBytes, LiveBlock, printJson, progressLines, progressTotalLine, type Output } from './render.js';
 import { jsonOption, type CommandContext } from './main.js';
 import { spacedFingerprint } from './keys.js';
 
@@ -27,6 +31,64 @@ interface ExportFlags {
   force?: boolean;
   keepWorkDir?: boolean;
   json?: boolean;
+  concurrency: string;
+  connectionsPerFile: string;
+  proxy?: string;
+  maxRate?: string;
+  verbose?: boolean;
+  spaceCheck: boolean;
+}
+
+function positiveInt(flag: string, value: string, max: number): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > max) {
+    throw new AirlockError('E_USAGE', `${flag} must be a whole number from 1 to ${max}, not ${JSON.stringify(value)}`);
+  }
+  return n;
+}
+
+/** How progress reaches the user: bars on a terminal, periodic plain lines otherwise, nothing with --json. */
+function progressReporter(out: Output, tty: boolean, columns: () => number): {
+  event: (event: FetchEvent) => void;
+  bytes: (delta: number, path: string) => void;
+  planned: (plans: readonly SnapshotPlan[]) => void;
+  log: (text: string) => void;
+  stop: () => void;
+} {
+  const model = new ProgressModel();
+  const block = tty ? new LiveBlock(out.stderr) : undefined;
+  let started = false;
+  let timer: NodeJS.Timeout | undefined;
+  const lines = (): string[] => progressLines(model.snapshot(), columns());
+  const log = (text: string): void => {
+    if (block !== undefined && started) block.log(text, lines());
+    else out.stderr(text);
+  };
+  return {
+    planned: (plans) => {
+      model.planned(plans);
+      started = true;
+      // a terminal redraws 4×/s; a log file gets one line every 10 s (AIRLOCK_PROGRESS_INTERVAL_MS)
+      const every = block !== undefined ? 250 : Number(process.env['AIRLOCK_PROGRESS_INTERVAL_MS'] ?? 10_000);
+      timer = setInterval(() => {
+        if (block !== undefined) block.draw(lines());
+        else out.stderr(`  ${progressTotalLine(model.snapshot())}\n`);
+      }, every);
+      timer.unref();
+    },
+    event: (event) => {
+      model.event(event);
+      // per-file start lines would drown a log; the bars show them on a terminal
+      if (event.kind !== 'downloading') log(`  ${describeFetchEvent(event)}\n`);
+    },
+    bytes: (delta, path) => model.bytes(delta, path),
+    log,
+    stop: () => {
+      if (timer !== undefined) clearInterval(timer);
+      block?.done();
+      if (started && block === undefined) out.stderr(`  ${progressTotalLine(model.snapshot())}\n`);
+    },
+  };
 }
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -53,6 +115,12 @@ export function registerExport(program: Command, context: CommandContext): void 
     .option('--unsigned', 'write a bundle without a signature (importers refuse it unless told otherwise)')
     .option('--force', 'replace the output file if it exists')
     .option('--keep-work-dir', 'keep downloaded files after the bundle is written')
+    .option('--concurrency <n>', 'files downloaded at once', '4')
+    .option('--connections-per-file <n>', 'parallel Range requests per large file (≥ 8 MiB per part); hashed in order as parts complete', '1')
+    .option('--proxy <url>', 'proxy for every request (default: $HTTPS_PROXY / $HTTP_PROXY, honouring $NO_PROXY)')
+    .option('--max-rate <rate>', 'bandwidth cap for the whole export, bytes per second: 500K, 10M, 1.5MiB, 1G')
+    .option('--verbose', 'log every request (method, URL without query, status, bytes, time) to stderr')
+    .option('--no-space-check', 'skip the free-space check before downloading')
     .addOption(jsonOption())
     .action(async (repoArgs: string[], flags: ExportFlags) => {
       const out = context.output(Boolean(flags.json));
@@ -79,7 +147,28 @@ export function registerExport(program: Command, context: CommandContext): void 
       const token = resolveToken(flags.token, process.env);
       const outPath = resolve(flags.output ?? `${basename(repos[0]!.id)}.airlock.tar`);
       const workDir = resolve(flags.workDir ?? `${outPath}.work`);
-      const client = createHuggingFaceClient({ endpoint, token });
+      const concurrency = positiveInt('--concurrency', flags.concurrency, 64);
+      const connectionsPerFile = positiveInt('--connections-per-file', flags.connectionsPerFile, 16);
+      const throttle = flags.maxRate === undefined ? undefined : new TokenBucket(parseRate(flags.maxRate));
+      const dispatcher = createDispatcher({ proxy: flags.proxy });
+      const retry = retryPolicyFromEnv(process.env);
+      const tty = !out.json && process.stderr.isTTY === true;
+      const progress = out.json ? undefined : progressReporter(out, tty, () => process.stderr.columns ?? 80);
+      const log = (text: string): void => progress?.log(text);
+      const client = createHuggingFaceClient({
+        endpoint,
+        token,
+        dispatcher,
+        retry,
+        onRetry: (e) => log(`  ${e.what}: attempt ${e.attempt} of ${e.attempts} failed (${describeStatus(e.status)}); retrying in ${(e.delayMs / 1000).toFixed(1)} s\n`),
+        onSignedUrlExpired: (e) => log(`  ${e.path}: the download URL ${e.url} answered ${e.status} (signature expired?); asking the hub for a fresh one\n`),
+        ...(flags.verbose && !out.json
+          ? {
+              onRequest: (r: RequestRecord) =>
+                log(`  ${r.method} ${r.url} → ${r.status === 0 ? 'no response' : r.status} ${formatBytes(r.bytes)} ${Math.round(r.ms)} ms\n`),
+            }
+          : {}),
+      });
       if (!out.json) out.stderr(`Exporting ${repos.map((r) => `${r.type === 'dataset' ? 'datasets/' : ''}${r.id}@${r.revision}`).join(', ')} from ${endpoint}\n`);
       const result = await exportBundle({
         client,
@@ -91,8 +180,13 @@ export function registerExport(program: Command, context: CommandContext): void 
         signer,
         overwrite: Boolean(flags.force),
         keepWorkDir: Boolean(flags.keepWorkDir),
-        ...(out.json ? {} : { onProgress: (event) => event.kind !== 'downloading' && out.stderr(`  ${describeFetchEvent(event)}\n`) }),
-      });
+        concurrency,
+        connectionsPerFile,
+        retry,
+        throttle,
+        spaceCheck: flags.spaceCheck,
+        ...(progress === undefined ? {} : { onProgress: progress.event, onBytes: progress.bytes, onPlanned: progress.planned }),
+      }).finally(() => progress?.stop());
       if (out.json) return printJson(out, { ok: true, bundle: result.bundle, repos: result.repos, signer: result.signer ?? null, signed: result.signer !== undefined });
       const files = result.repos.reduce((n, r) => n + r.files, 0);
       const bytes = result.repos.reduce((n, r) => n + r.bytes, 0);

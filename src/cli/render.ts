@@ -37,3 +37,86 @@ export function renderError(out: Output, error: AirlockError): void {
   out.stderr(`  (${error.code}, exit ${error.exitCode})\n`);
   if (out.json) printJson(out, { ok: false, error: error.toJSON() });
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Export progress (the numbers come from src/export/progress.ts)
+
+export interface ProgressView {
+  totalBytes: number;
+  doneBytes: number;
+  files: number;
+  filesDone: number;
+  rate: number;
+  etaSeconds: number | undefined;
+  active: Array<{ path: string; size: number; done: number }>;
+}
+
+export function formatDuration(seconds: number | undefined): string {
+  if (seconds === undefined || !Number.isFinite(seconds)) return '--';
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+function percent(done: number, total: number): string {
+  return total === 0 ? '100%' : `${Math.min(100, Math.floor((done * 100) / total))}%`;
+}
+
+/** One line: "total 1.2 GiB / 5.0 GiB (24%)  3/9 files  35.0 MiB/s  ETA 1m50s". */
+export function progressTotalLine(view: ProgressView): string {
+  return `total ${formatBytes(view.doneBytes)} / ${formatBytes(view.totalBytes)} (${percent(view.doneBytes, view.totalBytes)})  ${view.filesDone}/${view.files} files  ${formatBytes(Math.round(view.rate))}/s  ETA ${formatDuration(view.etaSeconds)}`;
+}
+
+function bar(done: number, total: number, width: number): string {
+  const filled = total === 0 ? width : Math.min(width, Math.floor((done * width) / total));
+  return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}]`;
+}
+
+function fit(text: string, width: number): string {
+  if (text.length <= width) return text;
+  return `…${text.slice(text.length - width + 1)}`;
+}
+
+/** The TTY block: one line per active file plus the total, each at most `columns` wide. */
+export function progressLines(view: ProgressView, columns: number): string[] {
+  const lines = view.active.map((f) => {
+    const tail = ` ${bar(f.done, f.size, 20)} ${percent(f.done, f.size).padStart(4)} ${formatBytes(f.done)}/${formatBytes(f.size)}`;
+    return `${fit(f.path, Math.max(10, columns - tail.length - 3))}${tail}`;
+  });
+  lines.push(progressTotalLine(view));
+  return lines.map((l) => (l.length > columns - 1 ? l.slice(0, columns - 1) : l));
+}
+
+/**
+ * Redraws a block of lines in place on a terminal (cursor up, clear line). `log` prints ordinary lines
+ * above the block without tearing it.
+ */
+export class LiveBlock {
+  #lines = 0;
+  constructor(private readonly write: (text: string) => void) {}
+
+  #clear(): string {
+    if (this.#lines === 0) return '';
+    const up = `\x1b[${this.#lines}A`;
+    this.#lines = 0;
+    return `\r${up}\x1b[0J`;
+  }
+
+  draw(lines: readonly string[]): void {
+    const text = this.#clear() + lines.map((l) => `${l}\n`).join('');
+    this.#lines = lines.length;
+    this.write(text);
+  }
+
+  log(text: string, lines: readonly string[]): void {
+    const again = lines.map((l) => `${l}\n`).join('');
+    const cleared = this.#clear();
+    this.#lines = lines.length;
+    this.write(cleared + text + again);
+  }
+
+  done(): void {
+    this.write(this.#clear());
+  }
+}

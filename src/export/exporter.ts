@@ -5,7 +5,7 @@
  * downloading completed files again.
  */
 import { access, rm, rmdir } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { AirlockError } from '../errors.js';
 import { FORMAT_VERSION, MANIFEST_NAME, payloadEntryName } from '../bundle/format.js';
 import { formatManifest, type Manifest, type ManifestRepo } from '../bundle/manifest.js';
@@ -15,7 +15,10 @@ import { sha256Hex } from '../integrity/digest.js';
 import type { Signer } from '../signing/sign.js';
 import type { HubClient, RepoRef } from '../hub/types.js';
 import { toolVersion } from '../version.js';
-import { fetchSnapshot, snapshotWorkDir, type FetchProgress } from './fetch.js';
+import { downloadSnapshot, planSnapshot, repoWorkDir, snapshotWorkDir, verifiedRecordPath, type FetchOptions, type FetchProgress, type SnapshotPlan } from './fetch.js';
+import { checkFreeSpace } from './space.js';
+import type { Throttle } from '../hub/download.js';
+import type { RetryPolicy } from '../hub/retry.js';
 
 export interface ExportOptions {
   client: HubClient;
@@ -29,6 +32,18 @@ export interface ExportOptions {
   overwrite?: boolean;
   keepWorkDir?: boolean;
   onProgress?: FetchProgress;
+  /** Bytes as they arrive, per file (deltas). */
+  onBytes?: ((bytes: number, path: string) => void) | undefined;
+  /** Called once every repo is planned, before the first download: sizes for a progress display. */
+  onPlanned?: ((plans: readonly SnapshotPlan[]) => void) | undefined;
+  /** Files at once (default 4). */
+  concurrency?: number | undefined;
+  /** Range requests at once per large file (default 1). */
+  connectionsPerFile?: number | undefined;
+  retry?: RetryPolicy | undefined;
+  throttle?: Throttle | undefined;
+  /** Default true: refuse to start when the remaining downloads or the bundle would not fit. */
+  spaceCheck?: boolean | undefined;
   now?: () => Date;
 }
 
@@ -61,6 +76,9 @@ async function removeWorkFiles(workDir: string, refs: readonly RepoRef[], repos:
     const ref = refs.find((r) => r.type === repo.type && r.id === repo.id) ?? repo;
     const snapshotDir = snapshotWorkDir(workDir, ref, repo.commit);
     await rm(snapshotDir, { recursive: true, force: true });
+    await rm(verifiedRecordPath(workDir, ref, repo.commit), { force: true });
+    await rm(join(repoWorkDir(workDir, ref), 'refs', encodeURIComponent(ref.revision)), { force: true });
+    for (const sub of ['verified', 'refs']) await rmdir(join(repoWorkDir(workDir, ref), sub)).catch(() => undefined);
     await rmdir(dirname(snapshotDir)).catch(() => undefined);
   }
   await rmdir(workDir).catch(() => undefined);
@@ -75,20 +93,42 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
     });
   }
 
+  const fetchOptions: FetchOptions = {
+    include: [...options.include],
+    exclude: [...options.exclude],
+    workDir: options.workDir,
+    onProgress: options.onProgress,
+    onBytes: options.onBytes,
+    concurrency: options.concurrency,
+    connectionsPerFile: options.connectionsPerFile,
+    retry: options.retry,
+    throttle: options.throttle,
+  };
+  // Plan every repo first (resolve or take the pinned commit, list, find completed files) so the
+  // free-space check sees the whole export before the first byte is downloaded.
+  const plans: SnapshotPlan[] = [];
+  const seen = new Set<string>();
+  for (const ref of options.repos) {
+    const plan = await planSnapshot(options.client, ref, fetchOptions);
+    const key = `${ref.type}:${ref.id}:${plan.commit}`;
+    if (seen.has(key)) continue; // the same snapshot named twice (e.g. by branch and by commit)
+    seen.add(key);
+    plans.push(plan);
+  }
+  if (options.spaceCheck !== false) {
+    await checkFreeSpace(options.workDir, dirname(options.outPath), {
+      workBytes: plans.reduce((n, p) => n + p.remainingBytes, 0),
+      outputBytes: plans.reduce((n, p) => n + p.totalBytes, 0),
+    });
+  }
+  options.onPlanned?.(plans);
+
   const repos: ManifestRepo[] = [];
   const payload: BundlePayloadFile[] = [];
   const sums: SumsEntry[] = [];
-  const seen = new Set<string>();
-  for (const ref of options.repos) {
-    const snapshot = await fetchSnapshot(options.client, ref, {
-      include: [...options.include],
-      exclude: [...options.exclude],
-      workDir: options.workDir,
-      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
-    });
-    const key = `${ref.type}:${ref.id}:${snapshot.commit}`;
-    if (seen.has(key)) continue; // the same snapshot named twice (e.g. by branch and by commit)
-    seen.add(key);
+  for (const plan of plans) {
+    const ref = plan.repo;
+    const snapshot = await downloadSnapshot(options.client, plan, fetchOptions);
     repos.push({
       type: ref.type,
       id: ref.id,

@@ -3,12 +3,17 @@
  * commit, even if the branch moves meanwhile), list, filter, download each file verified.
  *
  * Work layout: `<workDir>/<type>s--<id with / → -->/<commit>/files/<path>` holds verified files only.
- * A download streams into `…/<commit>/partial/<path>` and is renamed into `files/` once its size and
+ * A download streams into `…/<commit>/partial/<path>` (and, split over several connections, the later
+ * parts into `…/<commit>/parts/<path>/<start>-<end>`) and is renamed into `files/` once its size and
  * hash match the listing. (The partials live in their own tree rather than next to the file as
- * `<path>.partial`, which a repo may legitimately contain as a file of its own.) A re-run finds the
- * completed files, re-hashes them against the listing and skips their download.
+ * `<path>.partial`, which a repo may legitimately contain as a file of its own.) `refs/<revision>` pins
+ * the commit of the first run and `verified/<commit>.json` records completed files (work-state.ts).
+ *
+ * A re-run (same arguments, after Ctrl-C, a kill, a crash or a network failure) stays on the pinned
+ * commit, trusts completed files by their record (or re-hashes them), and continues partial files
+ * with `Range` requests.
  */
-import { lstat, mkdir, open, rename, rm } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { compareBytes } from '../bundle/format.js';
 import { AirlockError, fsError } from '../errors.js';
@@ -16,12 +21,18 @@ import { makeFileFilter } from '../hub/filter.js';
 import { formatRepoRef } from '../hub/repo-ref.js';
 import { etagOf, type HubClient, type RemoteFile, type RepoRef } from '../hub/types.js';
 import { Digester, type Digests } from '../integrity/digest.js';
+import { downloadFile, type Throttle } from '../hub/download.js';
+import { describeStatus, type RetryPolicy } from '../hub/retry.js';
+import { readPinnedCommit, removePinnedCommit, VerifiedFiles, writePinnedCommit } from './work-state.js';
 
 export type FetchEvent =
-  | { kind: 'resolved'; repo: RepoRef; commit: string }
-  | { kind: 'selected'; repo: RepoRef; listed: number; files: number; bytes: number }
+  | { kind: 'resolved'; repo: RepoRef; commit: string; pinned?: boolean }
+  | { kind: 'selected'; repo: RepoRef; listed: number; files: number; bytes: number; remaining?: number }
   | { kind: 'skipped'; repo: RepoRef; path: string; size: number }
   | { kind: 'downloading'; repo: RepoRef; path: string; size: number; index: number; total: number }
+  | { kind: 'resumed'; repo: RepoRef; path: string; size: number; kept: number }
+  | { kind: 'restarted'; repo: RepoRef; path: string; reason: string }
+  | { kind: 'retry'; repo: RepoRef; path: string; attempt: number; attempts: number; status: number; delayMs: number; reason: string }
   | { kind: 'downloaded'; repo: RepoRef; path: string; size: number; ms: number };
 
 /**
@@ -35,8 +46,18 @@ export interface FetchOptions {
   exclude: string[];
   workDir: string;
   onProgress?: FetchProgress | undefined;
-  /** Bytes as they arrive (a delta per chunk), for progress bars. */
+  /** Bytes as they arrive (a delta per chunk; negative when a restart throws bytes away), for progress bars. */
   onBytes?: ((bytes: number, path: string) => void) | undefined;
+  /** Files downloaded at once. Default 4. */
+  concurrency?: number | undefined;
+  /** Parallel Range requests per large file. Default 1 (see docs/export.md for what more buys). */
+  connectionsPerFile?: number | undefined;
+  /** Default: one attempt per request (the CLI passes the bounded backoff policy). */
+  retry?: RetryPolicy | undefined;
+  /** A bandwidth cap shared by every download. */
+  throttle?: Throttle | undefined;
+  /** Smallest part when splitting a file over several connections (default 8 MiB). */
+  minPartBytes?: number | undefined;
 }
 
 export interface FetchedFile {
@@ -57,6 +78,22 @@ export interface FetchedSnapshot {
   files: FetchedFile[];
 }
 
+/** What a snapshot needs, before any download: the input to the free-space check. */
+export interface SnapshotPlan {
+  repo: RepoRef;
+  commit: string;
+  /** Whether the commit came from an earlier, interrupted run (the revision was not resolved again). */
+  pinned: boolean;
+  /** Selected files, sorted by path (byte order). */
+  selected: RemoteFile[];
+  /** Files already complete in the work dir, with their digests. */
+  done: Map<string, Digests>;
+  totalBytes: number;
+  /** Bytes still to download (kept partial bytes already subtracted). */
+  remainingBytes: number;
+  verified: VerifiedFiles;
+}
+
 function formatSize(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let value = bytes;
@@ -71,9 +108,19 @@ function formatSize(bytes: number): string {
 export function describeFetchEvent(event: FetchEvent): string {
   switch (event.kind) {
     case 'resolved':
-      return `${formatRepoRef(event.repo)} is commit ${event.commit}`;
+      return event.pinned === true
+        ? `${formatRepoRef(event.repo)} stays pinned to commit ${event.commit}, resolved by an earlier run (delete the work dir to pick up a newer commit)`
+        : `${formatRepoRef(event.repo)} is commit ${event.commit}`;
     case 'selected':
-      return `${formatRepoRef(event.repo, false)}: ${event.files} of ${event.listed} files selected (${formatSize(event.bytes)})`;
+      return `${formatRepoRef(event.repo, false)}: ${event.files} of ${event.listed} files selected (${formatSize(event.bytes)})${
+        event.remaining !== undefined && event.remaining < event.bytes ? `, ${formatSize(event.remaining)} left to download` : ''
+      }`;
+    case 'resumed':
+      return `${event.path}: resuming, ${formatSize(event.kept)} of ${formatSize(event.size)} already here`;
+    case 'restarted':
+      return `${event.path}: starting over: ${event.reason}`;
+    case 'retry':
+      return `${event.path === '' ? formatRepoRef(event.repo, false) : event.path}: attempt ${event.attempt} of ${event.attempts} failed (${describeStatus(event.status)}); retrying in ${(event.delayMs / 1000).toFixed(1)} s`;
     case 'skipped':
       return `${event.path}: already downloaded and verified (${formatSize(event.size)})`;
     case 'downloading':
@@ -104,8 +151,13 @@ function insidePath(root: string, repoPath: string): string {
 
 const READ_CHUNK_BYTES = 1024 * 1024;
 
-/** Hashes a completed file from an earlier run; undefined unless it is a regular file matching the listing. */
-async function verifiedExisting(path: string, file: RemoteFile): Promise<Digests | undefined> {
+/**
+ * A completed file from an earlier run: vouched for by its record (size, mtime, inode, hash: no read),
+ * else re-hashed in full; undefined (and removed) unless it is a regular file matching the listing.
+ */
+async function verifiedExisting(path: string, file: RemoteFile, verified: VerifiedFiles): Promise<Digests | undefined> {
+  const recorded = await verified.check(path, file);
+  if (recorded !== undefined) return recorded;
   let info;
   try {
     info = await lstat(path);
@@ -138,7 +190,10 @@ async function verifiedExisting(path: string, file: RemoteFile): Promise<Digests
   const digests = digester.digest();
   const ok =
     digests.size === file.size && (file.lfsSha256 !== undefined ? digests.sha256 === file.lfsSha256 : digests.gitSha1 === file.blobId);
-  if (ok) return digests;
+  if (ok) {
+    await verified.add(path, file, digests);
+    return digests;
+  }
   await rm(path, { force: true });
   return undefined;
 }
@@ -160,15 +215,45 @@ function nothingToExport(repo: RepoRef, commit: string, listed: RemoteFile[], op
   });
 }
 
-export async function fetchSnapshot(client: HubClient, repo: RepoRef, options: FetchOptions): Promise<FetchedSnapshot> {
-  const emit = (event: FetchEvent): void => {
-    if (options.onProgress === undefined) return;
-    Object.defineProperty(event, 'toString', { value: () => describeFetchEvent(event), enumerable: false });
-    options.onProgress(event);
-  };
+/** `<workDir>/<type>s--<id>/verified/<commit>.json`. */
+export function verifiedRecordPath(workDir: string, repo: RepoRef, commit: string): string {
+  return join(repoWorkDir(workDir, repo), 'verified', `${commit}.json`);
+}
 
-  const commit = await client.resolveCommit(repo);
-  emit({ kind: 'resolved', repo, commit });
+/** `<workDir>/<type>s--<id>`: the snapshots of one repo, its pinned refs and verified-file records. */
+export function repoWorkDir(workDir: string, repo: RepoRef): string {
+  return join(workDir, repoFolderName(repo));
+}
+
+async function containsFile(dir: string): Promise<boolean> {
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch {
+    return false;
+  }
+  for (const e of entries) {
+    if (!e.isDirectory() || (await containsFile(join(dir, e.name)))) return true;
+  }
+  return false;
+}
+
+async function sizeIfFile(path: string): Promise<number> {
+  try {
+    const info = await stat(path);
+    return info.isFile() ? info.size : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Resolve (or take the pinned commit), list, filter, and find what earlier runs already completed. */
+export async function planSnapshot(client: HubClient, repo: RepoRef, options: FetchOptions): Promise<SnapshotPlan> {
+  const emit = emitter(options);
+  const repoDir = repoWorkDir(options.workDir, repo);
+  const pinnedCommit = await readPinnedCommit(repoDir, repo.revision);
+  const commit = pinnedCommit ?? (await client.resolveCommit(repo));
+  emit({ kind: 'resolved', repo, commit, pinned: pinnedCommit !== undefined && pinnedCommit !== repo.revision });
   const listed = await client.listFiles(repo, commit);
   const keep = makeFileFilter(options.include, options.exclude);
   const selected = listed.filter((f) => keep(f.path)).sort((a, b) => compareBytes(a.path, b.path));
@@ -186,48 +271,151 @@ export async function fetchSnapshot(client: HubClient, repo: RepoRef, options: F
     }
     folded.set(f.path.toLowerCase(), f.path);
   }
-  emit({ kind: 'selected', repo, listed: listed.length, files: selected.length, bytes: selected.reduce((n, f) => n + f.size, 0) });
 
+  const base = snapshotWorkDir(options.workDir, repo, commit);
+  const verified = await VerifiedFiles.load(verifiedRecordPath(options.workDir, repo, commit));
+  const done = new Map<string, Digests>();
+  const totalBytes = selected.reduce((n, f) => n + f.size, 0);
+  let remainingBytes = 0;
+  for (const file of selected) {
+    const localPath = insidePath(join(base, 'files'), file.path);
+    const digests = (await verifiedExisting(localPath, file, verified)) ?? undefined;
+    if (digests !== undefined) {
+      done.set(file.path, digests);
+      continue;
+    }
+    const kept = Math.min(file.size, await sizeIfFile(insidePath(join(base, 'partial'), file.path)));
+    remainingBytes += file.size - kept;
+  }
+  emit({ kind: 'selected', repo, listed: listed.length, files: selected.length, bytes: totalBytes, remaining: remainingBytes });
+  return { repo, commit, pinned: pinnedCommit !== undefined, selected, done, totalBytes, remainingBytes, verified };
+}
+
+function emitter(options: FetchOptions): (event: FetchEvent) => void {
+  return (event: FetchEvent): void => {
+    if (options.onProgress === undefined) return;
+    Object.defineProperty(event, 'toString', { value: () => describeFetchEvent(event), enumerable: false });
+    options.onProgress(event);
+  };
+}
+
+/**
+ * Downloads what the plan still needs, `concurrency` files at a time, each resumable (partial files are
+ * kept on failure and continued by the next run) and retried by the policy.
+ */
+export async function downloadSnapshot(client: HubClient, plan: SnapshotPlan, options: FetchOptions): Promise<FetchedSnapshot> {
+  const emit = emitter(options);
+  const { repo, commit, selected } = plan;
   const base = snapshotWorkDir(options.workDir, repo, commit);
   const filesDir = join(base, 'files');
   const partialDir = join(base, 'partial');
-  const files: FetchedFile[] = [];
-  let index = 0;
-  for (const file of selected) {
-    index++;
-    const localPath = insidePath(filesDir, file.path);
-    let digests = await verifiedExisting(localPath, file);
-    if (digests !== undefined) {
-      emit({ kind: 'skipped', repo, path: file.path, size: file.size });
-    } else {
-      emit({ kind: 'downloading', repo, path: file.path, size: file.size, index, total: selected.length });
-      const started = Date.now();
-      const partial = insidePath(partialDir, file.path);
+  const partsDir = join(base, 'parts');
+  const results = new Map<string, Digests>(plan.done);
+  for (const file of selected) if (plan.done.has(file.path)) emit({ kind: 'skipped', repo, path: file.path, size: file.size });
+  const queue = selected.filter((f) => !plan.done.has(f.path));
+
+  // Pin before the first byte: whatever happens next, a re-run continues this very commit. (Undone
+  // below if a failure leaves nothing behind to continue.)
+  const repoDir = repoWorkDir(options.workDir, repo);
+  const pinnedHere = !plan.pinned && queue.length > 0;
+  if (pinnedHere) await writePinnedCommit(repoDir, repo.revision, commit);
+
+  let next = 0;
+  let failed: { error: unknown } | undefined;
+  const worker = async (): Promise<void> => {
+    while (failed === undefined && next < queue.length) {
+      const file = queue[next++] as RemoteFile;
       try {
-        await mkdir(dirname(partial), { recursive: true });
-        await mkdir(dirname(localPath), { recursive: true });
-        await rm(partial, { recursive: true, force: true });
+        results.set(file.path, await downloadOne(file, selected.indexOf(file) + 1));
       } catch (error) {
-        throw fsError(error, 'prepare', partial);
+        failed ??= { error };
       }
-      const onBytes = options.onBytes;
-      digests = await client.download(repo, commit, file, partial, onBytes === undefined ? undefined : (bytes) => onBytes(bytes, file.path));
-      try {
-        await rename(partial, localPath);
-      } catch (error) {
-        throw fsError(error, 'move into place', localPath);
-      }
-      emit({ kind: 'downloaded', repo, path: file.path, size: digests.size, ms: Date.now() - started });
     }
-    files.push({
+  };
+
+  async function downloadOne(file: RemoteFile, index: number): Promise<Digests> {
+    const localPath = insidePath(filesDir, file.path);
+    const partial = insidePath(partialDir, file.path);
+    emit({ kind: 'downloading', repo, path: file.path, size: file.size, index, total: selected.length });
+    const started = Date.now();
+    try {
+      await mkdir(dirname(partial), { recursive: true });
+      await mkdir(dirname(localPath), { recursive: true });
+      // a directory (or link) where the partial file belongs is nothing we wrote: clear it
+      const info = await lstat(partial).catch(() => undefined);
+      if (info !== undefined && !info.isFile()) await rm(partial, { recursive: true, force: true });
+    } catch (error) {
+      throw fsError(error, 'prepare', partial);
+    }
+    const onBytes = options.onBytes;
+    let digests: Digests;
+    const source = client.rangeSource?.(repo, commit, file);
+    if (source === undefined) {
+      digests = await client.download(repo, commit, file, partial, onBytes === undefined ? undefined : (bytes) => onBytes(bytes, file.path));
+    } else {
+      let counted = 0;
+      digests = await downloadFile(source, `${formatRepoRef(repo, false)}/${file.path}`, file, partial, {
+        resume: true,
+        keepPartial: true,
+        retry: options.retry,
+        connections: options.connectionsPerFile ?? 1,
+        minPartBytes: options.minPartBytes,
+        partsDir: insidePath(partsDir, file.path),
+        throttle: options.throttle,
+        onBytes: (bytes) => {
+          counted += bytes;
+          onBytes?.(bytes, file.path);
+        },
+        onResume: (kept) => {
+          counted += kept;
+          onBytes?.(kept, file.path);
+          emit({ kind: 'resumed', repo, path: file.path, size: file.size, kept });
+        },
+        onRestart: (reason) => {
+          onBytes?.(-counted, file.path);
+          counted = 0;
+          emit({ kind: 'restarted', repo, path: file.path, reason });
+        },
+        onRetry: (event) =>
+          emit({ kind: 'retry', repo, path: file.path, attempt: event.attempt, attempts: event.attempts, status: event.status, delayMs: event.delayMs, reason: event.reason }),
+      });
+    }
+    try {
+      await rename(partial, localPath);
+    } catch (error) {
+      throw fsError(error, 'move into place', localPath);
+    }
+    await plan.verified.add(localPath, file, digests);
+    emit({ kind: 'downloaded', repo, path: file.path, size: digests.size, ms: Date.now() - started });
+    return digests;
+  }
+
+  const workers = Math.max(1, Math.min(options.concurrency ?? 4, queue.length));
+  await Promise.all(Array.from({ length: workers }, () => worker()));
+  if (failed !== undefined) {
+    if (pinnedHere && results.size === 0 && !(await containsFile(partialDir)) && !(await containsFile(partsDir))) {
+      await removePinnedCommit(repoDir, repo.revision).catch(() => undefined);
+    }
+    throw failed.error;
+  }
+
+  const files: FetchedFile[] = selected.map((file) => {
+    const digests = results.get(file.path) as Digests;
+    return {
       remote: file,
-      localPath,
+      localPath: insidePath(filesDir, file.path),
       size: digests.size,
       sha256: digests.sha256,
       etag: etagOf(file),
       lfs: file.lfsSha256 !== undefined,
-    });
-  }
+    };
+  });
   await rm(partialDir, { recursive: true, force: true }).catch(() => undefined);
+  await rm(partsDir, { recursive: true, force: true }).catch(() => undefined);
   return { repo, commit, files };
+}
+
+/** Plan and download one snapshot. */
+export async function fetchSnapshot(client: HubClient, repo: RepoRef, options: FetchOptions): Promise<FetchedSnapshot> {
+  return downloadSnapshot(client, await planSnapshot(client, repo, options), options);
 }

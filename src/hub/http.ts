@@ -16,6 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { EnvHttpProxyAgent, request, type Dispatcher } from 'undici';
 import { AirlockError, redact } from '../errors.js';
 import { toolVersion } from '../version.js';
+import { markPermanent } from './retry.js';
 
 /** The huggingface_hub version whose protocol we speak (sent in the user agent). */
 export const HF_HUB_COMPAT_VERSION = '1.33.0';
@@ -25,6 +26,8 @@ export const MAX_REDIRECTS = 20;
 /** Hosts huggingface_hub ≥ 1.30 follows redirects to (`_is_same_or_hub_host`). */
 export const HUB_HOSTS: ReadonlySet<string> = new Set(['huggingface.co', 'hf.co', 'hub-ci.huggingface.co']);
 const REDIRECT_STATUSES: ReadonlySet<number> = new Set([301, 302, 303, 307, 308]);
+/** OpenSSL/Node codes of a certificate we do not trust (or that does not name the host). */
+const TLS_TRUST_CODES = /^(DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|CERT_[A-Z_]+|ERR_TLS_CERT_ALTNAME_INVALID)$/;
 
 /** One request as `--verbose` shows it. `url` never has a query (signed CDN URLs carry credentials there). */
 export interface RequestRecord {
@@ -47,13 +50,45 @@ let sharedDispatcher: Dispatcher | undefined;
  * (not a cap on the whole download).
  */
 export function defaultDispatcher(): Dispatcher {
-  sharedDispatcher ??= new EnvHttpProxyAgent({
-    connectTimeout: 30_000,
-    headersTimeout: 60_000,
-    bodyTimeout: 60_000,
-    keepAliveTimeout: 10_000,
-  });
+  sharedDispatcher ??= createDispatcher();
   return sharedDispatcher;
+}
+
+export interface DispatcherOptions {
+  /**
+   * `--proxy`: one proxy for http and https alike, overriding HTTP(S)_PROXY; NO_PROXY still applies.
+   * Without it: HTTPS_PROXY / HTTP_PROXY / NO_PROXY (and lower-case forms) from the environment.
+   */
+  proxy?: string | undefined;
+  /** Test hook: shorter timeouts. */
+  timeoutMs?: number | undefined;
+}
+
+/**
+ * A connection pool. Proxying tunnels every request with CONNECT (undici's default, http targets too),
+ * so a proxy sees host and port only — never a path, a header or the token. TLS trusts Node's CA store,
+ * which includes NODE_EXTRA_CA_CERTS (a corporate CA) when set at process start.
+ */
+export function createDispatcher(options: DispatcherOptions = {}): Dispatcher {
+  const timeouts = {
+    connectTimeout: Math.min(30_000, options.timeoutMs ?? 30_000),
+    headersTimeout: options.timeoutMs ?? 60_000,
+    bodyTimeout: options.timeoutMs ?? 60_000,
+    keepAliveTimeout: 10_000,
+  };
+  if (options.proxy === undefined) return new EnvHttpProxyAgent(timeouts);
+  let proxy: URL;
+  try {
+    proxy = new URL(options.proxy);
+  } catch {
+    proxy = new URL('invalid:');
+  }
+  if (proxy.protocol !== 'http:' && proxy.protocol !== 'https:') {
+    throw new AirlockError('E_USAGE', `--proxy ${JSON.stringify(displayUrl(options.proxy))} is not an http:// or https:// URL`, {
+      hint: 'e.g. --proxy http://proxy.example.org:3128 (credentials go in the URL: http://user:pass@host:port)',
+    });
+  }
+  return new EnvHttpProxyAgent({ ...timeouts, httpProxy: proxy.href, httpsProxy: proxy.href });
 }
 
 /** `origin + path` of a URL: no credentials, query or fragment. Safe for messages and logs. */
@@ -255,9 +290,19 @@ export class HubHttp {
     const code = typeof err?.code === 'string' ? err.code : typeof err?.cause?.code === 'string' ? err.cause.code : undefined;
     const detail = typeof err?.cause?.message === 'string' && err.cause.message !== '' ? err.cause.message : String(err?.message ?? error);
     const message = this.redact(`network error talking to ${displayUrl(url)}: ${code !== undefined && !detail.includes(code) ? `${code} ` : ''}${detail}`);
+    if (code !== undefined && TLS_TRUST_CODES.test(code)) {
+      // retrying cannot make a certificate trusted
+      return markPermanent(
+        new AirlockError('E_NETWORK', message, {
+          subject: displayUrl(url),
+          hint: `the TLS certificate of ${url.host} is not trusted: behind a TLS-inspecting proxy, point NODE_EXTRA_CA_CERTS at your organisation's CA certificate (PEM) and run again`,
+          cause: error,
+        }),
+      );
+    }
     return new AirlockError('E_NETWORK', message, {
       subject: displayUrl(url),
-      hint: `check the connection to ${url.origin} (and HTTPS_PROXY / NO_PROXY if you need a proxy), or point --endpoint / HF_ENDPOINT at a reachable mirror`,
+      hint: `check the connection to ${url.origin} (and HTTPS_PROXY / NO_PROXY / --proxy if you need a proxy), or point --endpoint / HF_ENDPOINT at a reachable mirror`,
       cause: error,
     });
   }

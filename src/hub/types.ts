@@ -4,6 +4,7 @@
  */
 import type { RepoType, SourceKind } from '../bundle/manifest.js';
 import type { Digests } from '../integrity/digest.js';
+import type { OpenRange } from './download.js';
 
 export interface RepoRef {
   type: RepoType;
@@ -41,6 +42,13 @@ export interface HubClient {
   /**
    * Streams one file into `destination` (created or truncated), hashing in the same pass, and checks
    * size and hash against the listing; throws E_DOWNLOAD_INTEGRITY naming the file on a mismatch.
+   * One attempt; nothing is kept on failure.
    */
   download(repo: RepoRef, commit: string, file: RemoteFile, destination: string, onProgress?: DownloadProgress): Promise<Digests>;
+  /**
+   * Optional: byte ranges of one file, for the resumable, retrying, parallel downloader
+   * (`downloadFile` in ./download.ts). The exporter uses it when present, else `download`.
+   * Validates the path (E_UNSAFE_PATH) before returning.
+   */
+  rangeSource?(repo: RepoRef, commit: string, file: RemoteFile): OpenRange;
 }

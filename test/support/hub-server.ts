@@ -14,11 +14,17 @@
  * info and tree without access (huggingface/huggingface.js#945). Private repos are hidden on every route.
  *
  * Files added with `fromFile` are hashed and served by streaming; they are never held in memory.
+ *
+ * Fault injection (`faults` option, `setFaults()` at any time) for what real networks do: cut a content
+ * response after N bytes, answer 503/429 (with Retry-After) for the next K requests, expire signed CDN
+ * URLs after a time, serve content slowly. `contentBytesServed` counts the file bytes handed to sockets
+ * (so a test can tell how much a resumed download fetched again).
  */
 import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { pipeline } from 'node:stream/promises';
 
@@ -74,10 +80,31 @@ export interface RequestRecord {
   range: string | undefined;
   /** 0 until the response head is written. */
   status: number;
+  /** File content bytes written for this request (0 for everything but file bytes). */
+  bodyBytes: number;
+}
+
+/** What can go wrong on purpose. Every field is optional; `{}` is a healthy hub. */
+export interface HubFaults {
+  /** Cut every file-content response (resolve-cache or CDN) after this many body bytes. */
+  dropAfterBytes?: number;
+  /** Only cut the next N content responses (default: all of them). */
+  dropTimes?: number;
+  /** Answer `status` to the next `count` requests that match `on` (default 'any'), then behave. */
+  failNext?: { count: number; status: number; retryAfter?: string; on?: 'hub' | 'cdn' | 'content' | 'any' };
+  /** Signed CDN URLs expire this many ms after the resolve that issued them (default one hour). */
+  cdnUrlTtlMs?: number;
+  /** Content bytes per second, per response: a slow link. */
+  bytesPerSecond?: number;
+  /**
+   * Stop sending content once `contentBytesServed` reaches this total (every connection then hangs
+   * until the faults change or the client goes away): a precise point to kill a client at.
+   */
+  stallAtBytes?: number;
 }
 
 export interface HubServer {
-  /** 'http://127.0.0.1:<port>': API and resolve. */
+  /** 'http://127.0.0.1:<port>' (https with the `tls` option): API and resolve. */
   endpoint: string;
   /** 'http://127.0.0.2:<port2>': LFS bytes (a different HOST, not just a different port). */
   cdnOrigin: string;
@@ -91,6 +118,10 @@ export interface HubServer {
   /** The old id then answers 307 with a relative Location to the same URL under the new id. */
   renameRepo(oldId: string, newId: string, type?: HubRepoType): void;
   grantGatedAccess(token: string, repoId: string): void;
+  /** Replaces the active faults (`{}` heals the hub). */
+  setFaults(faults: HubFaults): void;
+  /** File content bytes handed to sockets so far, over every request. */
+  readonly contentBytesServed: number;
   close(): Promise<void>;
 }
 
@@ -103,6 +134,9 @@ export interface HubServerOptions {
   host?: string;
   /** Default '127.0.0.2'. */
   cdnHost?: string;
+  faults?: HubFaults;
+  /** Serve https (both hosts) with this PEM key and certificate (which must name 127.0.0.1 and 127.0.0.2). */
+  tls?: { key: string | Buffer; cert: string | Buffer };
 }
 
 export function gitBlobSha1(data: Buffer): string {
@@ -119,6 +153,8 @@ export function lfsPointer(sha256: string, size: number): string {
 const LFS_EXTENSIONS = ['.safetensors', '.bin', '.pt', '.pth', '.gguf', '.onnx', '.msgpack', '.h5'];
 const LFS_SIZE_THRESHOLD = 10 * 1024 * 1024;
 const STREAM_CHUNK = 1024 * 1024;
+/** A slow link sends small chunks often (little is ever in flight, as on a real slow link). */
+const SLOW_CHUNK = 16 * 1024;
 const EXPAND_PAGE_SIZE = 50;
 const CDN_URL_TTL_SECONDS = 3600;
 
@@ -269,6 +305,12 @@ interface Ctx {
   res: ServerResponse;
   record: RequestRecord;
   head: boolean;
+  /** Content delivery under the current faults (set by the server). */
+  faults: () => HubFaults;
+  /** Consumes one "drop" of `dropTimes`; true when this response is to be cut. */
+  takeDrop: () => boolean;
+  served: (bytes: number) => void;
+  totalServed: () => number;
 }
 
 function writeHead(ctx: Ctx, status: number, headers: OutgoingHttpHeaders): void {
@@ -333,20 +375,99 @@ async function sendContent(ctx: Ctx, content: Content, size: number, extra: Outg
   const status = range.kind === 'partial' ? 206 : 200;
   const headers: OutgoingHttpHeaders = { ...base, 'Content-Length': String(length) };
   if (range.kind === 'partial') headers['Content-Range'] = `bytes ${start}-${end}/${size}`;
-  if (content.kind === 'buffer' || ctx.head || length === 0) {
+  const faults = ctx.faults();
+  const drop = !ctx.head && length > 0 && faults.dropAfterBytes !== undefined && ctx.takeDrop() ? faults.dropAfterBytes : undefined;
+  const slow = faults.bytesPerSecond;
+  const paced = drop !== undefined || slow !== undefined || faults.stallAtBytes !== undefined;
+  if ((content.kind === 'buffer' && !paced) || ctx.head || length === 0) {
     writeHead(ctx, status, headers);
+    if (!ctx.head && content.kind === 'buffer') ctx.served(length);
     ctx.res.end(ctx.head || content.kind !== 'buffer' ? undefined : content.data.subarray(start, end + 1));
     return;
   }
   // Open before the head is written, so a vanished file is a 500 rather than a truncated 200.
-  const stream = createReadStream(content.path, { start, end, highWaterMark: STREAM_CHUNK });
-  await new Promise<void>((resolve, reject) => {
-    stream.once('open', () => resolve());
-    stream.once('error', reject);
-  });
+  let chunks: AsyncIterable<Buffer>;
+  if (content.kind === 'file') {
+    const stream = createReadStream(content.path, { start, end, highWaterMark: slow !== undefined ? SLOW_CHUNK : STREAM_CHUNK });
+    await new Promise<void>((resolve, reject) => {
+      stream.once('open', () => resolve());
+      stream.once('error', reject);
+    });
+    chunks = stream;
+  } else {
+    const data = content.data.subarray(start, end + 1);
+    const step = slow !== undefined ? SLOW_CHUNK : STREAM_CHUNK;
+    chunks = (async function* () {
+      for (let at = 0; at < data.length; at += step) yield data.subarray(at, at + step);
+    })();
+  }
   writeHead(ctx, status, headers);
-  await pipeline(stream, ctx.res).catch(() => {
-    // The client went away (e.g. a test aborting mid-download): nothing to report.
+  if (!paced) {
+    const counted = async function* () {
+      for await (const chunk of chunks) {
+        ctx.served((chunk as Buffer).length);
+        yield chunk;
+      }
+    };
+    await pipeline(counted, ctx.res).catch(() => {
+      // The client went away (e.g. a test aborting mid-download): nothing to report.
+    });
+    return;
+  }
+  // Faulty or slow: write chunk by chunk, pacing and cutting as asked.
+  const started = Date.now();
+  let sent = 0;
+  const res = ctx.res;
+  try {
+    for await (const raw of chunks) {
+      let chunk = raw as Buffer;
+      if (drop !== undefined && sent + chunk.length >= drop) chunk = chunk.subarray(0, Math.max(0, drop - sent));
+      while (chunk.length > 0) {
+        if (res.destroyed) return;
+        // a stall point splits the chunk: send up to it, then hang until the faults change
+        const stallAt = ctx.faults().stallAtBytes;
+        const room = stallAt === undefined ? chunk.length : Math.max(0, stallAt - ctx.totalServed());
+        if (room === 0) {
+          const stalledBy = ctx.faults();
+          while (ctx.faults() === stalledBy && !res.destroyed) await new Promise((resolve) => setTimeout(resolve, 5));
+          continue;
+        }
+        const piece = chunk.subarray(0, Math.min(room, chunk.length));
+        chunk = chunk.subarray(piece.length);
+        const ok = res.write(piece);
+        sent += piece.length;
+        ctx.served(piece.length);
+        if (!ok) await waitDrain(res);
+      }
+      if (drop !== undefined && sent >= drop) {
+        // let the bytes leave, then cut the connection mid-body
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        res.destroy();
+        return;
+      }
+      if (slow !== undefined) {
+        const due = started + (sent * 1000) / slow;
+        const wait = due - Date.now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+    }
+    res.end();
+  } catch {
+    res.destroy();
+  } finally {
+    if (content.kind === 'file') (chunks as ReturnType<typeof createReadStream>).destroy();
+  }
+}
+
+function waitDrain(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
   });
 }
 
@@ -401,6 +522,9 @@ export async function startHubServer(options: HubServerOptions = {}): Promise<Hu
   const cdnObjects = new Map<string, CdnObject>();
   const signingKey = randomBytes(32);
   const requests: RequestRecord[] = [];
+  let faults: HubFaults = { ...(options.faults ?? {}), ...(options.faults?.failNext !== undefined ? { failNext: { ...options.faults.failNext } } : {}) };
+  let dropsLeft = faults.dropTimes ?? Infinity;
+  let contentBytesServed = 0;
   let commitCounter = 0;
   let endpoint = '';
   let cdnOrigin = '';
@@ -624,7 +748,8 @@ export async function startHubServer(options: HubServerOptions = {}): Promise<Hu
     const file = commit.files.get(path);
     if (file === undefined) throw new HttpError(404, 'EntryNotFound', 'Entry not found', { 'X-Repo-Commit': commit.id });
     if (file.lfs) {
-      const expires = Math.floor(Date.now() / 1000) + CDN_URL_TTL_SECONDS;
+      // expiry in ms (a fault may make it short); the real CDN uses seconds, nothing depends on the unit
+      const expires = Date.now() + (faults.cdnUrlTtlMs ?? CDN_URL_TTL_SECONDS * 1000);
       const signature = createHmac('sha256', signingKey).update(`${file.sha256}:${expires}`).digest('hex');
       const filename = path.slice(path.lastIndexOf('/') + 1);
       const disposition = encodeURIComponent(`attachment; filename*=UTF-8''${encodeURIComponent(filename)}; filename="${filename.replace(/["\\]/g, '_')}";`);
@@ -737,7 +862,7 @@ export async function startHubServer(options: HubServerOptions = {}): Promise<Hu
     const expected = createHmac('sha256', signingKey).update(`${m[1] as string}:${query.get('expires') ?? ''}`).digest('hex');
     // Signed URLs, like the real CDN: the signature is the credential, never an Authorization header.
     if (query.get('signature') !== expected) throw new HttpError(403, undefined, 'AccessDenied: bad signature');
-    if (!(expires * 1000 > Date.now())) throw new HttpError(403, undefined, 'AccessDenied: request has expired');
+    if (!(expires > Date.now())) throw new HttpError(403, undefined, 'AccessDenied: request has expired');
     const headers: OutgoingHttpHeaders = { ETag: `"${m[1] as string}"` };
     const disposition = query.get('response-content-disposition');
     if (disposition !== null) headers['Content-Disposition'] = disposition;
@@ -753,9 +878,32 @@ export async function startHubServer(options: HubServerOptions = {}): Promise<Hu
         authorization: req.headers.authorization,
         range: req.headers.range,
         status: 0,
+        bodyBytes: 0,
       };
       requests.push(record);
-      const ctx: Ctx = { req, res, record, head: req.method === 'HEAD' };
+      const ctx: Ctx = {
+        req,
+        res,
+        record,
+        head: req.method === 'HEAD',
+        faults: () => faults,
+        takeDrop: () => {
+          if (dropsLeft <= 0) return false;
+          dropsLeft--;
+          return true;
+        },
+        served: (bytes) => {
+          record.bodyBytes += bytes;
+          contentBytesServed += bytes;
+        },
+        totalServed: () => contentBytesServed,
+      };
+      const fail = faults.failNext;
+      if (fail !== undefined && fail.count > 0 && faultApplies(fail.on ?? 'any', serverHost === cdnHost, req.url ?? '')) {
+        fail.count--;
+        sendError(ctx, new HttpError(fail.status, undefined, `Injected fault: HTTP ${fail.status}`, fail.retryAfter !== undefined ? { 'Retry-After': fail.retryAfter } : {}));
+        return;
+      }
       route(ctx).catch((err: unknown) => {
         if (res.headersSent) {
           res.destroy();
@@ -766,17 +914,34 @@ export async function startHubServer(options: HubServerOptions = {}): Promise<Hu
     };
   }
 
-  const hubServer = createServer({ keepAliveTimeout: 30_000 }, handler(host, routeHub));
-  const cdnServer = createServer({ keepAliveTimeout: 30_000 }, handler(cdnHost, routeCdn));
+  function faultApplies(on: 'hub' | 'cdn' | 'content' | 'any', isCdn: boolean, url: string): boolean {
+    switch (on) {
+      case 'any':
+        return true;
+      case 'hub':
+        return !isCdn;
+      case 'cdn':
+        return isCdn;
+      case 'content':
+        return isCdn || url.includes('/resolve/') || url.startsWith('/api/resolve-cache/');
+    }
+  }
+
+  const tls = options.tls;
+  const scheme = tls === undefined ? 'http' : 'https';
+  const makeServer = (route: ReturnType<typeof handler>): Server =>
+    tls === undefined ? createServer({ keepAliveTimeout: 30_000 }, route) : createHttpsServer({ keepAliveTimeout: 30_000, key: tls.key, cert: tls.cert }, route);
+  const hubServer = makeServer(handler(host, routeHub));
+  const cdnServer = makeServer(handler(cdnHost, routeCdn));
   const hubPort = await listen(hubServer, host);
   try {
     const cdnPort = await listen(cdnServer, cdnHost);
-    cdnOrigin = `http://${cdnHost}:${cdnPort}`;
+    cdnOrigin = `${scheme}://${cdnHost}:${cdnPort}`;
   } catch (err) {
     await closeServer(hubServer);
     throw err;
   }
-  endpoint = `http://${host}:${hubPort}`;
+  endpoint = `${scheme}://${host}:${hubPort}`;
 
   return {
     endpoint,
@@ -818,6 +983,13 @@ export async function startHubServer(options: HubServerOptions = {}): Promise<Hu
     },
     grantGatedAccess(token: string, repoId: string): void {
       grants.add(`${token}\n${repoId}`);
+    },
+    setFaults(next: HubFaults): void {
+      faults = { ...next, ...(next.failNext !== undefined ? { failNext: { ...next.failNext } } : {}) };
+      dropsLeft = faults.dropTimes ?? Infinity;
+    },
+    get contentBytesServed(): number {
+      return contentBytesServed;
     },
     async close(): Promise<void> {
       await Promise.all([closeServer(hubServer), closeServer(cdnServer)]);

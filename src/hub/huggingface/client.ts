@@ -3,11 +3,12 @@
  * spec hf-hub.md §2.9 — revision → commit, recursive tree at that commit, then per file a GET of
  * `resolve/{commit}/{path}` streamed to disk and hashed in the same pass, checked against the listing.
  */
-import { constants, type FileHandle, open, rm } from 'node:fs/promises';
 import type { Dispatcher } from 'undici';
-import { AirlockError, fsError } from '../../errors.js';
+import { AirlockError } from '../../errors.js';
 import { COMMIT_RE, unsafeRelativePathReason } from '../../fs/safe-path.js';
-import { Digester, type Digests } from '../../integrity/digest.js';
+import type { Digests } from '../../integrity/digest.js';
+import { downloadFile, integrityError, type ByteRange, type FileBody, type OpenRange } from '../download.js';
+import { markTransient, NO_RETRY, parseRetryAfter, RETRYABLE_STATUSES, withRetries, type RetryEvent, type RetryPolicy } from '../retry.js';
 import { displayUrl, headerValue, HubHttp, type HubResponse, type RequestLog } from '../http.js';
 import { formatRepoRef } from '../repo-ref.js';
 import type { DownloadProgress, HubClient, RemoteFile, RepoRef } from '../types.js';
@@ -21,13 +22,16 @@ export interface HuggingFaceClientOptions {
   /** Default: the shared undici pool of `defaultDispatcher()`. */
   dispatcher?: Dispatcher | undefined;
   onRequest?: RequestLog | undefined;
+  /** For the API calls (revision, tree). Default: one attempt. File downloads take theirs per call. */
+  retry?: RetryPolicy | undefined;
+  onRetry?: ((event: RetryEvent) => void) | undefined;
+  /** A remembered signed CDN URL was refused; the file is being resolved through the hub again. */
+  onSignedUrlExpired?: ((event: { url: string; status: number; path: string }) => void) | undefined;
 }
 
 /** JSON answers (repo info with `blobs=true` of a huge repo, a tree page) stay well below this. */
 const MAX_JSON_BYTES = 64 * 1024 * 1024;
 const MAX_ERROR_BODY_BYTES = 64 * 1024;
-/** Large writes: the file system and the hash both prefer ~1 MiB (specs/node-and-openpgp.md). */
-const WRITE_CHUNK_BYTES = 1024 * 1024;
 
 function apiPrefix(repo: RepoRef): string {
   return `api/${repo.type}s/${repo.id}`;
@@ -46,6 +50,8 @@ export function createHuggingFaceClient(options: HuggingFaceClientOptions): HubC
   const endpointUrl = new URL(endpoint);
   const token = options.token === '' ? undefined : options.token;
   const http = new HubHttp({ endpoint, token, dispatcher: options.dispatcher, onRequest: options.onRequest });
+  const retryPolicy: RetryPolicy = options.retry ?? NO_RETRY;
+  const onSignedUrlExpired = options.onSignedUrlExpired;
 
   /** Reads an error response and maps it. */
   async function failure(response: HubResponse, repo: RepoRef, path?: string): Promise<AirlockError> {
@@ -68,9 +74,15 @@ export function createHuggingFaceClient(options: HuggingFaceClientOptions): HubC
   }
 
   async function getJson(url: URL, repo: RepoRef): Promise<{ json: unknown; response: HubResponse }> {
-    const response = await http.send(url);
-    if (response.status !== 200) throw await failure(response, repo);
-    const bytes = await http.readBody(response, MAX_JSON_BYTES);
+    const { bytes, response } = await withRetries({ policy: retryPolicy, what: `GET ${displayUrl(url)}`, onRetry: options.onRetry }, async () => {
+      const res = await http.send(url);
+      if (res.status !== 200) {
+        const error = await failure(res, repo);
+        if (RETRYABLE_STATUSES.has(res.status)) markTransient(error, { status: res.status, retryAfterMs: parseRetryAfter(res.headers) });
+        throw error;
+      }
+      return { bytes: await http.readBody(res, MAX_JSON_BYTES), response: res };
+    });
     try {
       return { json: JSON.parse(bytes.toString('utf8')) as unknown, response };
     } catch {
@@ -100,117 +112,111 @@ export function createHuggingFaceClient(options: HuggingFaceClientOptions): HubC
   }
 
   /**
-   * One attempt at one file: GET → stream into `destination` while hashing → check size and hash.
-   * The single place where bytes arrive, so retries with `Range` resume will wrap around this.
+   * The signed download URL (the CDN `Location` of an LFS file) is remembered for one file's download
+   * (`signed`), so retries and the parts of a split download go straight to the CDN. When it starts
+   * answering 403 (the signature expired: real ones last about an hour) or 404/410, it is forgotten and
+   * the file is resolved through the hub again — the download then continues where it was.
    */
-  async function getFile(url: URL, repo: RepoRef, file: RemoteFile, destination: string, onProgress?: DownloadProgress): Promise<Digests> {
-    const what = `${formatRepoRef(repo, false)}/${file.path}`;
-    const integrity = (message: string): AirlockError =>
-      new AirlockError('E_DOWNLOAD_INTEGRITY', `${what}: ${message}`, {
-        subject: what,
-        hint: 'the file changed on the way or the hub/mirror serves other bytes than it lists; nothing was kept — run the export again, and report it to the mirror operator if it persists',
-      });
+  interface SignedUrl {
+    url: URL | undefined;
+  }
 
-    const response = await http.send(url);
-    if (response.status !== 200) {
+  function rangeHeaders(range: ByteRange, size: number): Record<string, string> {
+    if (range.start === 0 && range.end >= size) return {};
+    return { range: range.end >= size ? `bytes=${range.start}-` : `bytes=${range.start}-${range.end - 1}` };
+  }
+
+  /** Opens a byte range of one file: the seam the resumable downloader (../download.ts) pulls from. */
+  async function openRange(resolveUrl: URL, signed: SignedUrl, repo: RepoRef, file: RemoteFile, range: ByteRange): Promise<FileBody | { kind: 'unsatisfiable'; size: number | undefined }> {
+    const what = `${formatRepoRef(repo, false)}/${file.path}`;
+    const headers = rangeHeaders(range, file.size);
+    let response: HubResponse | undefined;
+    const cached = signed.url;
+    if (cached !== undefined) {
+      response = await http.send(cached, { headers });
+      if (response.status === 403 || response.status === 404 || response.status === 410) {
+        await response.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+        response.done(0);
+        signed.url = undefined;
+        onSignedUrlExpired?.({ url: displayUrl(cached), status: response.status, path: file.path });
+        response = undefined;
+      }
+    }
+    response ??= await http.send(resolveUrl, { headers });
+    if (response.url.origin !== endpointUrl.origin && response.status >= 200 && response.status < 300) signed.url = response.url;
+
+    if (response.status === 416) {
+      const contentRange = headerValue(response.headers, 'content-range');
+      await response.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+      response.done(0);
+      const total = /\/(\d+)\s*$/.exec(contentRange ?? '')?.[1];
+      return { kind: 'unsatisfiable', size: total === undefined ? undefined : Number(total) };
+    }
+    if (response.status !== 200 && response.status !== 206) {
       if (response.status >= 200 && response.status < 300) {
         await response.body.dump().catch(() => undefined);
         response.done(0);
         throw new AirlockError('E_HUB_PROTOCOL', `${what}: unexpected HTTP ${response.status} from ${displayUrl(response.url)}`, { subject: what });
       }
-      throw await failure(response, repo, file.path);
-    }
-    const encoding = headerValue(response.headers, 'content-encoding');
-    const announced = headerValue(response.headers, 'content-length');
-    const problem =
-      encoding !== undefined && encoding.toLowerCase() !== 'identity'
-        ? `${displayUrl(response.url)} sent it with content-encoding ${encoding} although identity was asked for`
-        : announced !== undefined && announced !== String(file.size)
-          ? `${displayUrl(response.url)} announced ${announced} bytes, the listing says ${file.size}`
-          : undefined;
-    if (problem !== undefined) {
-      response.body.destroy();
-      response.done(0);
-      throw integrity(problem);
-    }
-
-    const digester = new Digester(file.lfsSha256 === undefined ? file.size : undefined);
-    let handle: FileHandle | undefined;
-    let received = 0;
-    try {
-      try {
-        // O_NOFOLLOW: never write through a link planted at the destination
-        handle = await open(destination, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | (constants.O_NOFOLLOW ?? 0), 0o666);
-      } catch (error) {
-        throw fsError(error, 'create', destination);
+      if (response.url.origin !== endpointUrl.origin && (response.status === 403 || response.status === 401)) {
+        // a freshly issued signed URL refused: not a token problem (no token goes to the CDN)
+        await response.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+        response.done(0);
+        throw new AirlockError('E_FORBIDDEN', `${what}: the download host refused the signed URL the hub had just issued (HTTP ${response.status} from ${displayUrl(response.url)})`, {
+          subject: what,
+          hint: `signed URLs are time-limited: check this machine's clock, and any proxy between you and ${response.url.host}`,
+        });
       }
-      let batch: Buffer[] = [];
-      let batched = 0;
-      // One write in flight while the next batch fills. Its failure is kept (not left as an unhandled
-      // rejection while we wait for the network) and thrown at the next flush.
-      let writing: Promise<void> = Promise.resolve();
-      let writeError: unknown;
-      const flush = async (): Promise<void> => {
-        const data = Buffer.concat(batch, batched);
-        batch = [];
-        batched = 0;
-        await writing;
-        if (writeError !== undefined) throw fsError(writeError, 'write', destination);
-        writing = (handle as FileHandle).write(data).then(
-          () => undefined,
-          (error: unknown) => {
-            writeError = error;
-          },
-        );
-      };
-      const chunks = (response.body as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
-      try {
-        for (;;) {
-          let step: IteratorResult<Buffer>;
-          try {
-            step = await chunks.next();
-          } catch (error) {
-            // only a failure of the body itself is a network error; ours (disk, hooks) keep their own
-            throw http.networkError(error, response.url);
-          }
-          if (step.done === true) break;
-          const chunk = step.value;
-          received += chunk.length;
-          if (received > file.size) throw integrity(`the server sent more than the ${file.size} bytes the listing says`);
-          digester.update(chunk);
-          batch.push(chunk);
-          batched += chunk.length;
-          if (batched >= WRITE_CHUNK_BYTES) await flush();
-          onProgress?.(chunk.length);
-        }
-      } catch (error) {
-        response.body.destroy();
-        throw error;
-      } finally {
-        response.done(received);
-      }
-      if (batched > 0) await flush();
-      await writing;
-      if (writeError !== undefined) throw fsError(writeError, 'write', destination);
-      await handle.close().catch((error: unknown) => {
-        throw fsError(error, 'close', destination);
-      });
-      handle = undefined;
-
-      const digests = digester.digest();
-      if (digests.size !== file.size) throw integrity(`expected ${file.size} bytes, got ${digests.size}`);
-      if (file.lfsSha256 !== undefined) {
-        if (digests.sha256 !== file.lfsSha256) throw integrity(`sha256 mismatch: expected ${file.lfsSha256}, got ${digests.sha256}`);
-      } else if (digests.gitSha1 !== file.blobId) {
-        throw integrity(`git blob id mismatch: expected ${file.blobId}, got ${digests.gitSha1 ?? 'none'}`);
-      }
-      return digests;
-    } catch (error) {
-      // Nothing unverified survives: close and delete what was written.
-      await handle?.close().catch(() => undefined);
-      await rm(destination, { force: true }).catch(() => undefined);
+      const error = await failure(response, repo, file.path);
+      if (RETRYABLE_STATUSES.has(response.status)) markTransient(error, { status: response.status, retryAfterMs: parseRetryAfter(response.headers) });
       throw error;
     }
+    const abandon = (problem: string): never => {
+      response.body.destroy();
+      response.done(0);
+      throw integrityError(what, problem);
+    };
+    const encoding = headerValue(response.headers, 'content-encoding');
+    if (encoding !== undefined && encoding.toLowerCase() !== 'identity') {
+      abandon(`${displayUrl(response.url)} sent it with content-encoding ${encoding} although identity was asked for`);
+    }
+    const announced = headerValue(response.headers, 'content-length');
+    let start = 0;
+    let length = file.size;
+    if (response.status === 206) {
+      const m = /^bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/.exec(headerValue(response.headers, 'content-range') ?? '');
+      if (m === null) return abandon(`${displayUrl(response.url)} answered 206 without a usable Content-Range`);
+      if (m[3] !== '*' && Number(m[3]) !== file.size) abandon(`${displayUrl(response.url)} now serves ${m[3]} bytes, the listing says ${file.size}`);
+      start = Number(m[1]);
+      length = Number(m[2]) - start + 1;
+      if (start !== range.start || length <= 0) abandon(`${displayUrl(response.url)} answered bytes ${m[1]}-${m[2]} to a request for ${range.start}-${range.end - 1}`);
+    }
+    if (announced !== undefined && announced !== String(length)) {
+      abandon(`${displayUrl(response.url)} announced ${announced} bytes, the listing says ${response.status === 206 ? `${length} remain` : file.size}`);
+    }
+    const final = response;
+    return {
+      kind: 'body',
+      start,
+      length,
+      body: final.body as AsyncIterable<Buffer>,
+      cancel: () => final.body.destroy(),
+      done: (bytes) => final.done(bytes),
+      networkError: (error) => http.networkError(error, final.url),
+    };
+  }
+
+  function rangeSourceOf(repo: RepoRef, commit: string, file: RemoteFile): OpenRange {
+    if (!COMMIT_RE.test(commit)) throw new AirlockError('E_INTERNAL', `download needs a full commit hash, got ${JSON.stringify(commit)}`);
+    const reason = unsafeRelativePathReason(file.path);
+    if (reason !== undefined) {
+      throw new AirlockError('E_UNSAFE_PATH', `${formatRepoRef(repo, false)}: unsafe file path ${JSON.stringify(file.path)} (${reason})`, {
+        subject: file.path,
+      });
+    }
+    const url = new URL(`${endpoint}/${resolvePrefix(repo)}/resolve/${commit}/${encodeRepoPath(file.path)}`);
+    const signed: SignedUrl = { url: undefined };
+    return (range) => openRange(url, signed, repo, file, range);
   }
 
   return {
@@ -252,15 +258,13 @@ export function createHuggingFaceClient(options: HuggingFaceClientOptions): HubC
     },
 
     async download(repo: RepoRef, commit: string, file: RemoteFile, destination: string, onProgress?: DownloadProgress): Promise<Digests> {
-      if (!COMMIT_RE.test(commit)) throw new AirlockError('E_INTERNAL', `download needs a full commit hash, got ${JSON.stringify(commit)}`);
-      const reason = unsafeRelativePathReason(file.path);
-      if (reason !== undefined) {
-        throw new AirlockError('E_UNSAFE_PATH', `${formatRepoRef(repo, false)}: unsafe file path ${JSON.stringify(file.path)} (${reason})`, {
-          subject: file.path,
-        });
-      }
-      const url = new URL(`${endpoint}/${resolvePrefix(repo)}/resolve/${commit}/${encodeRepoPath(file.path)}`);
-      return getFile(url, repo, file, destination, onProgress);
+      const what = `${formatRepoRef(repo, false)}/${file.path}`;
+      const source = rangeSourceOf(repo, commit, file);
+      return downloadFile(source, what, file, destination, { onBytes: onProgress });
+    },
+
+    rangeSource(repo: RepoRef, commit: string, file: RemoteFile): OpenRange {
+      return rangeSourceOf(repo, commit, file);
     },
   };
 }
