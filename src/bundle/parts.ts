@@ -252,14 +252,47 @@ export async function checkPartsPresent(index: PartsIndex, dir: string): Promise
   }
 }
 
+function partMismatch(index: PartsIndex, part: PartInfo, path: string, actual: string): AirlockError {
+  const swapped = index.parts.find((other) => other.sha256 === actual && other.name !== part.name);
+  return new AirlockError('E_HASH_MISMATCH', `part ${part.name} does not match the signed index${swapped ? `: it holds the content of ${swapped.name}` : ` (sha256 ${actual}, expected ${part.sha256})`}`, {
+    subject: path,
+    hint: swapped ? 'parts were renamed or copied out of order: restore the original names' : 'that part was damaged in transit: copy it again from the source media',
+  });
+}
+
+async function hashWhole(path: string): Promise<{ sha256: string; size: number }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: READ_CHUNK })) {
+    hash.update(chunk as Buffer);
+    size += (chunk as Buffer).byteLength;
+  }
+  return { sha256: hash.digest('hex'), size };
+}
+
+/** The parts as one stream, plus a way to tell whether a failure downstream came from a bad part. */
+export interface PartsStream extends Readable {
+  /**
+   * A damaged part's bytes reach the tar parser before that part's end (where its hash is checked),
+   * so a parse or hash error downstream may really be a bad part. This hashes the part that was being
+   * read (once, on the failure path only) and returns the part's error if it is the culprit, else
+   * the original error.
+   */
+  diagnose(error: unknown): Promise<unknown>;
+}
+
 /**
  * One Readable over all parts in order. Each part's bytes are hashed as they pass; at the end of a
  * part its size and SHA-256 must match the index, else the stream fails naming that part — before the
  * next part is read.
  */
-export function readParts(index: PartsIndex, dir: string): Readable {
+export function readParts(index: PartsIndex, dir: string): PartsStream {
+  let current = -1;
+  let currentChecked = false;
   async function* chunks(): AsyncGenerator<Buffer> {
-    for (const part of index.parts) {
+    for (const [i, part] of index.parts.entries()) {
+      current = i;
+      currentChecked = false;
       const path = join(dir, part.name);
       const hash = createHash('sha256');
       let size = 0;
@@ -270,17 +303,27 @@ export function readParts(index: PartsIndex, dir: string): Readable {
         hash.update(buffer);
         yield buffer;
       }
+      currentChecked = true;
       const actual = hash.digest('hex');
-      if (size !== part.size || actual !== part.sha256) {
-        const swapped = index.parts.find((other) => other.sha256 === actual && other.name !== part.name);
-        throw new AirlockError('E_HASH_MISMATCH', `part ${part.name} does not match the signed index${swapped ? `: it holds the content of ${swapped.name}` : ` (sha256 ${actual}, expected ${part.sha256})`}`, {
-          subject: path,
-          hint: swapped ? 'parts were renamed or copied out of order: restore the original names' : 'that part was damaged in transit: copy it again from the source media',
-        });
-      }
+      if (size !== part.size || actual !== part.sha256) throw partMismatch(index, part, path, actual);
     }
   }
-  return Readable.from(chunks(), { objectMode: false, highWaterMark: READ_CHUNK });
+  const stream = Readable.from(chunks(), { objectMode: false, highWaterMark: READ_CHUNK }) as PartsStream;
+  stream.diagnose = async (error: unknown): Promise<unknown> => {
+    const part = index.parts[current];
+    if (part === undefined || currentChecked) return error;
+    const path = join(dir, part.name);
+    const whole = await hashWhole(path).catch(() => undefined);
+    if (whole === undefined || (whole.size === part.size && whole.sha256 === part.sha256)) return error;
+    return partMismatch(index, part, path, whole.sha256);
+  };
+  return stream;
+}
+
+/** For any bundle source: the error to report for a failed read (see PartsStream.diagnose). */
+export async function explainReadFailure(source: Readable, error: unknown): Promise<unknown> {
+  const diagnose = (source as Partial<PartsStream>).diagnose;
+  return typeof diagnose === 'function' ? diagnose(error) : error;
 }
 
 export function partsDirOf(bundlePath: string): string {

@@ -11,7 +11,8 @@ import { resolveEndpoint, resolveToken } from '../hub/auth.js';
 import { createHuggingFaceClient } from '../hub/huggingface/client.js';
 import { parseRepoArg } from '../hub/repo-ref.js';
 import type { RepoType } from '../bundle/manifest.js';
-import { loadSigner } from '../signing/keyring.js';
+import { chooseSigner } from '../signing/keyring.js';
+import { indexPathFor, parseSize } from '../bundle/parts.js';
 import { formatBytes, LiveBlock, printJson, progressLines, progressTotalLine, type Output } from './render.js';
 import { jsonOption, type CommandContext } from './main.js';
 import { spacedFingerprint } from './keys.js';
@@ -27,6 +28,9 @@ interface ExportFlags {
   workDir?: string;
   signKey?: string;
   passphraseFile?: string;
+  gpgSign?: string;
+  gpgHomedir?: string;
+  splitSize?: string;
   unsigned?: boolean;
   force?: boolean;
   keepWorkDir?: boolean;
@@ -112,6 +116,9 @@ export function registerExport(program: Command, context: CommandContext): void 
     .option('--work-dir <dir>', 'where downloads are kept until the bundle is written (default: <output>.work)')
     .option('--sign-key <file>', 'armored OpenPGP private key that signs SHA256SUMS')
     .option('--passphrase-file <file>', 'file holding the signing key passphrase')
+    .option('--gpg-sign <key>', 'sign with the system gpg (gpg-agent, smartcard): key id, fingerprint or user id')
+    .option('--gpg-homedir <dir>', 'GnuPG home directory for --gpg-sign (default: $GNUPGHOME or ~/.gnupg)')
+    .option('--split-size <size>', 'write volumes NAME.tar.000, .001, … of at most this size (e.g. 3.9GiB for FAT32) plus a signed NAME.parts.json')
     .option('--unsigned', 'write a bundle without a signature (importers refuse it unless told otherwise)')
     .option('--force', 'replace the output file if it exists')
     .option('--keep-work-dir', 'keep downloaded files after the bundle is written')
@@ -132,17 +139,19 @@ export function registerExport(program: Command, context: CommandContext): void 
       if (flags.repoType !== 'model' && flags.repoType !== 'dataset') {
         throw new AirlockError('E_USAGE', `--repo-type must be model or dataset, not ${JSON.stringify(flags.repoType)}`);
       }
-      if (flags.signKey !== undefined && flags.unsigned) {
-        throw new AirlockError('E_USAGE', '--sign-key and --unsigned contradict each other', { hint: 'drop one of them' });
+      const signing = flags.signKey !== undefined || flags.gpgSign !== undefined;
+      if (signing && flags.unsigned) {
+        throw new AirlockError('E_USAGE', `${flags.signKey !== undefined ? '--sign-key' : '--gpg-sign'} and --unsigned contradict each other`, { hint: 'drop one of them' });
       }
-      if (flags.signKey === undefined && !flags.unsigned) {
+      if (!signing && !flags.unsigned) {
         throw new AirlockError('E_USAGE', 'refusing to write an unsigned bundle', {
-          hint: 'pass --sign-key signer.key.asc (create one with `airlock keys generate`), or --unsigned if you really mean it',
+          hint: 'pass --sign-key signer.key.asc (create one with `airlock keys generate`) or --gpg-sign KEY, or --unsigned if you really mean it',
         });
       }
+      const splitSize = flags.splitSize === undefined ? undefined : parseSize(flags.splitSize);
       const repos = repoArgs.map((arg) => parseRepoArg(arg, { type: flags.repoType as RepoType, revision: flags.revision }));
       // load the key before any download: a wrong passphrase should cost nothing
-      const signer = flags.signKey === undefined ? undefined : await loadSigner(flags.signKey, flags.passphraseFile);
+      const signer = await chooseSigner(flags);
       const endpoint = resolveEndpoint(flags.endpoint, process.env);
       const token = resolveToken(flags.token, process.env);
       const outPath = resolve(flags.output ?? `${basename(repos[0]!.id)}.airlock.tar`);
@@ -185,12 +194,19 @@ export function registerExport(program: Command, context: CommandContext): void 
         retry,
         throttle,
         spaceCheck: flags.spaceCheck,
+        splitSize,
         ...(progress === undefined ? {} : { onProgress: progress.event, onBytes: progress.bytes, onPlanned: progress.planned }),
       }).finally(() => progress?.stop());
       if (out.json) return printJson(out, { ok: true, bundle: result.bundle, repos: result.repos, signer: result.signer ?? null, signed: result.signer !== undefined });
       const files = result.repos.reduce((n, r) => n + r.files, 0);
       const bytes = result.repos.reduce((n, r) => n + r.bytes, 0);
-      out.stdout(`Wrote ${result.bundle.path}\n  ${formatBytes(result.bundle.bytes)}, sha256 ${result.bundle.sha256}\n`);
+      const parts = result.bundle.parts;
+      if (parts === undefined) out.stdout(`Wrote ${result.bundle.path}\n  ${formatBytes(result.bundle.bytes)}, sha256 ${result.bundle.sha256}\n`);
+      else {
+        out.stdout(`Wrote ${parts.parts.length} volumes ${parts.parts[0]!.name} … ${parts.parts.at(-1)!.name} and ${basename(indexPathFor(result.bundle.path))}${result.signer ? ' (+ .asc)' : ''}\n`);
+        out.stdout(`  ${formatBytes(result.bundle.bytes)} in parts of at most ${formatBytes(parts.partSize)}; sha256 of the joined tar ${result.bundle.sha256}\n`);
+        out.stdout(`  verify or import by naming the first part, ${parts.parts[0]!.name}; \`cat ${parts.bundle}.* > ${parts.bundle}\` rebuilds the single tar\n`);
+      }
       for (const r of result.repos) {
         out.stdout(`  ${r.type} ${r.id}@${r.revision} → commit ${r.commit}: ${r.files} files, ${formatBytes(r.bytes)}\n`);
       }

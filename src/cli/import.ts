@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { Option, type Command } from 'commander';
 import { AirlockError, isAirlockError } from '../errors.js';
+import { splitBundleOf } from '../bundle/parts.js';
 import { auditSummary, hashFile, importBundle, inspectBundle, verificationRecord, verifyBundle, type VerificationRecord } from '../import/index.js';
 import { resolveHfCacheDir } from '../cache/hf-hub.js';
 import { writeFileAtomic } from '../fs/atomic.js';
@@ -13,6 +14,19 @@ import { jsonOption, type CommandContext } from './main.js';
 import { spacedFingerprint } from './keys.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
+/**
+ * One bundle per command. Several arguments are accepted only as the parts of one split bundle (what
+ * the shell makes of `NAME.tar.*`); they are then read in index order, whatever order they came in.
+ */
+function oneBundle(args: readonly string[]): string {
+  if (args.length === 1) return args[0]!;
+  const bases = new Set(args.map((a) => splitBundleOf(resolve(a)) ?? `single:${a}`));
+  if (bases.size === 1 && ![...bases][0]!.startsWith('single:')) return args[0]!;
+  throw new AirlockError('E_USAGE', `one bundle at a time, got ${args.length}: ${args.slice(0, 4).join(' ')}${args.length > 4 ? ' …' : ''}`, {
+    hint: 'name one .airlock.tar, or the parts of one split bundle (NAME.tar.*)',
+  });
+}
 
 interface TrustFlags {
   trustedKeys: string[];
@@ -107,11 +121,12 @@ export function registerVerify(program: Command, context: CommandContext): void 
     program
       .command('verify')
       .description('check a bundle completely (signature, manifest, every file hash) without writing anything')
-      .argument('<bundle>', 'the .airlock.tar file'),
+      .argument('<bundle...>', 'the .airlock.tar file; for split volumes the first part, NAME.tar.*, the parts index or their folder'),
   )
     .addOption(new Option('--quiet', 'print only the verdict line, not the auditor summary'))
     .addOption(jsonOption())
-    .action(async (bundle: string, flags: TrustFlags & { quiet?: boolean }) => {
+    .action(async (bundles: string[], flags: TrustFlags & { quiet?: boolean }) => {
+      const bundle = oneBundle(bundles);
       const out = context.output(Boolean(flags.json));
       const trust = await trustFrom(flags);
       const bundlePath = resolve(bundle);
@@ -134,11 +149,12 @@ export function registerImport(program: Command, context: CommandContext): void 
     program
       .command('import')
       .description('verify a bundle, then commit it atomically into the Hugging Face hub cache')
-      .argument('<bundle>', 'the .airlock.tar file'),
+      .argument('<bundle...>', 'the .airlock.tar file; for split volumes the first part, NAME.tar.*, the parts index or their folder'),
   )
     .option('--cache-dir <dir>', 'hub cache (default: $HF_HUB_CACHE, $HUGGINGFACE_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub)')
     .addOption(jsonOption())
-    .action(async (bundle: string, flags: TrustFlags & { cacheDir?: string }) => {
+    .action(async (bundles: string[], flags: TrustFlags & { cacheDir?: string }) => {
+      const bundle = oneBundle(bundles);
       const out = context.output(Boolean(flags.json));
       const trust = await trustFrom(flags);
       const cacheDir = resolveHfCacheDir(flags.cacheDir, process.env);
@@ -162,9 +178,10 @@ export function registerInspect(program: Command, context: CommandContext): void
   program
     .command('inspect')
     .description('show what a bundle holds, without keys (the signature is NOT checked)')
-    .argument('<bundle>', 'the .airlock.tar file')
+    .argument('<bundle...>', 'the .airlock.tar file; for split volumes the first part, NAME.tar.*, the parts index or their folder')
     .addOption(jsonOption())
-    .action(async (bundle: string, flags: { json?: boolean }) => {
+    .action(async (bundles: string[], flags: { json?: boolean }) => {
+      const bundle = oneBundle(bundles);
       const out = context.output(Boolean(flags.json));
       const result = await inspectBundle(resolve(bundle));
       if (out.json) return printJson(out, { ok: true, ...result });

@@ -4,8 +4,10 @@
  * until the bundle is safely renamed into place, so a failed export can be re-run without
  * downloading completed files again.
  */
-import { access, rm, rmdir } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { readdir, rm, rmdir } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { formatPartsIndex, indexPathFor, type PartsIndex } from '../bundle/parts.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import { AirlockError } from '../errors.js';
 import { FORMAT_VERSION, MANIFEST_NAME, payloadEntryName } from '../bundle/format.js';
 import { formatManifest, type Manifest, type ManifestRepo } from '../bundle/manifest.js';
@@ -44,6 +46,8 @@ export interface ExportOptions {
   throttle?: Throttle | undefined;
   /** Default true: refuse to start when the remaining downloads or the bundle would not fit. */
   spaceCheck?: boolean | undefined;
+  /** Write split volumes of at most this many bytes (plus a signed parts index). */
+  splitSize?: number | undefined;
   now?: () => Date;
 }
 
@@ -63,9 +67,6 @@ export interface ExportResult {
   manifestSha256: string;
 }
 
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(() => true, () => false);
-}
 
 /**
  * Removes only what this export downloaded (a user's --work-dir may hold other things), then the
@@ -84,11 +85,35 @@ async function removeWorkFiles(workDir: string, refs: readonly RepoRef[], repos:
   await rmdir(workDir).catch(() => undefined);
 }
 
+/**
+ * The parts index and its detached signature, next to the parts. Signed by the same key as
+ * SHA256SUMS: a reader checks it before reading any part, so a swapped or damaged part is named.
+ */
+async function writePartsIndex(outPath: string, parts: PartsIndex, signer: Signer | undefined): Promise<void> {
+  const path = indexPathFor(outPath);
+  const bytes = formatPartsIndex(parts);
+  await writeFileAtomic(path, bytes);
+  if (signer) await writeFileAtomic(`${path}.asc`, Buffer.from(await signer.sign(bytes), 'utf8'));
+  else await rm(`${path}.asc`, { force: true });
+}
+
+/** Output paths an export would write: the bundle, or its parts and parts index. */
+async function existingOutputs(outPath: string): Promise<string[]> {
+  const dir = dirname(outPath);
+  const base = basename(outPath);
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const index = basename(indexPathFor(outPath));
+  return names
+    .filter((n) => n === base || n === index || n === `${index}.asc` || (n.startsWith(`${base}.`) && /^\d{3,}$/.test(n.slice(base.length + 1))))
+    .map((n) => join(dir, n));
+}
+
 export async function exportBundle(options: ExportOptions): Promise<ExportResult> {
   if (options.repos.length === 0) throw new AirlockError('E_USAGE', 'no repository given', { hint: 'airlock export acme/tiny-llm -o tiny.airlock.tar …' });
-  if (!options.overwrite && (await exists(options.outPath))) {
-    throw new AirlockError('E_OUTPUT_EXISTS', `${options.outPath} already exists`, {
-      subject: options.outPath,
+  const previous = await existingOutputs(options.outPath);
+  if (previous.length > 0 && !options.overwrite) {
+    throw new AirlockError('E_OUTPUT_EXISTS', `${previous[0]} already exists`, {
+      subject: previous[0]!,
       hint: 'choose another -o path, or pass --force to replace it',
     });
   }
@@ -156,7 +181,12 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
   const sumsBytes = Buffer.from(formatSha256Sums([...sums, { path: MANIFEST_NAME, sha256: manifestSha256 }]), 'utf8');
   const signature = options.signer ? await options.signer.sign(sumsBytes) : undefined;
 
-  const bundle = await writeBundle(options.outPath, { sums: sumsBytes, signature, manifest: manifestBytes }, payload);
+  // --force: a previous export's extra parts would otherwise sit beside the new ones
+  if (options.overwrite) for (const path of await existingOutputs(options.outPath)) await rm(path, { force: true });
+  const bundle = await writeBundle(options.outPath, { sums: sumsBytes, signature, manifest: manifestBytes }, payload, {
+    ...(options.splitSize === undefined ? {} : { splitSize: options.splitSize }),
+  });
+  if (bundle.parts !== undefined) await writePartsIndex(options.outPath, bundle.parts, options.signer);
   if (!options.keepWorkDir) await removeWorkFiles(options.workDir, options.repos, repos);
 
   return {

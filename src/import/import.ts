@@ -10,6 +10,7 @@ import { createStaging } from '../fs/staging.js';
 import type { TrustedKey, TrustPolicy, VerifiedSigner } from '../signing/verify.js';
 import { watchInterrupts } from './interrupt.js';
 import { openBundle } from './open-bundle.js';
+import { explainReadFailure } from '../bundle/parts.js';
 import { StagingSink } from './staging-sink.js';
 import { summarizeRepos, type RepoSummary } from './summary.js';
 
@@ -56,7 +57,7 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
   const { signal } = interrupts;
   try {
     signal.throwIfAborted();
-    const source = await openBundle(options.bundlePath);
+    const source = await openBundle(options.bundlePath, { trust: options.trust ?? { keys: options.trustedKeys ?? [] }, allowUnsigned: options.allowUnsigned });
     let staging;
     try {
       staging = await createStaging(options.cacheDir);
@@ -73,6 +74,8 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
         subject: options.bundlePath,
         sink,
         signal,
+      }).catch(async (error: unknown) => {
+        throw await explainReadFailure(source, error);
       });
       // the whole stream verified: only now does anything reach the cache
       const outcomes = await commitToHfCache({

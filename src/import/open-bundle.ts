@@ -1,33 +1,99 @@
-/** Opens a bundle file for one sequential read with large (1 MiB) reads. */
-import { open } from 'node:fs/promises';
+/**
+ * Opens a bundle for one sequential read with large (1 MiB) reads: a single `.airlock.tar`, or split
+ * volumes named by any part (`NAME.tar.000`), their index (`NAME.parts.json`), the joined name
+ * (`NAME.tar`, when only parts exist) or the folder holding them. For split volumes the signed parts
+ * index is checked first (same trust as the bundle), every part must be present with its size, and
+ * the parts are read in order as one stream, each checked against the index as it ends.
+ */
+import { open, readdir, readFile, stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { AirlockError, fsError } from '../errors.js';
 import { BUNDLE_READ_CHUNK } from '../bundle/reader.js';
+import { checkPartsPresent, indexPathFor, parsePartsIndex, partPath, readParts, splitBundleOf } from '../bundle/parts.js';
+import { verifyDetachedSignature, type TrustPolicy } from '../signing/verify.js';
 
-export async function openBundle(path: string): Promise<Readable> {
-  let handle;
+export interface OpenBundleOptions {
+  /** Checks the parts index signature of split volumes; without it (inspect) the index is not authenticated. */
+  trust?: TrustPolicy | undefined;
+  allowUnsigned?: boolean | undefined;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(() => true, () => false);
+}
+
+/** A folder holding exactly one bundle (single tar or split set) stands for it. */
+async function bundleInFolder(dir: string): Promise<string> {
+  const names = await readdir(dir);
+  const indexes = names.filter((n) => n.endsWith('.parts.json'));
+  const tars = names.filter((n) => n.endsWith('.tar'));
+  if (indexes.length === 1 && tars.length === 0) return join(dir, indexes[0]!);
+  if (tars.length === 1 && indexes.length === 0) return join(dir, tars[0]!);
+  throw new AirlockError('E_USAGE', `${dir} is a folder holding ${indexes.length + tars.length === 0 ? 'no bundle' : 'several bundles'}`, {
+    subject: dir,
+    hint: 'name the bundle file (or the first part of a split bundle) itself',
+  });
+}
+
+async function openSplit(bundlePath: string, options: OpenBundleOptions): Promise<Readable> {
+  const indexPath = indexPathFor(bundlePath);
+  let indexBytes: Buffer;
   try {
-    handle = await open(path, 'r');
+    indexBytes = await readFile(indexPath);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new AirlockError('E_NOT_FOUND', `bundle not found: ${path}`, {
-        subject: path,
-        hint: 'check the path; a bundle is the single .airlock.tar file `airlock export` wrote',
+      throw new AirlockError('E_MISSING_ENTRY', `the parts index ${basename(indexPath)} is missing next to ${basename(partPath(bundlePath, 0))}`, {
+        subject: indexPath,
+        hint: `copy ${basename(indexPath)} and ${basename(indexPath)}.asc along with the parts`,
+      });
+    }
+    throw fsError(error, 'read', indexPath);
+  }
+  if (options.trust !== undefined) {
+    const asc = await readFile(`${indexPath}.asc`, 'utf8').catch(() => undefined);
+    if (asc !== undefined) {
+      // the index only names bad parts early; SHA256SUMS (checked by the reader) is what the policy's
+      // signature count applies to, so one trusted signature is enough here
+      await verifyDetachedSignature(indexBytes, asc, { ...options.trust, requireSignatures: 1 }, `${basename(indexPath)}.asc`);
+    } else if (!options.allowUnsigned) {
+      throw new AirlockError('E_UNSIGNED', `${basename(indexPath)} has no signature (${basename(indexPath)}.asc is missing)`, {
+        subject: indexPath,
+        hint: 'copy the .asc file along with the parts, or pass --allow-unsigned for a bundle exported with --unsigned',
+      });
+    }
+  }
+  const index = parsePartsIndex(indexBytes, basename(indexPath));
+  if (index.bundle !== basename(bundlePath)) {
+    throw new AirlockError('E_BUNDLE_MALFORMED', `${basename(indexPath)} describes ${index.bundle}, not ${basename(bundlePath)}`, {
+      subject: indexPath,
+      hint: 'keep the parts under the names export gave them',
+    });
+  }
+  const dir = dirname(bundlePath);
+  await checkPartsPresent(index, dir);
+  return readParts(index, dir);
+}
+
+export async function openBundle(path: string, options: OpenBundleOptions = {}): Promise<Readable> {
+  let target = path;
+  const info = await stat(path).catch(() => undefined);
+  if (info?.isDirectory()) target = await bundleInFolder(path);
+  const split = splitBundleOf(target) ?? (info === undefined && (await exists(partPath(target, 0))) ? target : undefined);
+  if (split !== undefined) return openSplit(split, options);
+
+  let handle;
+  try {
+    handle = await open(target, 'r');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new AirlockError('E_NOT_FOUND', `bundle not found: ${target}`, {
+        subject: target,
+        hint: 'check the path; a bundle is the .airlock.tar file `airlock export` wrote (or the first part, NAME.tar.000, of a split bundle)',
         cause: error,
       });
     }
-    throw fsError(error, 'open', path);
-  }
-  try {
-    if ((await handle.stat()).isDirectory()) {
-      throw new AirlockError('E_USAGE', `${path} is a directory, not a bundle`, {
-        subject: path,
-        hint: 'pass the .airlock.tar file itself',
-      });
-    }
-  } catch (error) {
-    await handle.close().catch(() => undefined);
-    throw fsError(error, 'inspect', path);
+    throw fsError(error, 'open', target);
   }
   // the stream owns the handle from here on and closes it on end, error or destroy
   return handle.createReadStream({ highWaterMark: BUNDLE_READ_CHUNK });

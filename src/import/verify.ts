@@ -4,6 +4,7 @@ import { createReadStream } from 'node:fs';
 import { discardSink, readBundle } from '../bundle/reader.js';
 import type { TrustedKey, TrustPolicy, VerifiedSigner } from '../signing/verify.js';
 import { openBundle } from './open-bundle.js';
+import { explainReadFailure } from '../bundle/parts.js';
 import { summarizeRepos, type RepoSummary } from './summary.js';
 
 export interface VerifyOptions {
@@ -31,13 +32,15 @@ export interface VerifyResult {
 }
 
 export async function verifyBundle(options: VerifyOptions): Promise<VerifyResult> {
-  const source = await openBundle(options.bundlePath);
+  const source = await openBundle(options.bundlePath, { trust: options.trust ?? { keys: options.trustedKeys ?? [] }, allowUnsigned: options.allowUnsigned });
   const verified = await readBundle(source, {
     trust: options.trust ?? { keys: options.trustedKeys ?? [] },
     allowUnsigned: options.allowUnsigned ?? false,
     subject: options.bundlePath,
     sink: discardSink,
     ...(options.signal === undefined ? {} : { signal: options.signal }),
+  }).catch(async (error: unknown) => {
+    throw await explainReadFailure(source, error);
   });
   return {
     bundlePath: options.bundlePath,
