@@ -1,5 +1,6 @@
 /** The only place that writes to the terminal. Library code returns values or throws AirlockErrors. */
 import { AirlockError } from '../errors.js';
+import type { ProgressSnapshot } from '../export/progress.js';
 
 export interface Output {
   json: boolean;
@@ -20,16 +21,9 @@ export function printJson(out: Output, value: unknown): void {
   out.stdout(`${JSON.stringify(value, null, 2)}\n`);
 }
 
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${bytes} B` : `${value.toFixed(value >= 100 ? 0 : 1)} ${units[unit]}`;
-}
+import { formatBytes } from '../format.js';
+
+export { formatBytes };
 
 export function renderError(out: Output, error: AirlockError): void {
   out.stderr(`airlock: error: ${error.message}\n`);
@@ -41,15 +35,8 @@ export function renderError(out: Output, error: AirlockError): void {
 // ---------------------------------------------------------------------------------------------------------
 // Export progress (the numbers come from src/export/progress.ts)
 
-export interface ProgressView {
-  totalBytes: number;
-  doneBytes: number;
-  files: number;
-  filesDone: number;
-  rate: number;
-  etaSeconds: number | undefined;
-  active: Array<{ path: string; size: number; done: number }>;
-}
+/** What the progress display shows: the export's own snapshot of it. */
+export type ProgressView = ProgressSnapshot;
 
 export function formatDuration(seconds: number | undefined): string {
   if (seconds === undefined || !Number.isFinite(seconds)) return '--';

@@ -13,6 +13,7 @@
  * commit, trusts completed files by their record (or re-hashes them), and continues partial files
  * with `Range` requests.
  */
+import { formatBytes } from '../format.js';
 import { lstat, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { compareBytes } from '../bundle/format.js';
@@ -94,16 +95,6 @@ export interface SnapshotPlan {
   verified: VerifiedFiles;
 }
 
-function formatSize(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${bytes} B` : `${value.toFixed(value >= 100 ? 0 : 1)} ${units[unit]}`;
-}
 
 export function describeFetchEvent(event: FetchEvent): string {
   switch (event.kind) {
@@ -112,21 +103,21 @@ export function describeFetchEvent(event: FetchEvent): string {
         ? `${formatRepoRef(event.repo)} stays pinned to commit ${event.commit}, resolved by an earlier run (delete the work dir to pick up a newer commit)`
         : `${formatRepoRef(event.repo)} is commit ${event.commit}`;
     case 'selected':
-      return `${formatRepoRef(event.repo, false)}: ${event.files} of ${event.listed} files selected (${formatSize(event.bytes)})${
-        event.remaining !== undefined && event.remaining < event.bytes ? `, ${formatSize(event.remaining)} left to download` : ''
+      return `${formatRepoRef(event.repo, false)}: ${event.files} of ${event.listed} files selected (${formatBytes(event.bytes)})${
+        event.remaining !== undefined && event.remaining < event.bytes ? `, ${formatBytes(event.remaining)} left to download` : ''
       }`;
     case 'resumed':
-      return `${event.path}: resuming, ${formatSize(event.kept)} of ${formatSize(event.size)} already here`;
+      return `${event.path}: resuming, ${formatBytes(event.kept)} of ${formatBytes(event.size)} already here`;
     case 'restarted':
       return `${event.path}: starting over: ${event.reason}`;
     case 'retry':
       return `${event.path === '' ? formatRepoRef(event.repo, false) : event.path}: attempt ${event.attempt} of ${event.attempts} failed (${describeStatus(event.status)}); retrying in ${(event.delayMs / 1000).toFixed(1)} s`;
     case 'skipped':
-      return `${event.path}: already downloaded and verified (${formatSize(event.size)})`;
+      return `${event.path}: already downloaded and verified (${formatBytes(event.size)})`;
     case 'downloading':
-      return `[${event.index}/${event.total}] ${event.path} (${formatSize(event.size)})`;
+      return `[${event.index}/${event.total}] ${event.path} (${formatBytes(event.size)})`;
     case 'downloaded':
-      return `${event.path}: verified (${formatSize(event.size)} in ${(event.ms / 1000).toFixed(1)} s)`;
+      return `${event.path}: verified (${formatBytes(event.size)} in ${(event.ms / 1000).toFixed(1)} s)`;
   }
 }
 
