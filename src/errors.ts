@@ -46,6 +46,8 @@ const codeClass = {
   E_DUPLICATE_ENTRY: 'verification',
   E_UNSAFE_PATH: 'verification',
   E_ENTRY_TYPE: 'verification',
+  /** A `*.safetensors` header that does not parse or does not cover the file, or an index naming a missing shard. */
+  E_WEIGHTS_INVALID: 'verification',
 
   // source: the hub or the network
   E_REPO_NOT_FOUND: 'source',

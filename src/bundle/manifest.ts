@@ -10,7 +10,8 @@ import { COMMIT_RE, unsafeRelativePathReason, unsafeRepoIdReason, unsafeRevision
 import { compareBytes, FORMAT_VERSION, payloadEntryName } from './format.js';
 
 export type RepoType = 'model' | 'dataset';
-export type SourceKind = 'huggingface';
+/** Where a repo came from: a Hugging Face Hub (or mirror), ModelScope (or mirror), or the local HF cache (`export --from-cache`). */
+export type SourceKind = 'huggingface' | 'modelscope' | 'hf-cache';
 
 export interface ManifestFile {
   /** Path inside the repo, `/`-separated. */
@@ -22,12 +23,21 @@ export interface ManifestFile {
   /** Git blob id from the listing (for LFS files: the pointer's sha1). */
   blobId: string;
   lfs: boolean;
+  /** ModelScope only: the last commit that touched this file (the listing's `Revision`), for the `.msc` index. */
+  lastCommit?: string;
+  /** For `*.safetensors` files checked at export: tensor count and tensors per dtype (from the header). */
+  safetensors?: { tensors: number; dtypes: Record<string, number> };
 }
 
 export interface ManifestSource {
   kind: SourceKind;
-  /** Origin the files were fetched from (no credentials, no path secrets). */
+  /**
+   * Where the files were fetched from (no credentials, no query): an http(s) origin with an optional path
+   * prefix (mirrors), or for `hf-cache` the `file://` URL of the cache's repo folder.
+   */
   endpoint: string;
+  /** ModelScope only: the ref's `CreatedAt` (epoch seconds), for the `.mv` file. */
+  createdAt?: number;
 }
 
 export interface ManifestRepo {

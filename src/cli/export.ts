@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { AirlockError } from '../errors.js';
@@ -10,6 +11,12 @@ import { describeStatus, retryPolicyFromEnv } from '../hub/retry.js';
 import { resolveEndpoint, resolveToken } from '../hub/auth.js';
 import { createHuggingFaceClient } from '../hub/huggingface/client.js';
 import { parseRepoArg } from '../hub/repo-ref.js';
+import { createModelScopeClient, MODELSCOPE_DEFAULT_REVISION, resolveModelScopeEndpoint, resolveModelScopeToken } from '../hub/modelscope/client.js';
+import { createHfCacheClient } from '../hub/hf-cache/client.js';
+import { resolveHfCacheDir } from '../cache/hf-hub.js';
+import { parseBundleSpec, resolveSpecPaths, type BundleSpec, type SpecSource } from '../spec/bundle-spec.js';
+import type { HubClient } from '../hub/types.js';
+import type { ExportRepo } from '../export/exporter.js';
 import type { RepoType } from '../bundle/manifest.js';
 import { chooseSigner } from '../signing/keyring.js';
 import { indexPathFor, parseSize } from '../bundle/parts.js';
@@ -19,7 +26,12 @@ import { spacedFingerprint } from './keys.js';
 
 interface ExportFlags {
   repoType: string;
-  revision: string;
+  revision?: string;
+  source: string;
+  spec?: string;
+  fromCache: string[];
+  cacheDir?: string;
+  weightCheck: boolean;
   endpoint?: string;
   token?: string;
   include: string[];
@@ -105,11 +117,16 @@ export function registerExport(program: Command, context: CommandContext): void 
   program
     .command('export')
     .description('download repo snapshots from a Hugging Face Hub (or mirror), verify every file, write one signed bundle')
-    .argument('<repo-id...>', 'repos to export: org/name, datasets/org/name, or org/name@revision')
+    .argument('[repo-id...]', 'repos to export: org/name, datasets/org/name, or org/name@revision (or use --spec / --from-cache)')
+    .option('--source <hub>', 'huggingface or modelscope', 'huggingface')
+    .option('--spec <file>', 'a bundle spec (airlock.yaml, see docs/bundle-spec.md): many repos, each with its own source, type, revision and patterns')
+    .option('--from-cache <repo>', 'bundle a snapshot already in the local Hugging Face cache: org/name[@revision] (repeatable; every blob is re-hashed)', collect, [])
+    .option('--cache-dir <dir>', 'hub cache for --from-cache (default: $HF_HUB_CACHE, $HUGGINGFACE_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub)')
     .option('--repo-type <type>', 'model or dataset (for ids without a datasets/ prefix)', 'model')
-    .option('--revision <rev>', 'branch, tag or commit (resolved once to a commit and pinned)', 'main')
-    .option('--endpoint <url>', 'hub endpoint (default: $HF_ENDPOINT, else https://huggingface.co)')
-    .option('--token <token>', 'access token (default: $HF_TOKEN, $HUGGING_FACE_HUB_TOKEN, or the token file under $HF_HOME)')
+    .option('--revision <rev>', 'branch, tag or commit (resolved once to a commit and pinned; default main, master for modelscope)')
+    .option('--endpoint <url>', 'hub endpoint (default: $HF_ENDPOINT, else https://huggingface.co; modelscope: $MODELSCOPE_ENDPOINT, $MODELSCOPE_DOMAIN, else https://www.modelscope.cn)')
+    .option('--token <token>', 'access token (default: $HF_TOKEN, $HUGGING_FACE_HUB_TOKEN, or the token file under $HF_HOME; modelscope: $MODELSCOPE_API_TOKEN)')
+    .option('--no-weight-check', 'skip the safetensors header and shard-index checks (also: AIRLOCK_NO_WEIGHT_CHECK=1)')
     .option('--include <glob>', 'only files matching this pattern (repeatable; fnmatch rules like allow_patterns)', collect, [])
     .option('--exclude <glob>', 'skip files matching this pattern (repeatable; like ignore_patterns)', collect, [])
     .option('-o, --output <file>', 'bundle to write (default: <name>.airlock.tar)')
@@ -131,14 +148,48 @@ export function registerExport(program: Command, context: CommandContext): void 
     .addOption(jsonOption())
     .action(async (repoArgs: string[], flags: ExportFlags) => {
       const out = context.output(Boolean(flags.json));
-      if (isTruthyEnv(process.env['HF_HUB_OFFLINE'])) {
-        throw new AirlockError('E_USAGE', 'HF_HUB_OFFLINE is set, but export needs to reach the hub', {
-          hint: 'unset HF_HUB_OFFLINE for this command (it is meant for the offline side)',
-        });
-      }
       if (flags.repoType !== 'model' && flags.repoType !== 'dataset') {
         throw new AirlockError('E_USAGE', `--repo-type must be model or dataset, not ${JSON.stringify(flags.repoType)}`);
       }
+      if (flags.source !== 'huggingface' && flags.source !== 'modelscope') {
+        throw new AirlockError('E_USAGE', `--source must be huggingface or modelscope, not ${JSON.stringify(flags.source)}`, {
+          hint: 'to bundle from the local Hugging Face cache use --from-cache org/name[@revision]',
+        });
+      }
+      const modes = [repoArgs.length > 0 ? 'repo ids' : undefined, flags.spec !== undefined ? '--spec' : undefined, flags.fromCache.length > 0 ? '--from-cache' : undefined].filter(
+        (m): m is string => m !== undefined,
+      );
+      if (modes.length === 0) {
+        throw new AirlockError('E_USAGE', 'nothing to export', { hint: 'name repos (airlock export acme/tiny-llm …), or pass --spec airlock.yaml or --from-cache acme/tiny-llm' });
+      }
+      if (modes.length > 1) throw new AirlockError('E_USAGE', `${modes.join(' and ')} cannot be combined`, { hint: 'list every repo in the spec instead' });
+      let spec: BundleSpec | undefined;
+      if (flags.spec !== undefined) {
+        const specPath = resolve(flags.spec);
+        const text = await readFile(specPath, 'utf8').catch((error: unknown) => {
+          throw new AirlockError('E_USAGE', `cannot read the bundle spec ${specPath}: ${(error as Error).message}`, { subject: specPath });
+        });
+        spec = resolveSpecPaths(parseBundleSpec(text, flags.spec), specPath);
+      }
+      type Wanted = { source: SpecSource; ref: ExportRepo; endpoint?: string | undefined };
+      const wanted: Wanted[] = [];
+      if (spec !== undefined) {
+        for (const r of spec.repos) {
+          wanted.push({ source: r.source, endpoint: r.endpoint, ref: { type: r.type, id: r.id, revision: r.revision, include: r.include, exclude: r.exclude } });
+        }
+      } else if (flags.fromCache.length > 0) {
+        for (const arg of flags.fromCache) wanted.push({ source: 'hf-cache', ref: parseRepoArg(arg, { type: flags.repoType as RepoType, revision: flags.revision ?? 'main' }) });
+      } else {
+        const revision = flags.revision ?? (flags.source === 'modelscope' ? MODELSCOPE_DEFAULT_REVISION : 'main');
+        for (const arg of repoArgs) wanted.push({ source: flags.source, ref: parseRepoArg(arg, { type: flags.repoType as RepoType, revision }) });
+      }
+      const needsNetwork = wanted.some((w) => w.source !== 'hf-cache');
+      if (needsNetwork && isTruthyEnv(process.env['HF_HUB_OFFLINE']) && wanted.some((w) => w.source === 'huggingface')) {
+        throw new AirlockError('E_USAGE', 'HF_HUB_OFFLINE is set, but export needs to reach the hub', {
+          hint: 'unset HF_HUB_OFFLINE for this command (it is meant for the offline side), or bundle from the local cache with --from-cache',
+        });
+      }
+      if (flags.signKey === undefined && flags.gpgSign === undefined && !flags.unsigned && spec?.signingKey !== undefined) flags.signKey = spec.signingKey;
       const signing = flags.signKey !== undefined || flags.gpgSign !== undefined;
       if (signing && flags.unsigned) {
         throw new AirlockError('E_USAGE', `${flags.signKey !== undefined ? '--sign-key' : '--gpg-sign'} and --unsigned contradict each other`, { hint: 'drop one of them' });
@@ -148,13 +199,10 @@ export function registerExport(program: Command, context: CommandContext): void 
           hint: 'pass --sign-key signer.key.asc (create one with `airlock keys generate`) or --gpg-sign KEY, or --unsigned if you really mean it',
         });
       }
-      const splitSize = flags.splitSize === undefined ? undefined : parseSize(flags.splitSize);
-      const repos = repoArgs.map((arg) => parseRepoArg(arg, { type: flags.repoType as RepoType, revision: flags.revision }));
+      const splitSize = flags.splitSize === undefined ? spec?.splitSize : parseSize(flags.splitSize);
       // load the key before any download: a wrong passphrase should cost nothing
       const signer = await chooseSigner(flags);
-      const endpoint = resolveEndpoint(flags.endpoint, process.env);
-      const token = resolveToken(flags.token, process.env);
-      const outPath = resolve(flags.output ?? `${basename(repos[0]!.id)}.airlock.tar`);
+      const outPath = resolve(flags.output ?? spec?.output ?? `${basename(wanted[0]!.ref.id)}.airlock.tar`);
       const workDir = resolve(flags.workDir ?? `${outPath}.work`);
       const concurrency = positiveInt('--concurrency', flags.concurrency, 64);
       const connectionsPerFile = positiveInt('--connections-per-file', flags.connectionsPerFile, 16);
@@ -164,24 +212,52 @@ export function registerExport(program: Command, context: CommandContext): void 
       const tty = !out.json && process.stderr.isTTY === true;
       const progress = out.json ? undefined : progressReporter(out, tty, () => process.stderr.columns ?? 80);
       const log = (text: string): void => progress?.log(text);
-      const client = createHuggingFaceClient({
-        endpoint,
-        token,
-        dispatcher,
-        retry,
-        onRetry: (e) => log(`  ${e.what}: attempt ${e.attempt} of ${e.attempts} failed (${describeStatus(e.status)}); retrying in ${(e.delayMs / 1000).toFixed(1)} s\n`),
-        onSignedUrlExpired: (e) => log(`  ${e.path}: the download URL ${e.url} answered ${e.status} (signature expired?); asking the hub for a fresh one\n`),
-        ...(flags.verbose && !out.json
-          ? {
-              onRequest: (r: RequestRecord) =>
-                log(`  ${r.method} ${r.url} → ${r.status === 0 ? 'no response' : r.status} ${formatBytes(r.bytes)} ${Math.round(r.ms)} ms\n`),
-            }
-          : {}),
-      });
-      if (!out.json) out.stderr(`Exporting ${repos.map((r) => `${r.type === 'dataset' ? 'datasets/' : ''}${r.id}@${r.revision}`).join(', ')} from ${endpoint}\n`);
+      const onRequest = flags.verbose && !out.json
+        ? (r: RequestRecord): void => log(`  ${r.method} ${r.url} → ${r.status === 0 ? 'no response' : r.status} ${formatBytes(r.bytes)} ${Math.round(r.ms)} ms\n`)
+        : undefined;
+      // one client per (source, endpoint)
+      const clients = new Map<string, HubClient>();
+      const clientFor = (w: Wanted): HubClient => {
+        if (w.source === 'hf-cache') {
+          const cacheDir = resolveHfCacheDir(flags.cacheDir, process.env);
+          const key = `hf-cache ${cacheDir}`;
+          let client = clients.get(key);
+          if (client === undefined) clients.set(key, (client = createHfCacheClient({ cacheDir })));
+          return client;
+        }
+        const flagEndpoint = w.endpoint ?? flags.endpoint;
+        const endpoint = w.source === 'modelscope' ? resolveModelScopeEndpoint(flagEndpoint, process.env) : resolveEndpoint(flagEndpoint, process.env);
+        const key = `${w.source} ${endpoint}`;
+        let client = clients.get(key);
+        if (client !== undefined) return client;
+        if (w.source === 'modelscope') {
+          client = createModelScopeClient({
+            endpoint,
+            token: resolveModelScopeToken(flags.token, process.env),
+            dispatcher,
+            ...(onRequest === undefined ? {} : { onRequest }),
+          });
+        } else {
+          client = createHuggingFaceClient({
+            endpoint,
+            token: resolveToken(flags.token, process.env),
+            dispatcher,
+            retry,
+            onRetry: (e) => log(`  ${e.what}: attempt ${e.attempt} of ${e.attempts} failed (${describeStatus(e.status)}); retrying in ${(e.delayMs / 1000).toFixed(1)} s\n`),
+            onSignedUrlExpired: (e) => log(`  ${e.path}: the download URL ${e.url} answered ${e.status} (signature expired?); asking the hub for a fresh one\n`),
+            ...(onRequest === undefined ? {} : { onRequest }),
+          });
+        }
+        clients.set(key, client);
+        return client;
+      };
+      const repos: ExportRepo[] = wanted.map((w) => ({ ...w.ref, client: clientFor(w) }));
+      const weightCheck = flags.weightCheck && !isTruthyEnv(process.env['AIRLOCK_NO_WEIGHT_CHECK']);
+      const fromWhere = [...new Set(repos.map((r) => r.client!.endpoint))].join(', ');
+      if (!out.json) out.stderr(`Exporting ${repos.map((r) => `${r.type === 'dataset' ? 'datasets/' : ''}${r.id}@${r.revision}`).join(', ')} from ${fromWhere}\n`);
       const result = await exportBundle({
-        client,
         repos,
+        weightCheck: weightCheck,
         include: flags.include,
         exclude: flags.exclude,
         outPath,
@@ -210,7 +286,7 @@ export function registerExport(program: Command, context: CommandContext): void 
       for (const r of result.repos) {
         out.stdout(`  ${r.type} ${r.id}@${r.revision} → commit ${r.commit}: ${r.files} files, ${formatBytes(r.bytes)}\n`);
       }
-      out.stdout(`  ${files} files, ${formatBytes(bytes)} verified against the hub's hashes\n`);
+      out.stdout(`  ${files} files, ${formatBytes(bytes)} verified against the ${spec === undefined && flags.fromCache.length > 0 ? "cache's blob names" : "hub's hashes"}${weightCheck ? '; safetensors headers and shard indexes checked' : ' (weight check skipped: --no-weight-check / AIRLOCK_NO_WEIGHT_CHECK)'}\n`);
       if (result.signer) out.stdout(`  signed by ${spacedFingerprint(result.signer.fingerprint)} ${result.signer.userIds.join(', ')}\n`);
       else out.stdout('  UNSIGNED (--unsigned): importers will refuse it unless told otherwise\n');
     });

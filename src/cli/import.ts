@@ -5,6 +5,8 @@ import { AirlockError, isAirlockError } from '../errors.js';
 import { splitBundleOf } from '../bundle/parts.js';
 import { auditSummary, hashFile, importBundle, inspectBundle, verificationRecord, verifyBundle, type VerificationRecord } from '../import/index.js';
 import { resolveHfCacheDir } from '../cache/hf-hub.js';
+import { resolveModelScopeCacheDir } from '../cache/modelscope.js';
+import type { ImportLayout } from '../import/staging-sink.js';
 import { writeFileAtomic } from '../fs/atomic.js';
 import { loadTrustPolicy, type LoadedTrust } from '../signing/keyring.js';
 import type { VerifiedSigner } from '../signing/verify.js';
@@ -151,19 +153,48 @@ export function registerImport(program: Command, context: CommandContext): void 
       .description('verify a bundle, then commit it atomically into the Hugging Face hub cache')
       .argument('<bundle...>', 'the .airlock.tar file; for split volumes the first part, NAME.tar.*, the parts index or their folder'),
   )
-    .option('--cache-dir <dir>', 'hub cache (default: $HF_HUB_CACHE, $HUGGINGFACE_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub)')
+    .option('--layout <layout>', 'hf (hub cache), modelscope (modelscope cache) or dir (plain files in --local-dir); default: modelscope for a bundle from ModelScope, else hf')
+    .option('--cache-dir <dir>', 'target cache (hf default: $HF_HUB_CACHE, $HUGGINGFACE_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub; modelscope: $MODELSCOPE_CACHE, else ~/.cache/modelscope/hub)')
+    .option('--local-dir <dir>', 'with --layout dir: write plain files (plus huggingface_hub local_dir metadata) here')
+    .option('--no-weight-check', 'skip the safetensors header and shard-index checks (also: AIRLOCK_NO_WEIGHT_CHECK=1)')
+    .option('--no-space-check', 'skip the free-space check before the payload is read')
     .addOption(jsonOption())
-    .action(async (bundles: string[], flags: TrustFlags & { cacheDir?: string }) => {
+    .action(async (bundles: string[], flags: TrustFlags & { cacheDir?: string; layout?: string; localDir?: string; weightCheck: boolean; spaceCheck: boolean }) => {
       const bundle = oneBundle(bundles);
       const out = context.output(Boolean(flags.json));
+      if (flags.layout !== undefined && !['hf', 'modelscope', 'dir'].includes(flags.layout)) {
+        throw new AirlockError('E_USAGE', `--layout must be hf, modelscope or dir, not ${JSON.stringify(flags.layout)}`);
+      }
+      if (flags.layout === 'dir' && flags.localDir === undefined) throw new AirlockError('E_USAGE', '--layout dir needs --local-dir DIR');
+      if (flags.localDir !== undefined && flags.layout !== undefined && flags.layout !== 'dir') {
+        throw new AirlockError('E_USAGE', `--local-dir goes with --layout dir, not --layout ${flags.layout}`);
+      }
+      if (flags.localDir !== undefined && flags.cacheDir !== undefined) throw new AirlockError('E_USAGE', '--local-dir and --cache-dir contradict each other', { hint: 'drop one of them' });
       const trust = await trustFrom(flags);
-      const cacheDir = resolveHfCacheDir(flags.cacheDir, process.env);
       const bundlePath = resolve(bundle);
+      let layout = flags.layout as ImportLayout | undefined;
+      if (layout === undefined && flags.localDir !== undefined) layout = 'dir';
+      if (layout === undefined) {
+        // only picks the default target; everything imported is checked against the signed manifest. A
+        // bundle whose head cannot be read falls back to hf: the import itself then names the damage precisely.
+        const head = await inspectBundle(bundlePath).catch(() => undefined);
+        layout = head !== undefined && head.manifest.repos.every((r) => r.source.kind === 'modelscope') ? 'modelscope' : 'hf';
+      }
+      const cacheDir =
+        layout === 'dir' ? resolve(flags.localDir!) : layout === 'modelscope' ? resolveModelScopeCacheDir(flags.cacheDir, process.env) : resolveHfCacheDir(flags.cacheDir, process.env);
       const { result } = await withReport('import', bundlePath, flags, trust, cacheDir, () =>
-        importBundle({ bundlePath, trust: trust.policy, allowUnsigned: Boolean(flags.allowUnsigned), cacheDir }),
+        importBundle({
+          bundlePath,
+          trust: trust.policy,
+          allowUnsigned: Boolean(flags.allowUnsigned),
+          cacheDir,
+          layout,
+          weightCheck: flags.weightCheck && !['1', 'on', 'yes', 'true'].includes((process.env['AIRLOCK_NO_WEIGHT_CHECK'] ?? '').trim().toLowerCase()),
+          spaceCheck: flags.spaceCheck,
+        }),
       );
-      if (out.json) return printJson(out, { ok: true, cacheDir, ...result });
-      out.stdout(`Imported ${bundle} into ${cacheDir}\n`);
+      if (out.json) return printJson(out, { ok: true, cacheDir, layout, ...result });
+      out.stdout(`Imported ${bundle} into ${cacheDir} (layout ${layout})\n`);
       renderSigners(out, result.signers);
       for (const repo of result.repos) {
         out.stdout(
@@ -194,8 +225,11 @@ export function registerInspect(program: Command, context: CommandContext): void
       );
       for (const repo of m.repos) {
         const bytes = repo.files.reduce((n, f) => n + f.size, 0);
-        out.stdout(`  ${repo.type} ${repo.id}@${repo.revision} → ${repo.commit} from ${repo.source.endpoint}: ${repo.files.length} files, ${formatBytes(bytes)}\n`);
-        for (const f of repo.files) out.stdout(`    ${f.path}  ${formatBytes(f.size)}${f.lfs ? '  (lfs)' : ''}\n`);
+        out.stdout(`  ${repo.type} ${repo.id}@${repo.revision} → ${repo.commit} from ${repo.source.kind} ${repo.source.endpoint}: ${repo.files.length} files, ${formatBytes(bytes)}\n`);
+        for (const f of repo.files) {
+          const st = f.safetensors === undefined ? '' : `  ${f.safetensors.tensors} tensors (${Object.entries(f.safetensors.dtypes).map(([d, n]) => `${d} ×${n}`).join(', ')})`;
+          out.stdout(`    ${f.path}  ${formatBytes(f.size)}${f.lfs ? '  (lfs)' : ''}${st}\n`);
+        }
       }
     });
 }

@@ -10,23 +10,36 @@ import { formatPartsIndex, indexPathFor, type PartsIndex } from '../bundle/parts
 import { writeFileAtomic } from '../fs/atomic.js';
 import { AirlockError } from '../errors.js';
 import { FORMAT_VERSION, MANIFEST_NAME, payloadEntryName } from '../bundle/format.js';
-import { formatManifest, type Manifest, type ManifestRepo } from '../bundle/manifest.js';
+import { formatManifest, type Manifest, type ManifestFile, type ManifestRepo } from '../bundle/manifest.js';
 import { writeBundle, type BundlePayloadFile, type WrittenBundle } from '../bundle/writer.js';
 import { formatSha256Sums, type SumsEntry } from '../integrity/sha256sums.js';
 import { sha256Hex } from '../integrity/digest.js';
 import type { Signer } from '../signing/sign.js';
 import type { HubClient, RepoRef } from '../hub/types.js';
+import { checkIndexFile, checkSafetensorsFile, isSafetensorsPath, isShardIndexPath } from '../integrity/weights.js';
+import type { ModelScopeClient } from '../hub/modelscope/client.js';
+import type { ModelScopeRemoteFile } from '../hub/modelscope/wire.js';
 import { toolVersion } from '../version.js';
 import { downloadSnapshot, planSnapshot, repoWorkDir, snapshotWorkDir, verifiedRecordPath, type FetchOptions, type FetchProgress, type SnapshotPlan } from './fetch.js';
 import { checkFreeSpace } from './space.js';
 import type { Throttle } from '../hub/download.js';
 import type { RetryPolicy } from '../hub/retry.js';
 
+/** One repo to export; its own client and patterns (a bundle spec mixes sources) override the defaults. */
+export interface ExportRepo extends RepoRef {
+  client?: HubClient | undefined;
+  include?: readonly string[] | undefined;
+  exclude?: readonly string[] | undefined;
+}
+
 export interface ExportOptions {
-  client: HubClient;
-  repos: readonly RepoRef[];
+  /** Default client for repos without their own. */
+  client?: HubClient | undefined;
+  repos: readonly ExportRepo[];
   include: readonly string[];
   exclude: readonly string[];
+  /** Default true: check every `*.safetensors` header and every shard index before writing the bundle. */
+  weightCheck?: boolean | undefined;
   outPath: string;
   workDir: string;
   /** Undefined only when the user asked for an unsigned bundle explicitly. */
@@ -118,6 +131,16 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
     });
   }
 
+  const clientOf = (ref: ExportRepo): HubClient => {
+    const client = ref.client ?? options.client;
+    if (client === undefined) throw new AirlockError('E_INTERNAL', `no hub client for ${ref.id}`);
+    return client;
+  };
+  const optionsFor = (ref: ExportRepo): FetchOptions => ({
+    ...fetchOptions,
+    include: [...(ref.include ?? options.include)],
+    exclude: [...(ref.exclude ?? options.exclude)],
+  });
   const fetchOptions: FetchOptions = {
     include: [...options.include],
     exclude: [...options.exclude],
@@ -132,13 +155,15 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
   // Plan every repo first (resolve or take the pinned commit, list, find completed files) so the
   // free-space check sees the whole export before the first byte is downloaded.
   const plans: SnapshotPlan[] = [];
+  const planned: ExportRepo[] = [];
   const seen = new Set<string>();
   for (const ref of options.repos) {
-    const plan = await planSnapshot(options.client, ref, fetchOptions);
+    const plan = await planSnapshot(clientOf(ref), ref, optionsFor(ref));
     const key = `${ref.type}:${ref.id}:${plan.commit}`;
     if (seen.has(key)) continue; // the same snapshot named twice (e.g. by branch and by commit)
     seen.add(key);
     plans.push(plan);
+    planned.push(ref);
   }
   if (options.spaceCheck !== false) {
     await checkFreeSpace(options.workDir, dirname(options.outPath), {
@@ -151,17 +176,31 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
   const repos: ManifestRepo[] = [];
   const payload: BundlePayloadFile[] = [];
   const sums: SumsEntry[] = [];
-  for (const plan of plans) {
+  for (const [i, plan] of plans.entries()) {
     const ref = plan.repo;
-    const snapshot = await downloadSnapshot(options.client, plan, fetchOptions);
-    repos.push({
-      type: ref.type,
-      id: ref.id,
-      revision: ref.revision,
-      commit: snapshot.commit,
-      source: { kind: options.client.kind, endpoint: options.client.endpoint },
-      files: snapshot.files.map((f) => ({ path: f.remote.path, size: f.size, sha256: f.sha256, etag: f.etag, blobId: f.remote.blobId, lfs: f.lfs })),
+    const client = clientOf(planned[i]!);
+    const snapshot = await downloadSnapshot(client, plan, optionsFor(planned[i]!));
+    const files: ManifestFile[] = snapshot.files.map((f) => {
+      const entry: ManifestFile = { path: f.remote.path, size: f.size, sha256: f.sha256, etag: f.etag, blobId: f.remote.blobId, lfs: f.lfs };
+      const lastCommit = (f.remote as Partial<ModelScopeRemoteFile>).lastCommit;
+      if (client.kind === 'modelscope' && typeof lastCommit === 'string' && /^[0-9a-f]{40}$/.test(lastCommit)) entry.lastCommit = lastCommit;
+      return entry;
     });
+    if (options.weightCheck !== false) {
+      // before the bundle is written: a truncated shard or an index naming a missing one never leaves here
+      const where = `${ref.type === 'dataset' ? 'datasets/' : ''}${ref.id}@${snapshot.commit}`;
+      const paths = snapshot.files.map((f) => f.remote.path);
+      for (const [n, f] of snapshot.files.entries()) {
+        if (isSafetensorsPath(f.remote.path)) files[n]!.safetensors = await checkSafetensorsFile(f.localPath, f.size, where, f.remote.path);
+        else if (isShardIndexPath(f.remote.path)) await checkIndexFile(f.localPath, f.size, f.remote.path, paths, where);
+      }
+    }
+    const source: ManifestRepo['source'] = { kind: client.kind, endpoint: client.endpoint };
+    if (client.kind === 'modelscope') {
+      const createdAt = (client as ModelScopeClient).resolved?.(ref)?.createdAt;
+      if (createdAt !== undefined && Number.isSafeInteger(createdAt) && createdAt >= 0) source.createdAt = createdAt;
+    }
+    repos.push({ type: ref.type, id: ref.id, revision: ref.revision, commit: snapshot.commit, source, files });
     for (const f of snapshot.files) {
       const name = payloadEntryName(ref.type, ref.id, snapshot.commit, f.remote.path);
       payload.push({ name, localPath: f.localPath, size: f.size });

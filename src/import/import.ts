@@ -5,13 +5,17 @@
  * staging directory is removed on every exit path.
  */
 import { readBundle } from '../bundle/reader.js';
+import { join } from 'node:path';
 import { commitToHfCache } from '../cache/hf-hub.js';
+import { commitToModelScopeCache } from '../cache/modelscope.js';
+import { commitToPlainDir } from '../cache/plain-dir.js';
+import { WeightCheckingSink } from '../integrity/weights.js';
 import { createStaging } from '../fs/staging.js';
 import type { TrustedKey, TrustPolicy, VerifiedSigner } from '../signing/verify.js';
 import { watchInterrupts } from './interrupt.js';
 import { openBundle } from './open-bundle.js';
 import { explainReadFailure } from '../bundle/parts.js';
-import { StagingSink } from './staging-sink.js';
+import { StagingSink, type ImportLayout } from './staging-sink.js';
 import { summarizeRepos, type RepoSummary } from './summary.js';
 
 export interface ImportOptions {
@@ -21,8 +25,20 @@ export interface ImportOptions {
   /** Keys, pins and signature count (see signing/verify.ts); takes precedence over `trustedKeys`. */
   trust?: TrustPolicy;
   allowUnsigned?: boolean;
-  /** The hub cache root (see resolveHfCacheDir). Created when missing (and removed again on failure). */
+  /**
+   * The target root, created when missing (and removed again on failure): the hub cache (layout hf, see
+   * resolveHfCacheDir), the modelscope cache root (layout modelscope, resolveModelScopeCacheDir) or the
+   * local dir (layout dir).
+   */
   cacheDir: string;
+  /** Default hf. */
+  layout?: ImportLayout;
+  /** Default true: check safetensors headers and shard indexes while the payload streams. */
+  weightCheck?: boolean;
+  /** Default true: refuse before the payload when it does not fit on the target's file system. */
+  spaceCheck?: boolean;
+  /** Free bytes at a directory (tests). */
+  freeBytes?: (dir: string) => Promise<number>;
   signal?: AbortSignal;
   /** Turn SIGINT/SIGTERM into a clean abort while the import runs (default true). */
   handleSignals?: boolean;
@@ -57,17 +73,25 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
   const { signal } = interrupts;
   try {
     signal.throwIfAborted();
+    const layout = options.layout ?? 'hf';
     const source = await openBundle(options.bundlePath, { trust: options.trust ?? { keys: options.trustedKeys ?? [] }, allowUnsigned: options.allowUnsigned });
     let staging;
     try {
-      staging = await createStaging(options.cacheDir);
+      // dir: stage under DIR/.cache/huggingface (huggingface_hub's own folder there), never DIR/.locks
+      staging = await createStaging(layout === 'dir' ? join(options.cacheDir, '.cache', 'huggingface') : options.cacheDir);
     } catch (error) {
       source.destroy();
       throw error;
     }
     let committed: ImportResult | undefined;
     try {
-      const sink = new StagingSink(staging);
+      const staged = new StagingSink(staging, {
+        layout,
+        target: options.cacheDir,
+        ...(options.spaceCheck === undefined ? {} : { spaceCheck: options.spaceCheck }),
+        ...(options.freeBytes === undefined ? {} : { freeBytes: options.freeBytes }),
+      });
+      const sink = options.weightCheck === false ? staged : new WeightCheckingSink(staged);
       const verified = await readBundle(source, {
         trust: options.trust ?? { keys: options.trustedKeys ?? [] },
         allowUnsigned: options.allowUnsigned ?? false,
@@ -78,13 +102,14 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
         throw await explainReadFailure(source, error);
       });
       // the whole stream verified: only now does anything reach the cache
-      const outcomes = await commitToHfCache({
-        cacheDir: staging.cacheDir,
-        repos: sink.plan(verified.manifest),
-        tempPath: (label) => staging.path(label),
-        asideDir: staging.dir,
-        signal,
-      });
+      const repos = staged.plan(verified.manifest);
+      const common = { tempPath: (label: string) => staging.path(label), asideDir: staging.dir, signal };
+      const outcomes: Array<{ folder: string; filesWritten: number; filesReused: number; refWritten?: boolean }> =
+        layout === 'modelscope'
+          ? await commitToModelScopeCache({ cacheDir: options.cacheDir, repos, ...common })
+          : layout === 'dir'
+            ? await commitToPlainDir({ localDir: options.cacheDir, repos, ...common })
+            : await commitToHfCache({ cacheDir: staging.cacheDir, repos, ...common });
       const summaries = summarizeRepos(verified.manifest);
       committed = {
         bundlePath: options.bundlePath,
@@ -99,7 +124,7 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
             folder: outcome.folder,
             filesWritten: outcome.filesWritten,
             filesReused: outcome.filesReused,
-            refWritten: outcome.refWritten,
+            refWritten: outcome.refWritten ?? false,
           };
         }),
         files: verified.files,

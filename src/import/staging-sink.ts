@@ -1,38 +1,148 @@
 /**
  * The import's PayloadSink: writes each payload file, while the reader verifies it, into the staging
- * directory (on the cache's file system). Bytes are verified but not stored when the blob is already
- * in the cache, complete and with the right sha256 (a re-import, or a new revision sharing files), or
+ * directory (on the target's file system). Bytes are verified but not stored when the content is already
+ * in the target, complete and with the right sha256 (a re-import, or a new revision sharing files), or
  * when this bundle already staged the same blob (same repo folder and etag).
+ *
+ * The target layout decides what "already there" means: the hub cache's `blobs/<etag>` (hf), the file at
+ * its place in the modelscope cache (modelscope) or in the local dir (dir).
  */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
 import { AirlockError, fsError } from '../errors.js';
-import type { Manifest } from '../bundle/manifest.js';
+import type { Manifest, ManifestFile, ManifestRepo } from '../bundle/manifest.js';
 import { discardSink, type PayloadEntry, type PayloadSink, type PayloadTarget } from '../bundle/reader.js';
-import { findExistingBlob, precheckHfCache, repoFolderName, type BlobSource, type HfCommitRepo } from '../cache/hf-hub.js';
+import { findExistingBlob, precheckHfCache, repoFolderName, type BlobIdentity, type BlobSource, type HfCommitRepo } from '../cache/hf-hub.js';
+import { findExistingModelScopeFile, modelScopeRepoSegments } from '../cache/modelscope.js';
 import type { Staging } from '../fs/staging.js';
+import { checkRealDirs, lstatIfExists } from '../fs/tree.js';
+import { checkImportSpace } from './space.js';
 
-function blobKey(entry: Pick<PayloadEntry, 'repo' | 'file'>): string {
-  return `${repoFolderName(entry.repo.type, entry.repo.id)}/${entry.file.etag}`;
+export type ImportLayout = 'hf' | 'modelscope' | 'dir';
+
+export interface StagingSinkOptions {
+  layout?: ImportLayout;
+  /** The target root: hub cache (hf), modelscope cache (modelscope), or the local dir (dir). Default: staging.cacheDir. */
+  target?: string;
+  /** Default true: refuse before the payload when the bytes to write do not fit. */
+  spaceCheck?: boolean;
+  /** Free bytes at a directory (injectable for tests). */
+  freeBytes?: (dir: string) => Promise<number>;
+}
+
+async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  try {
+    for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
+  } catch (error) {
+    throw fsError(error, 'read', path);
+  }
+  return hash.digest('hex');
+}
+
+/** `DIR/<path>` already there as a regular file with the right content. */
+async function findExistingPlainFile(localDir: string, file: ManifestFile): Promise<BlobIdentity | undefined> {
+  const segments = file.path.split('/');
+  await checkRealDirs(localDir, segments.slice(0, -1), localDir);
+  const path = join(localDir, ...segments);
+  const stats = await lstatIfExists(path);
+  if (stats === undefined || !stats.isFile() || stats.size !== file.size) return undefined;
+  if ((await sha256File(path)) !== file.sha256) return undefined;
+  return { dev: stats.dev, ino: stats.ino, size: stats.size, mtimeMs: stats.mtimeMs };
 }
 
 export class StagingSink implements PayloadSink {
   readonly #staging: Staging;
+  readonly #layout: ImportLayout;
+  readonly #target: string;
+  readonly #options: StagingSinkOptions;
   /** blob key → where the verified content is */
   readonly #sources = new Map<string, BlobSource>();
 
-  constructor(staging: Staging) {
+  constructor(staging: Staging, options: StagingSinkOptions = {}) {
     this.#staging = staging;
+    this.#layout = options.layout ?? 'hf';
+    this.#target = options.target ?? staging.cacheDir;
+    this.#options = options;
   }
 
-  /** Fail before streaming gigabytes when the cache cannot take this bundle anyway. */
+  /** hf: one blob per etag and repo folder; the other layouts place files by path. */
+  #key(entry: Pick<PayloadEntry, 'repo' | 'file'>): string {
+    const folder = repoFolderName(entry.repo.type, entry.repo.id);
+    return this.#layout === 'hf' ? `${folder}/${entry.file.etag}` : `${folder}/${entry.file.path}`;
+  }
+
+  /** Cheap "already there" test for the space preflight: right name and size (content is checked later). */
+  async #probablyPresent(repo: ManifestRepo, file: ManifestFile): Promise<boolean> {
+    const path =
+      this.#layout === 'hf'
+        ? join(this.#target, repoFolderName(repo.type, repo.id), 'blobs', file.etag)
+        : this.#layout === 'modelscope'
+          ? join(this.#target, ...modelScopeRepoSegments(repo.type, repo.id), ...file.path.split('/'))
+          : join(this.#target, ...file.path.split('/'));
+    const stats = await lstatIfExists(path).catch(() => undefined);
+    return stats !== undefined && stats.isFile() && stats.size === file.size;
+  }
+
+  /** Fail before streaming gigabytes when the target cannot take this bundle anyway. */
   async begin(manifest: Manifest): Promise<void> {
-    await precheckHfCache(this.#staging.cacheDir, manifest.repos);
+    if (this.#layout === 'hf') await precheckHfCache(this.#target, manifest.repos);
+    else if (this.#layout === 'dir' && manifest.repos.length !== 1) {
+      throw new AirlockError('E_USAGE', `--layout dir writes one repo into --local-dir, but the bundle holds ${manifest.repos.length}`, {
+        hint: 'import this bundle with --layout hf (or modelscope), or export the repos as separate bundles',
+      });
+    } else if (this.#layout === 'modelscope') {
+      const seen = new Map<string, string>();
+      for (const repo of manifest.repos) {
+        const key = modelScopeRepoSegments(repo.type, repo.id).join('/'); // refuses ids without an owner
+        const other = seen.get(key);
+        if (other !== undefined) {
+          throw new AirlockError('E_CACHE_CONFLICT', `${repo.id}@${repo.revision} and @${other} would share the ModelScope folder ${key}`, {
+            subject: key,
+            hint: 'the modelscope layout holds one revision per repo: import with --layout hf instead',
+          });
+        }
+        seen.set(key, repo.revision);
+      }
+    }
+    if (this.#options.spaceCheck !== false) {
+      const keys = new Set<string>();
+      let bytes = 0;
+      let files = 0;
+      let presentBytes = 0;
+      for (const repo of manifest.repos) {
+        for (const file of repo.files) {
+          const key = this.#key({ repo, file });
+          if (keys.has(key)) continue;
+          keys.add(key);
+          if (await this.#probablyPresent(repo, file)) presentBytes += file.size;
+          else {
+            bytes += file.size;
+            files += 1;
+          }
+        }
+      }
+      await checkImportSpace(this.#staging.dir, this.#target, { bytes, files, presentBytes }, this.#options.freeBytes);
+    }
+  }
+
+  async #existing(entry: PayloadEntry): Promise<BlobIdentity | undefined> {
+    switch (this.#layout) {
+      case 'hf':
+        return findExistingBlob(this.#target, entry.repo, entry.file);
+      case 'modelscope':
+        return findExistingModelScopeFile(this.#target, entry.repo, entry.file);
+      case 'dir':
+        return findExistingPlainFile(this.#target, entry.file);
+    }
   }
 
   async open(entry: PayloadEntry): Promise<PayloadTarget> {
-    const key = blobKey(entry);
+    const key = this.#key(entry);
     if (this.#sources.has(key)) return discardSink.open(entry);
-    const identity = await findExistingBlob(this.#staging.cacheDir, entry.repo, entry.file);
+    const identity = await this.#existing(entry);
     if (identity !== undefined) {
       this.#sources.set(key, { kind: 'existing', identity });
       return discardSink.open(entry);
@@ -80,7 +190,7 @@ export class StagingSink implements PayloadSink {
     return manifest.repos.map((repo) => ({
       repo,
       files: repo.files.map((file) => {
-        const source = this.#sources.get(blobKey({ repo, file }));
+        const source = this.#sources.get(this.#key({ repo, file }));
         if (source === undefined) throw new AirlockError('E_INTERNAL', `no verified content for ${repo.id}/${file.path}`);
         return { file, source };
       }),

@@ -12,6 +12,7 @@ import { startHubServer, type HubServer, type AddedCommit } from '../support/hub
 import { runAirlock } from '../support/cli.ts';
 import { runPython } from '../support/python.ts';
 import { readPublicKeys, verifyDetachedSignature } from '../../src/signing/verify.ts';
+import { safetensorsOf } from '../support/safetensors-fixture.ts';
 
 let hub: HubServer;
 let dir: string;
@@ -19,7 +20,7 @@ let cache: string;
 let keys: string;
 let v1: AddedCommit;
 let v2: AddedCommit;
-const shared = Buffer.alloc(300_000, 1);
+const shared = safetensorsOf(Buffer.alloc(300_000, 1));
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'airlock-cache-cmd-'));
@@ -27,12 +28,12 @@ before(async () => {
   v1 = await hub.addRepo({
     id: 'acme/m',
     tags: ['v1'],
-    files: [{ path: 'config.json', data: '{"v": 1}\n' }, { path: 'model-00001-of-00002.safetensors', data: shared }, { path: 'model-00002-of-00002.safetensors', data: Buffer.alloc(1000, 2) }],
+    files: [{ path: 'config.json', data: '{"v": 1}\n' }, { path: 'model-00001-of-00002.safetensors', data: shared }, { path: 'model-00002-of-00002.safetensors', data: safetensorsOf(Buffer.alloc(1000, 2)) }],
   });
   v2 = await hub.addCommit({ id: 'acme/m' }, [
     { path: 'config.json', data: '{"v": 2}\n' },
     { path: 'model-00001-of-00002.safetensors', data: shared },
-    { path: 'model-00002-of-00002.safetensors', data: Buffer.alloc(1000, 3) },
+    { path: 'model-00002-of-00002.safetensors', data: safetensorsOf(Buffer.alloc(1000, 3)) },
   ]);
   keys = join(dir, 'keys');
   assert.equal((await runAirlock(['keys', 'generate', '--user-id', 'Offline Ops <ops@example.org>', '--out-dir', keys])).code, 0);

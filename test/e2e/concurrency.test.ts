@@ -24,6 +24,7 @@ import { buildBundle, commitOf, makeTestKey, type BuilderRepo, type TestKey } fr
 import { formatTree, snapshotTree, stagingLeftovers, type TreeEntry } from '../support/cache-snapshot.ts';
 import { runAirlock } from '../support/cli.ts';
 import { assertVenv, runPython } from '../support/python.ts';
+import { safetensorsOf } from '../support/safetensors-fixture.ts';
 
 let dir: string;
 let key: TestKey;
@@ -40,7 +41,7 @@ after(async () => {
 });
 
 const shared = { path: 'config.json', data: '{"model_type": "llama"}\n' };
-const weights = { path: 'model.safetensors', data: Buffer.alloc(1_500_000, 0x21), lfs: true };
+const weights = { path: 'model.safetensors', data: safetensorsOf(Buffer.alloc(1_500_000, 0x21)), lfs: true };
 const A: BuilderRepo[] = [
   { id: 'acme/x', revision: 'main', files: [shared, weights, { path: 'a.txt', data: 'only in A\n' }] },
   { id: 'acme/common', revision: 'main', files: [shared, { path: 'sub/dir/v.txt', data: 'common\n' }] },
@@ -144,7 +145,7 @@ describe('an import while huggingface_hub reads the same repo', () => {
       commit: createHash('sha1').update(`live-${i}`).digest('hex'),
       files: [
         { path: 'config.json', data: `{"generation": ${i}}\n` },
-        { path: 'model.safetensors', data: Buffer.alloc(1_000_000 + i * 4096, i + 1), lfs: true },
+        { path: 'model.safetensors', data: safetensorsOf(Buffer.alloc(1_000_000 + i * 4096, i + 1)), lfs: true },
         { path: 'sub/dir/vocab.txt', data: `v${i}\n`.repeat(100) },
       ],
     }));

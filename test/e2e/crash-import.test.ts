@@ -27,6 +27,7 @@ import { buildBundle, makeTestKey, manifestFile, type BuilderRepo, type TestKey 
 import { formatTree, snapshotTree, stagingLeftovers, type TreeEntry } from '../support/cache-snapshot.ts';
 import { assertVenv, runPython } from '../support/python.ts';
 import { repoRoot } from '../support/cli.ts';
+import { safetensorsOf } from '../support/safetensors-fixture.ts';
 
 const DIST_MAIN = join(repoRoot, 'dist', 'cli', 'main.js');
 
@@ -126,8 +127,8 @@ const NEW: BuilderRepo = {
     { path: 'config.json', data: '{"model_type": "llama"}\n' }, // shared blob with OLD
     { path: 'tokenizer.json', data: '{"version": "2"}\n' },
     { path: 'sub/dir/vocab.txt', data: 'hello\nworld\n' },
-    { path: 'model.safetensors', data: Buffer.alloc(2_500_000, 0x42), lfs: true },
-    { path: 'shard-2.safetensors', data: Buffer.alloc(1_500_000, 0x43), lfs: true },
+    { path: 'model.safetensors', data: safetensorsOf(Buffer.alloc(2_500_000, 0x42)), lfs: true },
+    { path: 'shard-2.safetensors', data: safetensorsOf(Buffer.alloc(1_500_000, 0x43)), lfs: true },
   ],
 };
 const OTHER: BuilderRepo = { id: 'acme/bystander', files: [{ path: 'config.json', data: '{"other": 1}\n' }] };

@@ -20,6 +20,7 @@ import { tarLayout } from '../support/tar-layout.ts';
 import { fetchSnapshot, type FetchEvent } from '../../src/export/fetch.js';
 import { createHuggingFaceClient } from '../../src/hub/huggingface/client.js';
 import type { RetryPolicy } from '../../src/hub/retry.js';
+import { safetensorsOf } from '../support/safetensors-fixture.ts';
 
 const MiB = 1024 * 1024;
 let hub: HubServer;
@@ -51,7 +52,7 @@ async function payloadBytes(path: string): Promise<Buffer> {
 describe('in one run: retries and Range resume', () => {
   let data: Buffer;
   before(async () => {
-    data = randomBytes(1 * MiB + 12_345);
+    data = safetensorsOf(randomBytes(1 * MiB + 12_345));
     await hub.addRepo({ id: 'acme/flaky', files: [{ path: 'config.json', data: '{"a":1}\n' }, { path: 'model.safetensors', data }] });
   });
 
@@ -201,8 +202,8 @@ describe('across runs: killed at random points and resumed', () => {
       files: [
         { path: 'config.json', data: '{"model_type":"llama"}\n' },
         { path: 'tokenizer.json', data: randomBytes(300_000).toString('base64') },
-        { path: 'model-00001-of-00002.safetensors', data: randomBytes(40 * MiB) },
-        { path: 'model-00002-of-00002.safetensors', data: randomBytes(24 * MiB + 777) },
+        { path: 'model-00001-of-00002.safetensors', data: safetensorsOf(randomBytes(40 * MiB)) },
+        { path: 'model-00002-of-00002.safetensors', data: safetensorsOf(randomBytes(24 * MiB + 777)) },
       ],
       tags: ['v1'],
     });
@@ -331,7 +332,7 @@ describe('across runs: killed at random points and resumed', () => {
 
 describe('what the user sees', () => {
   before(async () => {
-    await hub.addRepo({ id: 'acme/shown', files: [{ path: 'config.json', data: '{}\n' }, { path: 'model.safetensors', data: randomBytes(3 * MiB) }] });
+    await hub.addRepo({ id: 'acme/shown', files: [{ path: 'config.json', data: '{}\n' }, { path: 'model.safetensors', data: safetensorsOf(randomBytes(3 * MiB)) }] });
   });
 
   test('--json: stdout is exactly one JSON document, no progress anywhere on it', async () => {

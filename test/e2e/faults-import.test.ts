@@ -25,6 +25,7 @@ import { importBundle } from '../../src/import/index.ts';
 import { buildBundle, makeTestKey, type BuilderRepo, type TestKey } from '../support/bundle-builder.ts';
 import { formatTree, snapshotTree, stagingLeftovers } from '../support/cache-snapshot.ts';
 import { airlockBin, repoRoot } from '../support/cli.ts';
+import { safetensorsOf } from '../support/safetensors-fixture.ts';
 
 let dir: string;
 let mnt: string;
@@ -42,7 +43,7 @@ const NEW: BuilderRepo = {
     { path: 'config.json', data: '{"a": 1}\n' },
     { path: 'tokenizer.json', data: '{"t": 2}\n' },
     { path: 'sub/dir/vocab.txt', data: 'a\nb\n' },
-    { path: 'model.safetensors', data: Buffer.alloc(3 * 1024 * 1024, 0x11), lfs: true },
+    { path: 'model.safetensors', data: safetensorsOf(Buffer.alloc(3 * 1024 * 1024, 0x11)), lfs: true },
   ],
 };
 
@@ -89,10 +90,10 @@ after(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-async function expectFailure(cache: string, code: ErrorCode, label: string): Promise<void> {
+async function expectFailure(cache: string, code: ErrorCode, label: string, options: { spaceCheck?: boolean } = {}): Promise<void> {
   const before = formatTree(await snapshotTree(cache, { mtimes: true }));
   try {
-    await importBundle({ bundlePath: bundle, trustedKeys: key.trustedKeys, cacheDir: cache, handleSignals: false });
+    await importBundle({ bundlePath: bundle, trustedKeys: key.trustedKeys, cacheDir: cache, handleSignals: false, ...options });
     assert.fail(`${label}: the import succeeded`);
   } catch (error) {
     assert.ok(isAirlockError(error), `${label}: ${String(error)}`);
@@ -135,8 +136,33 @@ describe('disk full (ENOSPC) on a small tmpfs', () => {
     const usedKiB = Math.ceil(((fs.blocks - fs.bfree) * fs.bsize) / 1024);
     for (const spareKiB of [4, 64, 1024, 2048, 3000]) {
       await remount(at, `size=${usedKiB + spareKiB}k`);
-      await expectFailure(cache, 'E_NO_SPACE', `${spareKiB} KiB spare`);
+      // the preflight would refuse first: switched off so that the real ENOSPC path stays tested
+      await expectFailure(cache, 'E_NO_SPACE', `${spareKiB} KiB spare`, { spaceCheck: false });
     }
+  });
+
+  test('the free-space preflight refuses before the payload is read, with numbers, cache unchanged; --no-space-check goes on', async () => {
+    const at = join(mnt, 'preflight');
+    await mountTmpfs(at, 'size=16m,mode=0755');
+    const cache = join(at, 'hub');
+    await importBundle({ bundlePath: residentBundle, trustedKeys: key.trustedKeys, cacheDir: cache, handleSignals: false });
+    const fs = await statfs(at);
+    const usedKiB = Math.ceil(((fs.blocks - fs.bfree) * fs.bsize) / 1024);
+    await remount(at, `size=${usedKiB + 2048}k`);
+    const before = formatTree(await snapshotTree(cache, { mtimes: true }));
+    const r = await sh(process.execPath, [airlockBin, 'import', bundle, '--trusted-keys', pub, '--cache-dir', cache], { PATH: process.env['PATH'] ?? '', HOME: '/tmp' });
+    assert.equal(r.code, 5, r.stderr);
+    assert.match(r.stderr, /E_NO_SPACE/);
+    assert.match(r.stderr, new RegExp(`not enough free space for this import in ${cache}: [0-9.]+ MiB needed \\(3\\.0 MiB of payload in 3 files to write, 9 B already present\\), [0-9.]+ MiB free`));
+    assert.match(r.stderr, /--no-space-check/);
+    assert.equal(formatTree(await snapshotTree(cache, { mtimes: true })), before, 'the cache changed');
+    assert.deepEqual(await stagingLeftovers(cache), []);
+    // past the preflight the disk really fills up: still E_NO_SPACE, still unchanged
+    const past = await sh(process.execPath, [airlockBin, 'import', bundle, '--trusted-keys', pub, '--cache-dir', cache, '--no-space-check'], { PATH: process.env['PATH'] ?? '', HOME: '/tmp' });
+    assert.equal(past.code, 5, past.stderr);
+    assert.doesNotMatch(past.stderr, /for this import/);
+    assert.equal(formatTree(await snapshotTree(cache, { mtimes: true })), before, 'the cache changed');
+    assert.deepEqual(await stagingLeftovers(cache), []);
   });
 
   test('a read-only file system (EROFS): E_PERMISSION, nothing written', async () => {

@@ -31,6 +31,7 @@ import {
 } from '../support/bundle-builder.ts';
 import { formatTree, snapshotTree, stagingLeftovers } from '../support/cache-snapshot.ts';
 import { tarLayout } from '../support/tar-layout.ts';
+import { safetensorsOf } from '../support/safetensors-fixture.ts';
 
 const dirs: string[] = [];
 after(async () => {
@@ -57,7 +58,7 @@ const TINY: BuilderRepo = {
   files: [
     { path: 'config.json', data: '{"model_type": "llama"}\n' },
     { path: 'café.txt', data: 'nfc\n' },
-    { path: 'model.safetensors', data: Buffer.alloc(40_000, 0x5a), lfs: true },
+    { path: 'model.safetensors', data: safetensorsOf(Buffer.alloc(40_000, 0x5a)), lfs: true },
     { path: 'tokenizer.json', data: '{"version": "1.0"}\n' },
   ],
 };

@@ -16,6 +16,7 @@ import { importBundle } from '../../src/import/index.ts';
 import { buildBundle, makeTestKey, type BuilderRepo, type TestKey } from '../support/bundle-builder.ts';
 import { formatTree, snapshotTree, stagingLeftovers } from '../support/cache-snapshot.ts';
 import { tarLayout } from '../support/tar-layout.ts';
+import { safetensorsOf } from '../support/safetensors-fixture.ts';
 
 let dir: string;
 let key: TestKey;
@@ -33,7 +34,7 @@ const REPO: BuilderRepo = {
   files: [
     { path: 'config.json', data: '{"model_type": "llama", "hidden_size": 16}\n' },
     { path: 'sub/dir/vocab.txt', data: 'hello\nworld\n' },
-    { path: 'model.safetensors', data: Buffer.from(Array.from({ length: 3000 }, (_, i) => (i * 7) & 0xff)), lfs: true },
+    { path: 'model.safetensors', data: safetensorsOf(Buffer.from(Array.from({ length: 3000 }, (_, i) => (i * 7) & 0xff))), lfs: true },
   ],
 };
 const RESIDENT: BuilderRepo = { id: 'acme/flip', revision: 'v0', files: [{ path: 'config.json', data: '{"model_type": "llama", "hidden_size": 16}\n' }, { path: 'old.txt', data: 'old\n' }] };

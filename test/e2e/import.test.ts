@@ -26,6 +26,7 @@ import {
 } from '../support/bundle-builder.ts';
 import { formatTree, snapshotTree } from '../support/cache-snapshot.ts';
 import { runPython, assertVenv } from '../support/python.ts';
+import { safetensorsOf } from '../support/safetensors-fixture.ts';
 
 const dirs: string[] = [];
 async function tmp(label = 'airlock-import-'): Promise<string> {
@@ -55,7 +56,7 @@ const TINY: BuilderRepo = {
     { path: 'config.json', data: CONFIG },
     { path: 'tokenizer.json', data: '{"version": "1.0"}\n' },
     { path: 'sub/dir/vocab.txt', data: 'hello\nworld\n' },
-    { path: 'model.safetensors', data: Buffer.alloc(300_000, 0x5a), lfs: true },
+    { path: 'model.safetensors', data: safetensorsOf(Buffer.alloc(300_000, 0x5a)), lfs: true },
   ],
 };
 /** Another revision of TINY: shares config.json and tokenizer.json, new weights. */
@@ -65,7 +66,7 @@ const TINY_V2: BuilderRepo = {
   files: [
     { path: 'config.json', data: CONFIG },
     { path: 'tokenizer.json', data: '{"version": "1.0"}\n' },
-    { path: 'model.safetensors', data: Buffer.alloc(200_000, 0x33), lfs: true },
+    { path: 'model.safetensors', data: safetensorsOf(Buffer.alloc(200_000, 0x33)), lfs: true },
   ],
 };
 const OTHER: BuilderRepo = { id: 'other/model', files: [{ path: 'config.json', data: '{"other": true}\n' }] };
@@ -139,7 +140,7 @@ describe('import round trip', () => {
       formatTree(tree),
     );
     // LFS blob named by sha256, git blobs by their blob sha1
-    assert.equal(etag('model.safetensors'), sha256Hex(Buffer.alloc(300_000, 0x5a)));
+    assert.equal(etag('model.safetensors'), sha256Hex(safetensorsOf(Buffer.alloc(300_000, 0x5a))));
     assert.match(etag('config.json'), /^[0-9a-f]{40}$/);
 
     // refs/main: exactly the 40-hex commit, no newline
@@ -237,7 +238,7 @@ describe('import round trip', () => {
     await writeFile(blob, Buffer.alloc(300_000, 0x00)); // right size, wrong bytes
     const result = await importBundle({ bundlePath: bundle, trustedKeys: key.trustedKeys, cacheDir: cache });
     assert.deepEqual(result.repos.map((r) => [r.filesWritten, r.filesReused]), [[1, 3]]);
-    assert.deepEqual(await readFile(blob), Buffer.alloc(300_000, 0x5a));
+    assert.deepEqual(await readFile(blob), safetensorsOf(Buffer.alloc(300_000, 0x5a)));
   });
 
   test('a symlinked blob (shared blob store) is followed for checks, never written through', async () => {
@@ -249,7 +250,7 @@ describe('import round trip', () => {
     const shared = join(dir, 'shared-store-blob');
 
     // correct content behind the link: reused, link left alone
-    await writeFile(shared, Buffer.alloc(300_000, 0x5a));
+    await writeFile(shared, safetensorsOf(Buffer.alloc(300_000, 0x5a)));
     await rm(blob);
     await symlink(shared, blob);
     let result = await importBundle({ bundlePath: bundle, trustedKeys: key.trustedKeys, cacheDir: cache });
@@ -261,7 +262,7 @@ describe('import round trip', () => {
     result = await importBundle({ bundlePath: bundle, trustedKeys: key.trustedKeys, cacheDir: cache });
     assert.deepEqual(result.repos.map((r) => r.filesWritten), [1]);
     assert.equal((await stat(blob)).isFile(), true);
-    assert.deepEqual(await readFile(blob), Buffer.alloc(300_000, 0x5a));
+    assert.deepEqual(await readFile(blob), safetensorsOf(Buffer.alloc(300_000, 0x5a)));
     assert.equal(await readFile(shared, 'utf8'), 'not the weights');
   });
 

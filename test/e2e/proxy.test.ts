@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { startHubServer, type HubServer } from '../support/hub-server.ts';
 import { run, runAirlock } from '../support/cli.ts';
+import { safetensorsOf } from '../support/safetensors-fixture.ts';
 
 const TOKEN = 'hf_proxytesttoken0123456789abcdef';
 let hub: HubServer;
@@ -56,7 +57,7 @@ before(async () => {
     private: true,
     files: [
       { path: 'config.json', data: '{"model_type":"llama"}\n' },
-      { path: 'model.safetensors', data: randomBytes(600_000) },
+      { path: 'model.safetensors', data: safetensorsOf(randomBytes(600_000)) },
     ],
   });
   proxyPort = await freePort();
@@ -158,7 +159,7 @@ describe('an https hub with a private CA, through HTTPS_PROXY', () => {
     ]);
     assert.equal(r.code, 0, r.stderr);
     tlsHub = await startHubServer({ tokens: [TOKEN], tls: { key: await readFile(key), cert: await readFile(caFile) } });
-    await tlsHub.addRepo({ id: 'acme/tls-model', private: true, files: [{ path: 'config.json', data: '{}\n' }, { path: 'model.safetensors', data: randomBytes(300_000) }] });
+    await tlsHub.addRepo({ id: 'acme/tls-model', private: true, files: [{ path: 'config.json', data: '{}\n' }, { path: 'model.safetensors', data: safetensorsOf(randomBytes(300_000)) }] });
   });
   after(async () => {
     await tlsHub?.close();

@@ -14,6 +14,7 @@ import { runAirlock, run } from '../support/cli.ts';
 import { sampleModelFiles } from '../support/sample-model.ts';
 import { snapshotTree } from '../support/cache-snapshot.ts';
 import { tarLayout } from '../support/tar-layout.ts';
+import { safetensorsOf } from '../support/safetensors-fixture.ts';
 
 const TOKEN = 'hf_testtoken0123456789abcdefghijklmn';
 let hub: HubServer;
@@ -272,7 +273,7 @@ describe('export refuses and explains', () => {
   });
 
   test('a private repo: the token is used for the hub, never sent to the CDN host, never printed or stored', async () => {
-    await hub.addRepo({ id: 'acme/secret', private: true, files: [{ path: 'config.json', data: '{}\n' }, { path: 'model.safetensors', data: Buffer.alloc(4096, 7) }] });
+    await hub.addRepo({ id: 'acme/secret', private: true, files: [{ path: 'config.json', data: '{}\n' }, { path: 'model.safetensors', data: safetensorsOf(Buffer.alloc(4096, 7)) }] });
     const out = join(dir, 'secret.airlock.tar');
     const denied = await runAirlock(['export', 'acme/secret', '--unsigned', '-o', out], { env: env() });
     assert.equal(denied.code, 4);

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startHubServer, type HubServer } from '../support/hub-server.ts';
 import { runAirlock, type RunResult } from '../support/cli.ts';
+import { safetensorsOf } from '../support/safetensors-fixture.ts';
 
 const TOKEN = 'hf_SecretSecretSecret0123456789abcdXYZ';
 /** The token as it could appear if something encoded it on the way. */
@@ -61,7 +62,7 @@ before(async () => {
     private: true,
     files: [
       { path: 'config.json', data: '{"model_type": "llama"}\n' },
-      { path: 'model.safetensors', data: Buffer.alloc(200_000, 9) },
+      { path: 'model.safetensors', data: safetensorsOf(Buffer.alloc(200_000, 9)) },
     ],
   });
 });

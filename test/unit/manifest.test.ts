@@ -116,3 +116,31 @@ describe('payloadEntries', () => {
     ]);
   });
 });
+
+describe('manifest fields for more sources (issue 5)', () => {
+  test('accepts modelscope / hf-cache kinds, lastCommit, createdAt, tensor info and a mirror path prefix', () => {
+    const m = sample();
+    const repo = m.repos[0]!;
+    repo.source = { kind: 'modelscope', endpoint: 'https://mirror.example:8443/ms/api', createdAt: 1730000000 };
+    repo.files[0]!.lastCommit = 'fedcba9876543210fedcba9876543210fedcba98';
+    repo.files[0]!.safetensors = { tensors: 3, dtypes: { BF16: 2, F32: 1 } };
+    assert.deepEqual(parseManifest(serializeManifest(m)), m);
+    m.repos[1]!.source = { kind: 'hf-cache', endpoint: 'file:///home/ml/.cache/huggingface/hub' };
+    assert.deepEqual(parseManifest(serializeManifest(m)), m);
+  });
+
+  test('still refuses credentials, queries, fragments, unknown kinds and malformed new fields', () => {
+    const with_ = (edit: (m: Manifest) => void): unknown => {
+      const m = sample();
+      edit(m);
+      return m;
+    };
+    for (const endpoint of ['https://user:pw@hub.example', 'https://hub.example/x?token=1', 'https://hub.example/#x', 'ftp://hub.example', 'https://hub.example/a b']) {
+      assert.match(messageOf(with_((m) => (m.repos[0]!.source.endpoint = endpoint))), /source\/endpoint/, endpoint);
+    }
+    assert.match(messageOf(with_((m) => ((m.repos[0]!.source as { kind: string }).kind = 'gitlab'))), /source\/kind/);
+    assert.match(messageOf(with_((m) => (m.repos[0]!.source.createdAt = -1))), /createdAt/);
+    assert.match(messageOf(with_((m) => (m.repos[0]!.files[0]!.lastCommit = 'main'))), /lastCommit/);
+    assert.match(messageOf(with_((m) => ((m.repos[0]!.files[0] as { safetensors?: unknown }).safetensors = { tensors: 1 }))), /safetensors/);
+  });
+});
