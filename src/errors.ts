@@ -69,6 +69,7 @@ const codeClass = {
   E_NO_SPACE: 'io',
   E_PERMISSION: 'io',
   E_CACHE_CONFLICT: 'io',
+  E_DELTA_BASE_MISSING: 'io',
 
   E_INTERRUPTED: 'interrupted',
   E_INTERNAL: 'internal',

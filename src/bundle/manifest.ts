@@ -27,6 +27,12 @@ export interface ManifestFile {
   lastCommit?: string;
   /** For `*.safetensors` files checked at export: tensor count and tensors per dtype (from the header). */
   safetensors?: { tensors: number; dtypes: Record<string, number> };
+  /**
+   * Delta bundles (`export --have`): the file is NOT in this bundle (nor in SHA256SUMS); the target
+   * cache must already hold blob `etag` of this repo, which import re-hashes before committing.
+   * Only LFS files (etag = sha256) are left out this way.
+   */
+  reference?: true;
 }
 
 export interface ManifestSource {
@@ -110,6 +116,7 @@ function semanticProblems(manifest: Manifest): string[] {
         }
       }
       if (file.lfs && file.etag !== file.sha256) problems.push(`${fat}: an LFS file's etag must be its sha256`);
+      if (file.reference && !file.lfs) problems.push(`${fat}: only LFS files (named by their sha256) can be left out as references`);
       if (!file.lfs && file.etag !== file.blobId) problems.push(`${fat}: a git file's etag must be its git blob id`);
       if (!file.lfs && !/^[0-9a-f]{40}$/.test(file.etag)) problems.push(`${fat}/etag must be a 40-hex git blob id`);
     });
@@ -174,6 +181,7 @@ export function payloadEntries(manifest: Manifest): Map<string, PayloadEntry> {
   const entries = new Map<string, PayloadEntry>();
   for (const repo of manifest.repos) {
     for (const file of repo.files) {
+      if (file.reference) continue; // not in this bundle: the target cache must hold it
       const name = payloadEntryName(repo.type, repo.id, repo.commit, file.path);
       if (entries.has(name)) {
         throw new AirlockError('E_MANIFEST_INVALID', `manifest.json names the payload entry ${name} twice`, { subject: name });

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { AirlockError } from '../errors.js';
+import { AirlockError, fsError } from '../errors.js';
 import { exportBundle } from '../export/exporter.js';
 import { describeFetchEvent, type FetchEvent, type SnapshotPlan } from '../export/fetch.js';
 import { ProgressModel } from '../export/progress.js';
@@ -19,6 +19,7 @@ import type { HubClient } from '../hub/types.js';
 import type { ExportRepo } from '../export/exporter.js';
 import type { RepoType } from '../bundle/manifest.js';
 import { chooseSigner } from '../signing/keyring.js';
+import { parseInventory, type Inventory } from '../cache/inventory.js';
 import { indexPathFor, parseSize } from '../bundle/parts.js';
 import { formatBytes, LiveBlock, printJson, progressLines, progressTotalLine, type Output } from './render.js';
 import { jsonOption, type CommandContext } from './main.js';
@@ -43,6 +44,7 @@ interface ExportFlags {
   gpgSign?: string;
   gpgHomedir?: string;
   splitSize?: string;
+  have?: string;
   unsigned?: boolean;
   force?: boolean;
   keepWorkDir?: boolean;
@@ -113,6 +115,16 @@ function isTruthyEnv(value: string | undefined): boolean {
   return value !== undefined && ['1', 'on', 'yes', 'true'].includes(value.trim().toLowerCase());
 }
 
+async function readInventory(path: string): Promise<Inventory> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(path);
+  } catch (error) {
+    throw fsError(error, 'read inventory', path);
+  }
+  return parseInventory(bytes, path);
+}
+
 export function registerExport(program: Command, context: CommandContext): void {
   program
     .command('export')
@@ -135,6 +147,7 @@ export function registerExport(program: Command, context: CommandContext): void 
     .option('--passphrase-file <file>', 'file holding the signing key passphrase')
     .option('--gpg-sign <key>', 'sign with the system gpg (gpg-agent, smartcard): key id, fingerprint or user id')
     .option('--gpg-homedir <dir>', 'GnuPG home directory for --gpg-sign (default: $GNUPGHOME or ~/.gnupg)')
+    .option('--have <inventory>', 'delta export: leave out LFS files the offline cache already holds (from `airlock cache inventory --out have.json`)')
     .option('--split-size <size>', 'write volumes NAME.tar.000, .001, … of at most this size (e.g. 3.9GiB for FAT32) plus a signed NAME.parts.json')
     .option('--unsigned', 'write a bundle without a signature (importers refuse it unless told otherwise)')
     .option('--force', 'replace the output file if it exists')
@@ -271,6 +284,7 @@ export function registerExport(program: Command, context: CommandContext): void 
         throttle,
         spaceCheck: flags.spaceCheck,
         splitSize,
+        have: flags.have === undefined ? undefined : await readInventory(flags.have),
         ...(progress === undefined ? {} : { onProgress: progress.event, onBytes: progress.bytes, onPlanned: progress.planned }),
       }).finally(() => progress?.stop());
       if (out.json) return printJson(out, { ok: true, bundle: result.bundle, repos: result.repos, signer: result.signer ?? null, signed: result.signer !== undefined });
@@ -286,7 +300,12 @@ export function registerExport(program: Command, context: CommandContext): void 
       for (const r of result.repos) {
         out.stdout(`  ${r.type} ${r.id}@${r.revision} → commit ${r.commit}: ${r.files} files, ${formatBytes(r.bytes)}\n`);
       }
-      out.stdout(`  ${files} files, ${formatBytes(bytes)} verified against the ${spec === undefined && flags.fromCache.length > 0 ? "cache's blob names" : "hub's hashes"}${weightCheck ? '; safetensors headers and shard indexes checked' : ' (weight check skipped: --no-weight-check / AIRLOCK_NO_WEIGHT_CHECK)'}\n`);
+      const referenced = result.repos.reduce((n, r) => n + r.referenced, 0);
+      const referencedBytes = result.repos.reduce((n, r) => n + r.referencedBytes, 0);
+      out.stdout(`  ${files - referenced} files, ${formatBytes(bytes - referencedBytes)} verified against the ${spec === undefined && flags.fromCache.length > 0 ? "cache's blob names" : "hub's hashes"}${weightCheck ? '; safetensors headers and shard indexes checked' : ' (weight check skipped: --no-weight-check / AIRLOCK_NO_WEIGHT_CHECK)'}\n`);
+      if (referenced > 0) {
+        out.stdout(`  delta: ${referenced} files, ${formatBytes(referencedBytes)} left out — the offline cache already holds them (import checks they are still there)\n`);
+      }
       if (result.signer) out.stdout(`  signed by ${spacedFingerprint(result.signer.fingerprint)} ${result.signer.userIds.join(', ')}\n`);
       else out.stdout('  UNSIGNED (--unsigned): importers will refuse it unless told otherwise\n');
     });

@@ -139,7 +139,7 @@ export function registerVerify(program: Command, context: CommandContext): void 
       out.stdout(`Verified ${bundle}\n  bundle sha256 ${result.bundleSha256}\n`);
       renderSigners(out, result.signers);
       for (const repo of result.repos) {
-        out.stdout(`  ${repo.type} ${repo.id}@${repo.revision} (commit ${repo.commit}): ${repo.files} files, ${formatBytes(repo.bytes)}\n`);
+        out.stdout(`  ${repo.type} ${repo.id}@${repo.revision} (commit ${repo.commit}): ${repo.files} files, ${formatBytes(repo.bytes)}${repo.referenced > 0 ? ` — delta: ${repo.referenced} of them are not in the bundle; import takes them from the cache after re-hashing them` : ''}\n`);
       }
       out.stdout(`  ${result.files} files, ${formatBytes(result.bytes)}: every hash matches the signed SHA256SUMS\n`);
       if (!flags.quiet) out.stdout(`\n${auditSummary(record)}`);

@@ -8,6 +8,7 @@ import { readdir, rm, rmdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { formatPartsIndex, indexPathFor, type PartsIndex } from '../bundle/parts.js';
 import { writeFileAtomic } from '../fs/atomic.js';
+import type { Inventory } from '../cache/inventory.js';
 import { AirlockError } from '../errors.js';
 import { FORMAT_VERSION, MANIFEST_NAME, payloadEntryName } from '../bundle/format.js';
 import { formatManifest, type Manifest, type ManifestFile, type ManifestRepo } from '../bundle/manifest.js';
@@ -15,7 +16,7 @@ import { writeBundle, type BundlePayloadFile, type WrittenBundle } from '../bund
 import { formatSha256Sums, type SumsEntry } from '../integrity/sha256sums.js';
 import { sha256Hex } from '../integrity/digest.js';
 import type { Signer } from '../signing/sign.js';
-import type { HubClient, RepoRef } from '../hub/types.js';
+import type { HubClient, RemoteFile, RepoRef } from '../hub/types.js';
 import { checkIndexFile, checkSafetensorsFile, isSafetensorsPath, isShardIndexPath } from '../integrity/weights.js';
 import type { ModelScopeClient } from '../hub/modelscope/client.js';
 import type { ModelScopeRemoteFile } from '../hub/modelscope/wire.js';
@@ -59,6 +60,12 @@ export interface ExportOptions {
   throttle?: Throttle | undefined;
   /** Default true: refuse to start when the remaining downloads or the bundle would not fit. */
   spaceCheck?: boolean | undefined;
+  /**
+   * Delta export: what the offline cache already holds (`airlock cache inventory`). LFS files whose
+   * blob it lists for the same repo are left out of the bundle (not even downloaded) and recorded in
+   * the manifest as references.
+   */
+  have?: Inventory | undefined;
   /** Write split volumes of at most this many bytes (plus a signed parts index). */
   splitSize?: number | undefined;
   now?: () => Date;
@@ -71,6 +78,9 @@ export interface ExportedRepo {
   commit: string;
   files: number;
   bytes: number;
+  /** Delta export: files left out because the offline cache holds them (counted in files/bytes). */
+  referenced: number;
+  referencedBytes: number;
 }
 
 export interface ExportResult {
@@ -121,6 +131,31 @@ async function existingOutputs(outPath: string): Promise<string[]> {
     .map((n) => join(dir, n));
 }
 
+/**
+ * Delta export: takes out of the plan the LFS files whose blob (sha256 and size) the offline cache
+ * already holds for the same repo. Git files (named by a git blob id, not a sha256) always travel:
+ * they are small, and the manifest needs their sha256.
+ */
+function leaveOutHeld(plan: SnapshotPlan, have: Inventory | undefined, references: Map<SnapshotPlan, RemoteFile[]>): SnapshotPlan {
+  if (have === undefined) return plan;
+  const repo = have.repos.find((r) => r.type === plan.repo.type && r.id === plan.repo.id);
+  if (repo === undefined) return plan;
+  const blobs = new Map(repo.blobs.map((b) => [b.etag, b.size]));
+  const held = plan.selected.filter((f) => f.lfsSha256 !== undefined && blobs.get(f.lfsSha256) === f.size);
+  if (held.length === 0) return plan;
+  const heldPaths = new Set(held.map((f) => f.path));
+  const heldBytes = held.reduce((n, f) => n + f.size, 0);
+  const pending = held.filter((f) => !plan.done.has(f.path)).reduce((n, f) => n + f.size, 0);
+  const reduced: SnapshotPlan = {
+    ...plan,
+    selected: plan.selected.filter((f) => !heldPaths.has(f.path)),
+    totalBytes: plan.totalBytes - heldBytes,
+    remainingBytes: Math.max(0, plan.remainingBytes - pending),
+  };
+  references.set(reduced, held);
+  return reduced;
+}
+
 export async function exportBundle(options: ExportOptions): Promise<ExportResult> {
   if (options.repos.length === 0) throw new AirlockError('E_USAGE', 'no repository given', { hint: 'airlock export acme/tiny-llm -o tiny.airlock.tar …' });
   const previous = await existingOutputs(options.outPath);
@@ -156,9 +191,11 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
   // free-space check sees the whole export before the first byte is downloaded.
   const plans: SnapshotPlan[] = [];
   const planned: ExportRepo[] = [];
+  /** plan → the files left out as references (delta export) */
+  const references = new Map<SnapshotPlan, RemoteFile[]>();
   const seen = new Set<string>();
   for (const ref of options.repos) {
-    const plan = await planSnapshot(clientOf(ref), ref, optionsFor(ref));
+    const plan = leaveOutHeld(await planSnapshot(clientOf(ref), ref, optionsFor(ref)), options.have, references);
     const key = `${ref.type}:${ref.id}:${plan.commit}`;
     if (seen.has(key)) continue; // the same snapshot named twice (e.g. by branch and by commit)
     seen.add(key);
@@ -186,10 +223,11 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
       if (client.kind === 'modelscope' && typeof lastCommit === 'string' && /^[0-9a-f]{40}$/.test(lastCommit)) entry.lastCommit = lastCommit;
       return entry;
     });
+    const held = references.get(plan) ?? [];
     if (options.weightCheck !== false) {
       // before the bundle is written: a truncated shard or an index naming a missing one never leaves here
       const where = `${ref.type === 'dataset' ? 'datasets/' : ''}${ref.id}@${snapshot.commit}`;
-      const paths = snapshot.files.map((f) => f.remote.path);
+      const paths = [...snapshot.files.map((f) => f.remote.path), ...held.map((f) => f.path)];
       for (const [n, f] of snapshot.files.entries()) {
         if (isSafetensorsPath(f.remote.path)) files[n]!.safetensors = await checkSafetensorsFile(f.localPath, f.size, where, f.remote.path);
         else if (isShardIndexPath(f.remote.path)) await checkIndexFile(f.localPath, f.size, f.remote.path, paths, where);
@@ -199,6 +237,9 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
     if (client.kind === 'modelscope') {
       const createdAt = (client as ModelScopeClient).resolved?.(ref)?.createdAt;
       if (createdAt !== undefined && Number.isSafeInteger(createdAt) && createdAt >= 0) source.createdAt = createdAt;
+    }
+    for (const f of held) {
+      files.push({ path: f.path, size: f.size, sha256: f.lfsSha256!, etag: f.lfsSha256!, blobId: f.blobId, lfs: true, reference: true });
     }
     repos.push({ type: ref.type, id: ref.id, revision: ref.revision, commit: snapshot.commit, source, files });
     for (const f of snapshot.files) {
@@ -239,6 +280,8 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
       commit: r.commit,
       files: r.files.length,
       bytes: r.files.reduce((n, f) => n + f.size, 0),
+      referenced: r.files.filter((f) => f.reference).length,
+      referencedBytes: r.files.filter((f) => f.reference).reduce((n, f) => n + f.size, 0),
     })),
   };
 }

@@ -107,6 +107,7 @@ export class StagingSink implements PayloadSink {
         seen.set(key, repo.revision);
       }
     }
+    await this.#checkReferences(manifest);
     if (this.#options.spaceCheck !== false) {
       const keys = new Set<string>();
       let bytes = 0;
@@ -115,7 +116,7 @@ export class StagingSink implements PayloadSink {
       for (const repo of manifest.repos) {
         for (const file of repo.files) {
           const key = this.#key({ repo, file });
-          if (keys.has(key)) continue;
+          if (keys.has(key) || file.reference) continue;
           keys.add(key);
           if (await this.#probablyPresent(repo, file)) presentBytes += file.size;
           else {
@@ -125,6 +126,31 @@ export class StagingSink implements PayloadSink {
         }
       }
       await checkImportSpace(this.#staging.dir, this.#target, { bytes, files, presentBytes }, this.#options.freeBytes);
+    }
+  }
+
+  /**
+   * A delta bundle leaves out blobs the target already held when the inventory was made. Each one must
+   * still be there and intact (re-hashed here, before any payload byte is read), or nothing is imported.
+   */
+  async #checkReferences(manifest: Manifest): Promise<void> {
+    for (const repo of manifest.repos) {
+      for (const file of repo.files) {
+        if (!file.reference) continue;
+        if (this.#layout !== 'hf') {
+          throw new AirlockError('E_USAGE', `this is a delta bundle (${repo.id}/${file.path} is not in it); delta bundles import only into a Hugging Face cache`, {
+            hint: 'import it with --layout hf into the cache the inventory (--have) was made from',
+          });
+        }
+        const identity = await findExistingBlob(this.#target, repo, file);
+        if (identity === undefined) {
+          throw new AirlockError('E_DELTA_BASE_MISSING', `${repo.type} ${repo.id}: ${file.path} is not in this delta bundle, and ${this.#target} does not hold its blob ${file.etag} intact`, {
+            subject: `${repo.id}/${file.path}`,
+            hint: 'import the bundle that carried this file first (or ask for a full export, without --have); nothing was imported',
+          });
+        }
+        this.#sources.set(this.#key({ repo, file }), { kind: 'existing', identity });
+      }
     }
   }
 

@@ -10,6 +10,8 @@ export interface RepoSummary {
   /** Number of files. */
   files: number;
   bytes: number;
+  /** Delta bundles: files not in the bundle that the target cache must already hold (counted in files). */
+  referenced: number;
 }
 
 export function summarizeRepos(manifest: Manifest): RepoSummary[] {
@@ -20,6 +22,7 @@ export function summarizeRepos(manifest: Manifest): RepoSummary[] {
     commit: repo.commit,
     files: repo.files.length,
     bytes: repo.files.reduce((sum, file) => sum + file.size, 0),
+    referenced: repo.files.filter((file) => file.reference).length,
   }));
 }
 
