@@ -158,8 +158,9 @@ export function registerImport(program: Command, context: CommandContext): void 
     .option('--local-dir <dir>', 'with --layout dir: write plain files (plus huggingface_hub local_dir metadata) here')
     .option('--no-weight-check', 'skip the safetensors header and shard-index checks (also: AIRLOCK_NO_WEIGHT_CHECK=1)')
     .option('--no-space-check', 'skip the free-space check before the payload is read')
+    .option('--repo <repo>', 'import only this repo of a multi-repo bundle (repeatable: org/name, datasets/org/name, org/name@rev); the whole bundle is still verified', collect, [])
     .addOption(jsonOption())
-    .action(async (bundles: string[], flags: TrustFlags & { cacheDir?: string; layout?: string; localDir?: string; weightCheck: boolean; spaceCheck: boolean }) => {
+    .action(async (bundles: string[], flags: TrustFlags & { cacheDir?: string; layout?: string; localDir?: string; weightCheck: boolean; spaceCheck: boolean; repo: string[] }) => {
       const bundle = oneBundle(bundles);
       const out = context.output(Boolean(flags.json));
       if (flags.layout !== undefined && !['hf', 'modelscope', 'dir'].includes(flags.layout)) {
@@ -191,6 +192,7 @@ export function registerImport(program: Command, context: CommandContext): void 
           layout,
           weightCheck: flags.weightCheck && !['1', 'on', 'yes', 'true'].includes((process.env['AIRLOCK_NO_WEIGHT_CHECK'] ?? '').trim().toLowerCase()),
           spaceCheck: flags.spaceCheck,
+          repos: flags.repo,
         }),
       );
       if (out.json) return printJson(out, { ok: true, cacheDir, layout, ...result });

@@ -42,6 +42,8 @@ export interface ImportOptions {
   signal?: AbortSignal;
   /** Turn SIGINT/SIGTERM into a clean abort while the import runs (default true). */
   handleSignals?: boolean;
+  /** Only these repos are written (`org/name`, `datasets/org/name`, `@revision`); all are verified. */
+  repos?: readonly string[] | undefined;
 }
 
 export interface ImportedRepo extends RepoSummary {
@@ -89,6 +91,7 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
         layout,
         target: options.cacheDir,
         ...(options.spaceCheck === undefined ? {} : { spaceCheck: options.spaceCheck }),
+        repos: options.repos,
         ...(options.freeBytes === undefined ? {} : { freeBytes: options.freeBytes }),
       });
       const sink = options.weightCheck === false ? staged : new WeightCheckingSink(staged);
@@ -110,7 +113,7 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
           : layout === 'dir'
             ? await commitToPlainDir({ localDir: options.cacheDir, repos, ...common })
             : await commitToHfCache({ cacheDir: staging.cacheDir, repos, ...common });
-      const summaries = summarizeRepos(verified.manifest);
+      const summaries = summarizeRepos({ ...verified.manifest, repos: staged.selected(verified.manifest) });
       committed = {
         bundlePath: options.bundlePath,
         bundleSha256: verified.bundleSha256,

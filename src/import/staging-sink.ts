@@ -28,6 +28,11 @@ export interface StagingSinkOptions {
   target?: string;
   /** Default true: refuse before the payload when the bytes to write do not fit. */
   spaceCheck?: boolean;
+  /**
+   * `import --repo`: only these repos are written (`org/name`, `datasets/org/name`, optionally
+   * `@revision` or `@commit`). Every entry of the bundle is still verified; the others are discarded.
+   */
+  repos?: readonly string[] | undefined;
   /** Free bytes at a directory (injectable for tests). */
   freeBytes?: (dir: string) => Promise<number>;
 }
@@ -86,8 +91,37 @@ export class StagingSink implements PayloadSink {
     return stats !== undefined && stats.isFile() && stats.size === file.size;
   }
 
+  #chosen: Set<ManifestRepo> | undefined;
+
+  /** The repos this import writes (all of them unless `repos` narrowed it); throws for a selector matching none. */
+  selected(manifest: Manifest): ManifestRepo[] {
+    if (this.#chosen === undefined) {
+      const selectors = this.#options.repos ?? [];
+      if (selectors.length === 0) this.#chosen = new Set(manifest.repos);
+      else {
+        this.#chosen = new Set();
+        for (const selector of selectors) {
+          const m = /^(?:(models|datasets)\/)?([^@]+)(?:@(.+))?$/.exec(selector);
+          const type = m?.[1] === 'datasets' ? 'dataset' : m?.[1] === 'models' ? 'model' : undefined;
+          const hits = manifest.repos.filter(
+            (r) => m !== null && r.id === m[2] && (type === undefined || r.type === type) && (m[3] === undefined || m[3] === r.revision || m[3] === r.commit),
+          );
+          if (hits.length === 0) {
+            throw new AirlockError('E_USAGE', `--repo ${selector} matches nothing in this bundle`, {
+              hint: `the bundle holds: ${manifest.repos.map((r) => `${r.type === 'dataset' ? 'datasets/' : ''}${r.id}@${r.revision}`).join(', ')}`,
+            });
+          }
+          for (const hit of hits) this.#chosen.add(hit);
+        }
+      }
+    }
+    return manifest.repos.filter((r) => this.#chosen!.has(r));
+  }
+
   /** Fail before streaming gigabytes when the target cannot take this bundle anyway. */
-  async begin(manifest: Manifest): Promise<void> {
+  async begin(whole: Manifest): Promise<void> {
+    // only the chosen repos are checked against, and written to, the target
+    const manifest: Manifest = { ...whole, repos: this.selected(whole) };
     if (this.#layout === 'hf') await precheckHfCache(this.#target, manifest.repos);
     else if (this.#layout === 'dir' && manifest.repos.length !== 1) {
       throw new AirlockError('E_USAGE', `--layout dir writes one repo into --local-dir, but the bundle holds ${manifest.repos.length}`, {
@@ -166,6 +200,7 @@ export class StagingSink implements PayloadSink {
   }
 
   async open(entry: PayloadEntry): Promise<PayloadTarget> {
+    if (this.#chosen !== undefined && !this.#chosen.has(entry.repo)) return discardSink.open(entry); // verified, not written
     const key = this.#key(entry);
     if (this.#sources.has(key)) return discardSink.open(entry);
     const identity = await this.#existing(entry);
@@ -213,7 +248,7 @@ export class StagingSink implements PayloadSink {
 
   /** After the whole bundle verified: what to commit, repo by repo. */
   plan(manifest: Manifest): HfCommitRepo[] {
-    return manifest.repos.map((repo) => ({
+    return this.selected(manifest).map((repo) => ({
       repo,
       files: repo.files.map((file) => {
         const source = this.#sources.get(this.#key({ repo, file }));
