@@ -72,12 +72,26 @@ async function measure(scenario: string, label: string, mib: number, run: () => 
   process.stderr.write(`bench: ${scenario}: ${label}: ${seconds.toFixed(2)} s\n`);
 }
 
+/**
+ * A valid safetensors file of exactly `bytes` bytes: a header naming one U8 tensor that covers the
+ * rest, then random data — so the bench measures the default path, weight checks included.
+ */
 async function randomFile(path: string, bytes: number): Promise<void> {
+  let header = '';
+  let data = bytes;
+  for (let i = 0; i < 3; i++) {
+    const json = JSON.stringify({ __metadata__: { format: 'pt' }, w: { dtype: 'U8', shape: [data], data_offsets: [0, data] } });
+    header = json + ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
+    data = bytes - 8 - Buffer.byteLength(header);
+  }
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(Buffer.byteLength(header)));
   const chunk = Buffer.alloc(4 * MiB);
   const fh = await open(path, 'w');
-  for (let written = 0; written < bytes; written += chunk.length) {
+  await fh.write(Buffer.concat([length, Buffer.from(header)]));
+  for (let written = 0; written < data; written += chunk.length) {
     randomFillSync(chunk);
-    await fh.write(chunk, 0, Math.min(chunk.length, bytes - written));
+    await fh.write(chunk, 0, Math.min(chunk.length, data - written));
   }
   await fh.close();
 }
@@ -152,6 +166,8 @@ try {
     await measure('files', 'airlock export', mib, () => airlock(['export', 'datasets/bench/many-files', '--sign-key', key, '-o', bundle, '--force'], env));
     const cache = join(dir, 'files-cache');
     await measure('files', 'airlock import', mib, () => airlock(['import', bundle, '--trusted-keys', pub, '--cache-dir', cache]), fresh(cache));
+    // a 3 MiB bundle: what verify costs before the first payload byte (node start-up, openpgp, signature)
+    await measure('files', 'airlock verify', mib, () => airlock(['verify', bundle, '--trusted-keys', pub, '--quiet']));
     await rm(bundle, { force: true });
     await rm(cache, { recursive: true, force: true });
   }
@@ -185,6 +201,8 @@ try {
   const perFile = {
     'export ms per file': get('files', 'airlock export') ? (get('files', 'airlock export')!.seconds * 1000) / FILES : null,
     'import ms per file': get('files', 'airlock import') ? (get('files', 'airlock import')!.seconds * 1000) / FILES : null,
+    'import ms per file beyond verify': get('files', 'airlock import') && get('files', 'airlock verify') ? ((get('files', 'airlock import')!.seconds - get('files', 'airlock verify')!.seconds) * 1000) / FILES : null,
+    'verify fixed cost ms (small bundle)': get('files', 'airlock verify') ? get('files', 'airlock verify')!.seconds * 1000 : null,
   };
 
   const w = (s: string) => process.stdout.write(s);

@@ -21,7 +21,7 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { extract as tarExtract, type Extract, type Header } from 'tar-stream';
 import { AirlockError, fsError } from '../errors.js';
-import { Digester } from '../integrity/digest.js';
+import { HASH_PIECE_BYTES, ParallelDigest } from '../integrity/parallel-digest.js';
 import { parseSha256Sums, type SumsEntry } from '../integrity/sha256sums.js';
 import { unsafeRelativePathReason } from '../fs/safe-path.js';
 import { verifyDetachedSignature, type TrustedKey, type TrustPolicy, type VerifiedSigner } from '../signing/verify.js';
@@ -149,7 +149,8 @@ class TarEntries {
   readonly #extract: Extract;
   readonly #iterator: AsyncIterator<Entry>;
   readonly #subject: string;
-  readonly #hash = createHash('sha256');
+  /** Hashing off the main thread; undefined when only the head is read (nothing to hash). */
+  readonly hashes: ParallelDigest | undefined;
   /** Sees every header block before tar-stream buffers anything for it (pax bombs, trailing data). */
   readonly #guard = new TarGuard();
   #bytes = 0;
@@ -161,9 +162,10 @@ class TarEntries {
   /** Name of the last entry handed out, for messages about what comes after it. */
   lastName: string | undefined;
 
-  constructor(source: Readable, subject: string) {
+  constructor(source: Readable, subject: string, hashes: ParallelDigest | undefined) {
     this.#source = source;
     this.#subject = subject;
+    this.hashes = hashes;
     this.#extract = tarExtract();
     // the iterator must listen before the first byte arrives
     this.#iterator = this.#extract[Symbol.asyncIterator]();
@@ -182,8 +184,9 @@ class TarEntries {
   }
 
   /** Only meaningful once the whole stream was read. */
-  sha256(): string {
-    return this.#hash.digest('hex');
+  async sha256(): Promise<string> {
+    if (this.hashes === undefined) throw new AirlockError('E_INTERNAL', 'the bundle hash was not computed');
+    return this.hashes.bundleDigest();
   }
 
   #wakeUp(): void {
@@ -195,27 +198,34 @@ class TarEntries {
   async #pump(): Promise<void> {
     try {
       for await (const chunk of this.#source) {
-        if (this.#stopped || this.#extract.destroying) return;
         const buffer = chunk as Buffer;
-        this.#hash.update(buffer);
-        this.#bytes += buffer.byteLength;
-        try {
-          this.#guard.push(buffer);
-        } catch (error) {
-          if (!(error instanceof TarGuardError)) throw error;
-          this.#extract.destroy(malformed(this.#subject, error.message, error));
-          return;
-        }
-        if (!this.#extract.write(buffer)) {
-          await new Promise<void>((resolve) => {
-            this.#wake = resolve;
-          });
+        // pieces of at most 1 MiB: the ring slots and the parser's backpressure stay small
+        for (let at = 0; at < buffer.byteLength; at += HASH_PIECE_BYTES) {
+          if (this.#stopped || this.#extract.destroying) return;
+          const piece = at === 0 && buffer.byteLength <= HASH_PIECE_BYTES ? buffer : buffer.subarray(at, at + HASH_PIECE_BYTES);
+          // copied for the hashing threads BEFORE the parser sees it, so payload views can be found
+          if (this.hashes !== undefined) await this.hashes.append(piece);
+          if (this.#stopped || this.#extract.destroying) return;
+          this.#bytes += piece.byteLength;
+          try {
+            this.#guard.push(piece);
+          } catch (error) {
+            if (!(error instanceof TarGuardError)) throw error;
+            this.#extract.destroy(malformed(this.#subject, error.message, error));
+            return;
+          }
+          if (!this.#extract.write(piece)) {
+            await new Promise<void>((resolve) => {
+              this.#wake = resolve;
+            });
+          }
         }
       }
       if (!this.#stopped && !this.#extract.destroying) this.#extract.end(undefined);
     } catch (error) {
-      // a read error of the bundle file itself (EIO, a vanished network mount, …)
-      if (!this.#stopped) this.#extract.destroy(fsError(error, 'read', this.#subject));
+      if (this.#stopped) return;
+      // a hashing thread's failure keeps its code; else a read error of the bundle file itself (EIO, a vanished mount, …)
+      this.#extract.destroy(error instanceof AirlockError ? error : fsError(error, 'read', this.#subject));
     }
   }
 
@@ -396,20 +406,28 @@ async function viaSink<T>(name: string, call: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Streams one payload entry through the digester into the sink and checks it. */
-async function readPayload(entry: Entry, expected: PayloadEntry, sink: PayloadSink): Promise<number> {
+/**
+ * Streams one payload entry into the sink while a hashing thread hashes the same bytes, and checks it.
+ * Writes are pipelined one deep: chunk N+1 is pulled from the parser (and queued for hashing) while
+ * chunk N is being written; the sink still sees its writes one at a time, in order.
+ */
+async function readPayload(entry: Entry, expected: PayloadEntry, sink: PayloadSink, hashes: ParallelDigest): Promise<number> {
   const { file, name } = expected;
   const target = await viaSink(name, () => sink.open(expected));
+  let writing: Promise<void> | undefined;
   try {
-    const digester = new Digester(file.lfs ? undefined : file.size);
+    const digester = hashes.file(file.size, file.lfs ? undefined : file.size);
     for await (const chunk of entry) {
       const buffer = chunk as Buffer;
-      // the write (to disk, off the main thread) overlaps the hashing (on it)
-      const written = viaSink(name, () => target.write(buffer));
-      digester.update(buffer);
-      await written;
+      await digester.update(buffer);
+      if (writing !== undefined) await writing;
+      writing = viaSink(name, () => target.write(buffer));
+      // awaited before the next write or at the end; this keeps a failure from counting as unhandled meanwhile
+      writing.catch(() => undefined);
     }
-    const digests = digester.digest();
+    if (writing !== undefined) await writing;
+    writing = undefined;
+    const digests = await digester.digest();
     if (digests.size !== file.size) {
       throw new AirlockError('E_SIZE_MISMATCH', `${name} has ${digests.size} bytes; the manifest says ${file.size}`, { subject: name });
     }
@@ -425,9 +443,12 @@ async function readPayload(entry: Entry, expected: PayloadEntry, sink: PayloadSi
         hint: 'the manifest names this file by a blob id its content does not have; ask for a fresh export',
       });
     }
+    // only now, with every byte hashed and matched, may the sink make the entry durable
     await viaSink(name, () => target.finish());
     return digests.size;
   } catch (error) {
+    // a write still in flight must end before abort closes (and unlinks) what it writes to
+    if (writing !== undefined) await writing.catch(() => undefined);
     await target.abort();
     throw error;
   }
@@ -451,8 +472,10 @@ function onAbort(signal: AbortSignal | undefined, tar: TarEntries): () => void {
 /** Reads and verifies a whole bundle from `source`, streaming payload into `options.sink`. */
 export async function readBundle(source: Readable, options: ReadBundleOptions): Promise<VerifiedBundle> {
   const { subject, sink } = options;
-  const tar = new TarEntries(source, subject);
+  const hashes = new ParallelDigest();
+  const tar = new TarEntries(source, subject, hashes);
   const detach = onAbort(options.signal, tar);
+  let clean = false;
   try {
     let signers: VerifiedSigner[] = [];
     const leading = await readLeading(tar, subject, {
@@ -509,7 +532,7 @@ export async function readBundle(source: Readable, options: ReadBundleOptions): 
           hint: 'the file was changed after signing; do not use this bundle, ask for a fresh copy',
         });
       }
-      bytes += await readPayload(entry, expected, sink);
+      bytes += await readPayload(entry, expected, sink, hashes);
       files += 1;
     }
     const missing = [...entries.keys()].filter((name) => !seen.has(name));
@@ -520,12 +543,14 @@ export async function readBundle(source: Readable, options: ReadBundleOptions): 
       });
     }
     await tar.finish();
+    const bundleSha256 = await tar.sha256();
+    clean = true;
     return {
       manifest,
       sums,
       signed: leading.signature !== undefined,
       signers,
-      bundleSha256: tar.sha256(),
+      bundleSha256,
       bundleBytes: tar.bytesRead,
       files,
       bytes,
@@ -536,6 +561,7 @@ export async function readBundle(source: Readable, options: ReadBundleOptions): 
     throw failure;
   } finally {
     detach();
+    hashes.close(clean);
   }
 }
 
@@ -544,7 +570,7 @@ export async function readBundle(source: Readable, options: ReadBundleOptions): 
  * check the signature (it needs no keys); it reads nothing past manifest.json.
  */
 export async function readBundleHead(source: Readable, subject: string): Promise<BundleHead> {
-  const tar = new TarEntries(source, subject);
+  const tar = new TarEntries(source, subject, undefined);
   try {
     const leading = await readLeading(tar, subject, {});
     const { sums, manifest } = sumsAndManifest(leading);

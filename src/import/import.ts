@@ -104,7 +104,8 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
       }).catch(async (error: unknown) => {
         throw await explainReadFailure(source, error);
       });
-      // the whole stream verified: only now does anything reach the cache
+      // the whole stream verified and every staged file is durable: only now does anything reach the cache
+      await staged.flush();
       const repos = staged.plan(verified.manifest);
       const common = { tempPath: (label: string) => staging.path(label), asideDir: staging.dir, signal };
       const outcomes: Array<{ folder: string; filesWritten: number; filesReused: number; refWritten?: boolean }> =

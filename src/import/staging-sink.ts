@@ -17,6 +17,7 @@ import { discardSink, type PayloadEntry, type PayloadSink, type PayloadTarget } 
 import { findExistingBlob, precheckHfCache, repoFolderName, type BlobIdentity, type BlobSource, type HfCommitRepo } from '../cache/hf-hub.js';
 import { findExistingModelScopeFile, modelScopeRepoSegments } from '../cache/modelscope.js';
 import type { Staging } from '../fs/staging.js';
+import { FsyncBatch } from '../fs/atomic.js';
 import { checkRealDirs, lstatIfExists } from '../fs/tree.js';
 import { checkImportSpace } from './space.js';
 
@@ -65,6 +66,13 @@ export class StagingSink implements PayloadSink {
   readonly #options: StagingSinkOptions;
   /** blob key → where the verified content is */
   readonly #sources = new Map<string, BlobSource>();
+  /** Staged files are fsynced in the background, many at a time, instead of one blocking fsync each. */
+  readonly #fsync = new FsyncBatch();
+
+  /** Every staged file is on disk (or this throws, naming it). Call before committing. */
+  async flush(): Promise<void> {
+    await this.#fsync.settle();
+  }
 
   constructor(staging: Staging, options: StagingSinkOptions = {}) {
     this.#staging = staging;
@@ -232,11 +240,12 @@ export class StagingSink implements PayloadSink {
       },
       finish: async (): Promise<void> => {
         try {
-          await handle.sync();
           await close();
         } catch (error) {
           throw fsError(error, 'write', path);
         }
+        // durable before commit: flush() settles every staged file's fsync before anything is renamed
+        this.#fsync.addPath(path);
         this.#sources.set(key, { kind: 'staged', path });
       },
       abort: async (): Promise<void> => {

@@ -15,9 +15,7 @@ test('the benchmark suite runs every scenario and reports ratios', { timeout: 18
   try {
     const r = await run(process.execPath, ['--import', 'tsx', 'bench/run.ts'], {
       cwd: repoRoot,
-      // bench/run.ts makes its shards from random bytes (not safetensors): the weight check would refuse them.
-      // Until the bench writes real headers, it runs with the documented env escape.
-      env: { AIRLOCK_NO_WEIGHT_CHECK: '1', BENCH_SIZE_MIB: '16', BENCH_FILES: '50', BENCH_RSS_GIB: '0.01', BENCH_REPS: '1', BENCH_OUT: out, BENCH_DIR: join(dir, 'data') },
+      env: { BENCH_SIZE_MIB: '16', BENCH_FILES: '50', BENCH_RSS_GIB: '0.01', BENCH_REPS: '1', BENCH_OUT: out, BENCH_DIR: join(dir, 'data') },
     });
     assert.equal(r.code, 0, r.stderr);
     const result = JSON.parse(await readFile(out, 'utf8'));

@@ -1,0 +1,419 @@
+/**
+ * Hashing off the event loop (STYLE habit 10, at the machine's speed): the bundle reader copies each
+ * piece of the bundle ONCE into a SharedArrayBuffer ring; one worker hashes the whole stream (the
+ * bundle's SHA-256), a second one hashes each payload file (SHA-256, plus the git blob SHA-1 when the
+ * manifest names the file by it). The main thread only reads, parses the tar and writes staging, so
+ * reading, hashing and writing overlap on both cores.
+ *
+ * Trust: a payload file is hashed over the very memory the tar parser handed to the sink. A payload
+ * chunk is located in the ring by identity (it must be a view into a piece this hasher copied, at a
+ * known offset, whose ring slot is still live); anything else (a parser that copied, a slot already
+ * recycled) is copied and sent to the worker instead. Either way the worker hashes exactly the bytes
+ * the sink receives, in order, and the reader trusts an entry only after the digest came back.
+ *
+ * Small files are hashed inline (a round trip to the worker would cost more than the hash).
+ */
+import { Worker } from 'node:worker_threads';
+import { AirlockError } from '../errors.js';
+import { Digester, type Digests } from './digest.js';
+import { HASH_WORKER_SOURCE } from './hash-worker.js';
+
+/** Largest piece copied into the ring at once (1 MiB reads are the sweet spot here). */
+export const HASH_PIECE_BYTES = 1024 * 1024;
+/** Ring size: the pipeline is a few pieces deep; the rest is slack so slots outlive their use. */
+const RING_BYTES = 8 * HASH_PIECE_BYTES;
+/** Files up to this size are hashed on the main thread. */
+const INLINE_FILE_MAX = 256 * 1024;
+/** Bytes sent by copy (the fallback path) that may wait in the file worker's queue. */
+const MAX_COPIED_IN_FLIGHT = 8 * HASH_PIECE_BYTES;
+
+interface DigestReply {
+  sha256: string;
+  sha1?: string;
+}
+
+type LaneMessage =
+  | { op: 'ack'; seq: number }
+  | { op: 'digest'; seq: number; sha256: string; sha1?: string }
+  | { op: 'error'; seq: number; message: string };
+
+/** One hashing worker and its ordered command stream. */
+class HashLane {
+  readonly #worker: Worker;
+  #seq = 0;
+  #acked = 0;
+  readonly #digests = new Map<number, { resolve: (d: DigestReply) => void; reject: (e: Error) => void }>();
+  #failure: Error | undefined;
+  /** Called on every reply (the owner wakes whoever waits for ring space). */
+  onProgress: () => void = () => undefined;
+
+  constructor() {
+    this.#worker = new Worker(HASH_WORKER_SOURCE, {
+      eval: true,
+      execArgv: [],
+      // it holds no data of its own (the ring is shared): a small heap keeps the RSS budget for the reader
+      resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 4 },
+    });
+    this.#worker.on('message', (message: LaneMessage) => {
+      switch (message.op) {
+        case 'ack':
+          this.#acked = Math.max(this.#acked, message.seq);
+          break;
+        case 'digest': {
+          this.#acked = Math.max(this.#acked, message.seq);
+          const waiter = this.#digests.get(message.seq);
+          this.#digests.delete(message.seq);
+          waiter?.resolve(message.sha1 === undefined ? { sha256: message.sha256 } : { sha256: message.sha256, sha1: message.sha1 });
+          break;
+        }
+        case 'error':
+          this.#fail(new Error(message.message));
+          break;
+      }
+      this.onProgress();
+    });
+    this.#worker.on('error', (error: Error) => this.#fail(error));
+    this.#worker.on('exit', (code) => this.#fail(new Error(`hashing thread exited (code ${code})`)));
+  }
+
+  get failure(): Error | undefined {
+    return this.#failure;
+  }
+
+  #fail(error: Error): void {
+    if (this.#failure !== undefined) return;
+    this.#failure = error;
+    for (const waiter of this.#digests.values()) waiter.reject(error);
+    this.#digests.clear();
+    this.onProgress();
+  }
+
+  /** Every command up to `seq` was carried out. */
+  done(seq: number): boolean {
+    return this.#acked >= seq;
+  }
+
+  send(message: Record<string, unknown>, transfer?: ArrayBuffer[]): number {
+    const seq = ++this.#seq;
+    this.#worker.postMessage({ ...message, seq }, transfer);
+    return seq;
+  }
+
+  digest(): Promise<DigestReply> {
+    if (this.#failure !== undefined) return Promise.reject(this.#failure);
+    return new Promise((resolve, reject) => {
+      this.#digests.set(this.send({ op: 'end' }), { resolve, reject });
+    });
+  }
+
+  ref(): void {
+    this.#worker.ref();
+  }
+
+  unref(): void {
+    this.#worker.unref();
+  }
+
+  terminate(): void {
+    this.#failure ??= new Error('hashing thread stopped');
+    void this.#worker.terminate();
+  }
+}
+
+/** Idle lanes, kept (unref'd: they never hold the process open) so repeated reads skip the start-up. */
+const idleLanes: HashLane[] = [];
+const MAX_IDLE_LANES = 4;
+
+function acquireLane(): HashLane {
+  const lane = idleLanes.pop() ?? new HashLane();
+  lane.ref();
+  return lane;
+}
+
+function releaseLane(lane: HashLane, reusable: boolean): void {
+  lane.onProgress = () => undefined;
+  if (reusable && lane.failure === undefined && idleLanes.length < MAX_IDLE_LANES) {
+    lane.unref();
+    idleLanes.push(lane);
+  } else {
+    lane.terminate();
+  }
+}
+
+interface Region {
+  start: number;
+  end: number;
+  /** The bundle lane's command that hashes it. */
+  bundleSeq: number;
+  /** The file lane's last command that reads it (0: none). */
+  fileSeq: number;
+  live: boolean;
+}
+
+interface Piece {
+  byteOffset: number;
+  length: number;
+  region: Region;
+  /** Where in the ring its copy is. */
+  at: number;
+}
+
+/** A command not yet sent: its region is not free until it is sent and done. */
+const PENDING = Number.POSITIVE_INFINITY;
+/** Small pieces (and small payload chunks) are sent to the workers in batches of about this size. */
+const BATCH_BYTES = 256 * 1024;
+
+/** Hashes one payload file; `digest()` only after the last `update()`. */
+export interface FileDigester {
+  update(chunk: Buffer): Promise<void> | void;
+  digest(): Promise<Digests>;
+}
+
+function laneError(error: Error): AirlockError {
+  return new AirlockError('E_INTERNAL', `a hashing thread failed: ${error.message}`, {
+    hint: 'this is a bug or the machine ran out of memory; run the command again',
+    cause: error,
+  });
+}
+
+/**
+ * The hashing side of one bundle read. `append` every piece of the stream in order (≤ HASH_PIECE_BYTES,
+ * before handing it to the parser), `file()` for each payload entry, `bundleDigest()` at the end, and
+ * `close()` on every path.
+ */
+export class ParallelDigest {
+  readonly #ring = new SharedArrayBuffer(RING_BYTES);
+  readonly #view = new Uint8Array(this.#ring);
+  readonly #bundle: HashLane;
+  readonly #file: HashLane;
+  readonly #regions: Region[] = [];
+  #regionHead = 0;
+  /**
+   * Pieces by the memory they are views of. Weak: holding the parser's source buffers alive would
+   * promote them to the old generation and turn every megabyte read into mark-compact work.
+   */
+  readonly #pieces = new WeakMap<ArrayBufferLike, Piece[]>();
+  #head = 0;
+  /** The pump (ring space) and the payload reader (copies in flight) may both be waiting. */
+  #waiters: Array<() => void> = [];
+  #closed = false;
+  #copiedInFlight: Array<{ seq: number; bytes: number }> = [];
+  #copiedBytes = 0;
+  /** The newest region, while its bundle command is not sent yet. */
+  #openRegion: Region | undefined;
+  /** A file range gathered from contiguous chunks, not sent yet. */
+  #pendingFile: { at: number; len: number; regions: Region[] } | undefined;
+
+  constructor() {
+    this.#bundle = acquireLane();
+    this.#file = acquireLane();
+    const wake = (): void => this.#wakeAll();
+    this.#bundle.onProgress = wake;
+    this.#file.onProgress = wake;
+    this.#bundle.send({ op: 'ring', sab: this.#ring });
+    this.#file.send({ op: 'ring', sab: this.#ring });
+    this.#bundle.send({ op: 'begin' });
+  }
+
+  #check(): void {
+    if (this.#closed) throw new AirlockError('E_INTERNAL', 'hashing was stopped');
+    const failure = this.#bundle.failure ?? this.#file.failure;
+    if (failure !== undefined) throw laneError(failure);
+  }
+
+  #wakeAll(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w();
+  }
+
+  #progress(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#waiters.push(resolve);
+    });
+  }
+
+  /** Frees the oldest ring regions both workers are done with. */
+  #reclaim(): void {
+    while (this.#regionHead < this.#regions.length) {
+      const region = this.#regions[this.#regionHead]!;
+      if (!this.#bundle.done(region.bundleSeq) || !this.#file.done(region.fileSeq)) break;
+      region.live = false;
+      this.#regionHead += 1;
+    }
+    if (this.#regionHead > 1024) {
+      this.#regions.splice(0, this.#regionHead);
+      this.#regionHead = 0;
+    }
+  }
+
+  /** Where `len` contiguous free bytes are, if anywhere (regions are freed oldest first). */
+  #fit(len: number): number | undefined {
+    if (this.#regionHead === this.#regions.length) {
+      this.#head = 0;
+      return 0;
+    }
+    const tail = this.#regions[this.#regionHead]!.start;
+    if (this.#head > tail) {
+      if (this.#head + len <= RING_BYTES) return this.#head;
+      return len <= tail ? 0 : undefined;
+    }
+    if (this.#head < tail) return this.#head + len <= tail ? this.#head : undefined;
+    return undefined; // head === tail with live regions: full
+  }
+
+  /** Posts the bundle bytes appended since the last flush (small pieces are hashed in batches). */
+  #flushBundle(): void {
+    const open = this.#openRegion;
+    if (open === undefined) return;
+    this.#openRegion = undefined;
+    open.bundleSeq = this.#bundle.send({ op: 'ranges', ranges: [open.start, open.end - open.start] });
+  }
+
+  /** Posts the file range gathered since the last flush. */
+  #flushFile(): void {
+    const pending = this.#pendingFile;
+    if (pending === undefined) return;
+    this.#pendingFile = undefined;
+    const seq = this.#file.send({ op: 'ranges', ranges: [pending.at, pending.len] });
+    for (const region of pending.regions) region.fileSeq = seq;
+  }
+
+  async #waitForProgress(): Promise<void> {
+    // whatever is still gathered must be sent, or nothing can complete
+    this.#flushBundle();
+    this.#flushFile();
+    this.#check();
+    await this.#progress();
+  }
+
+  /** Copies the next piece of the stream into the ring and queues it for the bundle hash. */
+  async append(piece: Buffer): Promise<void> {
+    const len = piece.byteLength;
+    if (len === 0) return;
+    if (len > HASH_PIECE_BYTES) throw new AirlockError('E_INTERNAL', `a piece of ${len} bytes is larger than ${HASH_PIECE_BYTES}`);
+    let at: number | undefined;
+    for (;;) {
+      this.#check();
+      this.#reclaim();
+      at = this.#fit(len);
+      if (at !== undefined) break;
+      await this.#waitForProgress();
+    }
+    this.#view.set(piece, at);
+    this.#head = at + len;
+    let region = this.#openRegion;
+    if (region !== undefined && region.end === at) {
+      region.end += len;
+    } else {
+      this.#flushBundle();
+      region = { start: at, end: at + len, bundleSeq: PENDING, fileSeq: 0, live: true };
+      this.#regions.push(region);
+      this.#openRegion = region;
+    }
+    const record: Piece = { byteOffset: piece.byteOffset, length: len, region, at };
+    const same = this.#pieces.get(piece.buffer);
+    if (same === undefined) this.#pieces.set(piece.buffer, [record]);
+    else {
+      // one big source chunk split into pieces: keep only the live ones
+      while (same.length > 0 && !same[0]!.region.live) same.shift();
+      same.push(record);
+    }
+    if (region.end - region.start >= BATCH_BYTES) this.#flushBundle();
+  }
+
+  /** The ring offset holding exactly `chunk`'s bytes, when `chunk` is a view into a live piece. */
+  #locate(chunk: Buffer): { at: number; region: Region } | undefined {
+    const pieces = this.#pieces.get(chunk.buffer);
+    if (pieces === undefined) return undefined;
+    for (const piece of pieces) {
+      const rel = chunk.byteOffset - piece.byteOffset;
+      if (rel < 0 || rel + chunk.byteLength > piece.length) continue;
+      return piece.region.live ? { at: piece.at + rel, region: piece.region } : undefined;
+    }
+    return undefined;
+  }
+
+  /** A digester for the next payload file (sha256, plus the git blob sha1 when `gitBlobSize` is given). */
+  file(size: number, gitBlobSize?: number): FileDigester {
+    if (size <= INLINE_FILE_MAX) {
+      const digester = new Digester(gitBlobSize);
+      return {
+        update: (chunk) => digester.update(chunk),
+        digest: async () => digester.digest(),
+      };
+    }
+    this.#check();
+    this.#file.send(gitBlobSize === undefined ? { op: 'begin' } : { op: 'begin', gitBlobSize });
+    let bytes = 0;
+    return {
+      update: async (chunk) => {
+        this.#check();
+        const len = chunk.byteLength;
+        if (len === 0) return;
+        bytes += len;
+        const found = this.#locate(chunk);
+        if (found !== undefined) {
+          const pending = this.#pendingFile;
+          if (pending !== undefined && pending.at + pending.len === found.at) {
+            pending.len += len;
+            if (pending.regions[pending.regions.length - 1] !== found.region) pending.regions.push(found.region);
+          } else {
+            this.#flushFile();
+            this.#pendingFile = { at: found.at, len, regions: [found.region] };
+          }
+          found.region.fileSeq = PENDING;
+          if (this.#pendingFile!.len >= BATCH_BYTES) this.#flushFile();
+          return;
+        }
+        this.#flushFile();
+        // not a view into the ring (or its slot was recycled): hash a copy of these very bytes
+        const copy = new Uint8Array(len);
+        copy.set(chunk);
+        const seq = this.#file.send({ op: 'bytes', bytes: copy }, [copy.buffer]);
+        this.#copiedInFlight.push({ seq, bytes: len });
+        this.#copiedBytes += len;
+        while (this.#copiedBytes > MAX_COPIED_IN_FLIGHT) {
+          while (this.#copiedInFlight.length > 0 && this.#file.done(this.#copiedInFlight[0]!.seq)) this.#copiedBytes -= this.#copiedInFlight.shift()!.bytes;
+          if (this.#copiedBytes <= MAX_COPIED_IN_FLIGHT) break;
+          await this.#waitForProgress();
+        }
+      },
+      digest: async () => {
+        this.#check();
+        this.#flushFile();
+        let reply: DigestReply;
+        try {
+          reply = await this.#file.digest();
+        } catch (error) {
+          throw laneError(error as Error);
+        }
+        this.#copiedInFlight = [];
+        this.#copiedBytes = 0;
+        const out: Digests = { size: bytes, sha256: reply.sha256 };
+        if (reply.sha1 !== undefined) out.gitSha1 = reply.sha1;
+        return out;
+      },
+    };
+  }
+
+  /** SHA-256 of every byte appended. */
+  async bundleDigest(): Promise<string> {
+    this.#check();
+    this.#flushBundle();
+    try {
+      return (await this.#bundle.digest()).sha256;
+    } catch (error) {
+      throw laneError(error as Error);
+    }
+  }
+
+  /** Releases the workers: back to the pool after a clean finish, else stopped. Idempotent. */
+  close(clean: boolean): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    releaseLane(this.#bundle, clean);
+    releaseLane(this.#file, clean);
+    this.#wakeAll();
+  }
+}
