@@ -139,7 +139,8 @@ describe('ModelScope client against the test server', () => {
     await rejectsWith(client.resolveCommit(model('Qwen/Qwen2.5-Tiny', 'nope')), 'E_REVISION_NOT_FOUND', (e) => assert.match(e.hint ?? '', /master, v1\.0\.0/));
     await rejectsWith(client.resolveCommit(model('Qwen/Qwen2.5-Tiny', first.commit)), 'E_REVISION_NOT_FOUND', (e) => assert.match(e.hint ?? '', /not commit hashes/));
     await rejectsWith(client.resolveCommit(model('acme/missing')), 'E_REPO_NOT_FOUND');
-    await rejectsWith(client.resolveCommit({ type: 'dataset', id: 'acme/ds', revision: 'master' }), 'E_USAGE');
+    // datasets are supported (test/e2e/modelscope-datasets.test.ts); this one does not exist
+    await rejectsWith(client.resolveCommit({ type: 'dataset', id: 'acme/ds', revision: 'master' }), 'E_REPO_NOT_FOUND');
   });
 
   it('lists every blob recursively with its sha256, per-file last commit and etag fields', async () => {

@@ -10,6 +10,12 @@
  *     `tree` entries for directories, per-file `Revision` = the last commit that touched the file
  *   - `GET /api/v1/models/{owner}/{name}/repo?Revision=&FilePath=`  the bytes (small files, Range
  *     honoured: 206) or a 302 to a signed CDN URL (LFS files)
+ *   Datasets (§2.9), added with `addRepo({type: 'dataset'})`:
+ *   - `GET /api/v1/datasets/{owner}/{name}`                     `Data.Id` (numeric hub id), `Data.Type`
+ *   - `GET /api/v1/datasets/{hubId}/repo/tree?Revision=&Root=&Recursive=&PageNumber=&PageSize=`  one page
+ *     of `Data.Files[]` (model fields; tree entries count towards the page); a page past the end is empty
+ *   - `GET /api/v1/datasets/{owner}/{name}/repo?Source=SDK&Revision=&FilePath=&View=False`  as for models
+ *   There is no dataset revisions or `repo/files` route: asking for one is a 404.
  * - `cdnOrigin` (127.0.0.2): LFS bytes behind signed, expiring URLs; never needs (and records) credentials.
  *
  * The token is accepted from the cookie `m_session_id=<token>` (1.x) or `Authorization: Bearer` (msh).
@@ -51,6 +57,8 @@ export interface MsAddRepoOptions {
   branch?: string;
   tags?: string[];
   private?: boolean;
+  /** Default 'model'. */
+  type?: 'model' | 'dataset';
 }
 
 export type MsFault =
@@ -84,11 +92,13 @@ export interface ModelScopeServer {
   requests: MsRequestRecord[];
   addRepo(options: MsAddRepoOptions): MsAddedCommit;
   /** Adds or replaces `files` on `branch` (default master); other files keep their last commit. */
-  addCommit(id: string, files: MsFileInput[], options?: { branch?: string; tags?: string[]; remove?: string[] }): MsAddedCommit;
+  addCommit(id: string, files: MsFileInput[], options?: { branch?: string; tags?: string[]; remove?: string[]; type?: 'model' | 'dataset' }): MsAddedCommit;
   /** Injects a fault on downloads of `path` (any repo). */
   fault(path: string, fault: MsFault): void;
   /** Makes every listing answer with `Data` replaced by this (for malformed-listing tests). */
-  overrideListing(id: string, data: unknown): void;
+  overrideListing(id: string, data: unknown, type?: 'model' | 'dataset'): void;
+  /** The numeric hub id of a dataset (what its listing is addressed by). */
+  datasetHubId(id: string): number;
   close(): Promise<void>;
 }
 
@@ -114,6 +124,7 @@ interface Snapshot {
 }
 
 interface RepoState {
+  type: 'model' | 'dataset';
   id: string;
   numericId: number;
   private: boolean;
@@ -192,6 +203,9 @@ export async function startModelScopeServer(options: ModelScopeServerOptions = {
   const cdnHost = options.cdnHost ?? '127.0.0.2';
   const tokens = new Set(options.tokens ?? []);
   const repos = new Map<string, RepoState>();
+  const datasets = new Map<string, RepoState>();
+  const datasetsByHubId = new Map<number, RepoState>();
+  const storeOf = (type: 'model' | 'dataset' = 'model'): Map<string, RepoState> => (type === 'dataset' ? datasets : repos);
   const faults = new Map<string, Array<MsFault & { left: number }>>();
   const cdnObjects = new Map<string, Buffer>();
   const requests: MsRequestRecord[] = [];
@@ -234,11 +248,14 @@ export async function startModelScopeServer(options: ModelScopeServerOptions = {
     return bearer ?? cookie;
   }
 
-  function findRepo(owner: string, name: string, token: string | undefined): RepoState {
+  function findRepo(owner: string, name: string, token: string | undefined, type: 'model' | 'dataset' = 'model'): RepoState {
+    return checkAccess(storeOf(type).get(`${owner}/${name}`), token, type);
+  }
+
+  function checkAccess(repo: RepoState | undefined, token: string | undefined, type: 'model' | 'dataset'): RepoState {
     if (token !== undefined && !tokens.has(token)) throw new HttpError(401, 'Unauthorized: the access token is invalid or expired');
-    const repo = repos.get(`${owner}/${name}`);
     // 1.x: 404 for a missing repo AND for a private one without valid credentials
-    if (repo === undefined || (repo.private && token === undefined)) throw new HttpError(404, '模型不存在', 10010205001);
+    if (repo === undefined || (repo.private && token === undefined)) throw new HttpError(404, type === 'dataset' ? '数据集不存在' : '模型不存在', 10010205001);
     return repo;
   }
 
@@ -316,12 +333,37 @@ export async function startModelScopeServer(options: ModelScopeServerOptions = {
     const path = q < 0 ? raw : raw.slice(0, q);
     const query = new URLSearchParams(q < 0 ? '' : raw.slice(q + 1));
     if (ctx.req.method !== 'GET' && ctx.req.method !== 'HEAD') throw new HttpError(405, 'Method Not Allowed');
-    const m = /^\/api\/v1\/models\/([^/]+)\/([^/]+)(\/.*)?$/.exec(path);
+    const tree = /^\/api\/v1\/datasets\/(\d+)\/repo\/tree$/.exec(path);
+    if (tree !== null) {
+      const repo = checkAccess(datasetsByHubId.get(Number(tree[1])), tokenOf(ctx.req), 'dataset');
+      const snap = snapshotAt(repo, query.get('Revision'));
+      const pageNumber = Number(query.get('PageNumber') ?? '1');
+      const pageSize = Number(query.get('PageSize') ?? '100');
+      if (!Number.isSafeInteger(pageNumber) || pageNumber < 1 || !Number.isSafeInteger(pageSize) || pageSize < 1) {
+        throw new HttpError(400, 'PageNumber and PageSize must be positive integers', 400);
+      }
+      if (repo.listingOverride !== undefined) {
+        sendEnvelope(ctx, 200, 200, 'success', repo.listingOverride);
+        return;
+      }
+      const recursive = /^true$/i.test(query.get('Recursive') ?? 'false');
+      const all = listing(snap, query.get('Root') ?? '', recursive);
+      sendEnvelope(ctx, 200, 200, 'success', { Files: all.slice((pageNumber - 1) * pageSize, pageNumber * pageSize) });
+      return;
+    }
+    const m = /^\/api\/v1\/(models|datasets)\/([^/]+)\/([^/]+)(\/.*)?$/.exec(path);
     if (m === null) throw new HttpError(404, 'Not Found');
-    const owner = decodeURIComponent(m[1] as string);
-    const name = decodeURIComponent(m[2] as string);
-    const rest = m[3] ?? '';
-    const repo = findRepo(owner, name, tokenOf(ctx.req));
+    const type = m[1] === 'datasets' ? 'dataset' : 'model';
+    const owner = decodeURIComponent(m[2] as string);
+    const name = decodeURIComponent(m[3] as string);
+    const rest = m[4] ?? '';
+    const repo = findRepo(owner, name, tokenOf(ctx.req), type);
+    if (type === 'dataset' && (rest === '' || rest === '/')) {
+      // Type: illustrative value (the SDK reads only Id)
+      sendEnvelope(ctx, 200, 200, 'success', { Id: repo.numericId, Type: 0, Name: name, Namespace: owner, Private: repo.private });
+      return;
+    }
+    if (type === 'dataset' && rest !== '/repo') throw new HttpError(404, 'Not Found');
     if (rest === '' || rest === '/') {
       const master = repo.branches.get('master');
       sendEnvelope(ctx, 200, 200, 'success', { Id: repo.numericId, Name: name, Path: owner, Private: repo.private, LastUpdatedTime: master?.createdAt ?? 0 });
@@ -430,14 +472,17 @@ export async function startModelScopeServer(options: ModelScopeServerOptions = {
     cdnOrigin,
     requests,
     addRepo(opts: MsAddRepoOptions): MsAddedCommit {
-      if (repos.has(opts.id)) throw new Error(`modelscope-server: ${opts.id} already exists`);
+      const type = opts.type ?? 'model';
+      const store = storeOf(type);
+      if (store.has(opts.id)) throw new Error(`modelscope-server: ${type} ${opts.id} already exists`);
       if (!/^[^/]+\/[^/]+$/.test(opts.id)) throw new Error(`modelscope-server: ${opts.id} is not owner/name`);
-      const repo: RepoState = { id: opts.id, numericId: nextNumericId++, private: opts.private ?? false, branches: new Map(), tags: new Map() };
-      repos.set(opts.id, repo);
+      const repo: RepoState = { type, id: opts.id, numericId: nextNumericId++, private: opts.private ?? false, branches: new Map(), tags: new Map() };
+      store.set(opts.id, repo);
+      if (type === 'dataset') datasetsByHubId.set(repo.numericId, repo);
       return commitFiles(repo, new Map(), opts.files, [], opts.branch ?? 'master', opts.tags ?? []);
     },
     addCommit(id, files, opts = {}): MsAddedCommit {
-      const repo = repos.get(id);
+      const repo = storeOf(opts.type).get(id);
       if (repo === undefined) throw new Error(`modelscope-server: no repo ${id}`);
       const branch = opts.branch ?? 'master';
       const base = repo.branches.get(branch)?.files ?? repo.branches.get('master')?.files ?? new Map<string, StoredFile>();
@@ -448,10 +493,15 @@ export async function startModelScopeServer(options: ModelScopeServerOptions = {
       list.push({ ...fault, left: fault.times ?? 1 });
       faults.set(path, list);
     },
-    overrideListing(id: string, data: unknown): void {
-      const repo = repos.get(id);
+    overrideListing(id: string, data: unknown, type?: 'model' | 'dataset'): void {
+      const repo = storeOf(type).get(id);
       if (repo === undefined) throw new Error(`modelscope-server: no repo ${id}`);
       repo.listingOverride = data;
+    },
+    datasetHubId(id: string): number {
+      const repo = datasets.get(id);
+      if (repo === undefined) throw new Error(`modelscope-server: no dataset ${id}`);
+      return repo.numericId;
     },
     async close(): Promise<void> {
       await Promise.all([closeServer(apiServer), closeServer(cdnServer)]);

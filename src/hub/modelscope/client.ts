@@ -5,6 +5,13 @@
  * (redirects followed), resumed with an open Range (appending only on 206), checked against the
  * listing's SHA-256, 3 attempts.
  *
+ * Datasets (§2.9): the ref (default `master`) is passed through, never tag-resolved; `GET
+ * /api/v1/datasets/{owner}/{name}` gives the numeric hub id, the listing is `GET
+ * /api/v1/datasets/{hubId}/repo/tree?Revision=&Root=/&Recursive=True&PageNumber=&PageSize=`, page after page
+ * until one holds fewer than PageSize entries, and files come from `…/datasets/{owner}/{name}/repo?Source=SDK&
+ * Revision=&FilePath=&View=False`. With no commit to pin, the snapshot id is a digest of the listing
+ * (wire.ts `datasetSnapshotId`).
+ *
  * Credentials: the token goes out as the cookie `m_session_id=<token>` AND `Authorization: Bearer`,
  * only to the endpoint's origin and only while a redirect chain has not left it — never to a CDN /
  * object-storage redirect target (those URLs are signed).
@@ -23,7 +30,20 @@ import { defaultDispatcher, displayUrl, headerValue, type RequestLog } from '../
 import { formatRepoRef } from '../repo-ref.js';
 import type { DownloadProgress, HubClient, RemoteFile, RepoRef } from '../types.js';
 import { modelScopeErrorFromResponse, type ModelScopeStage } from './errors.js';
-import { COMMIT_RE, envelopeOk, findRevision, parseFileList, parseRevisions, protocolError, readEnvelope, type ModelScopeRemoteFile, type MsRevision } from './wire.js';
+import {
+  COMMIT_RE,
+  datasetPageEntries,
+  datasetSnapshotId,
+  envelopeOk,
+  findRevision,
+  parseDatasetId,
+  parseFileList,
+  parseRevisions,
+  protocolError,
+  readEnvelope,
+  type ModelScopeRemoteFile,
+  type MsRevision,
+} from './wire.js';
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
@@ -38,6 +58,10 @@ export const MODELSCOPE_USER_AGENT = `modelscope/${MODELSCOPE_COMPAT_VERSION}; a
 export const MODELSCOPE_KIND = 'modelscope' as unknown as SourceKind;
 
 const MAX_REDIRECTS = 20;
+/** What modelscope 1.x `snapshot_download` asks per dataset listing page. */
+export const MODELSCOPE_DATASET_PAGE_SIZE = 200;
+/** A listing that has not ended after this many pages is refused (a server ignoring PageNumber). */
+const MAX_DATASET_PAGES = 10_000;
 const REDIRECT_STATUSES: ReadonlySet<number> = new Set([301, 302, 303, 307, 308]);
 const RETRY_STATUSES: ReadonlySet<number> = new Set([429, 500, 502, 503, 504]);
 const MAX_JSON_BYTES = 64 * 1024 * 1024;
@@ -121,6 +145,8 @@ export interface ModelScopeClientOptions {
   retry?: RetryPolicy;
   /** Send `Snapshot: True` on the listing, as modelscope 1.x `snapshot_download` does (default true). */
   snapshotHeader?: boolean;
+  /** Dataset listing page size (default 200, as modelscope 1.x `snapshot_download` asks). */
+  datasetPageSize?: number;
 }
 
 /** The ref a RepoRef resolved to, as the `.mv` file and the manifest want it. */
@@ -171,7 +197,10 @@ export function createModelScopeClient(options: ModelScopeClientOptions): ModelS
   const attempts = Math.max(1, options.retry?.attempts ?? 3);
   const baseDelay = options.retry?.baseDelayMs ?? 500;
   const snapshotHeader = options.snapshotHeader ?? true;
+  const pageSize = Math.max(1, Math.floor(options.datasetPageSize ?? MODELSCOPE_DATASET_PAGE_SIZE));
   const resolvedRefs = new Map<string, ModelScopeResolved>();
+  /** dataset listings by refKey, with the snapshot id they hash to */
+  const datasetListings = new Map<string, { commit: string; files: ModelScopeRemoteFile[] }>();
   const refKey = (repo: RepoRef): string => `${repo.type}:${repo.id}@${repo.revision}`;
 
   const log = (record: Parameters<RequestLog>[0]): void => {
@@ -337,11 +366,8 @@ export function createModelScopeClient(options: ModelScopeClientOptions): ModelS
   }
 
   function checkRepo(repo: RepoRef): void {
-    if (repo.type !== 'model') {
-      throw new AirlockError('E_USAGE', `ModelScope ${repo.type}s are not supported yet: ${repo.id}`, {
-        subject: repo.id,
-        hint: 'airlock exports ModelScope models; export the dataset from its Hugging Face mirror if there is one',
-      });
+    if (repo.type !== 'model' && repo.type !== 'dataset') {
+      throw new AirlockError('E_USAGE', `ModelScope has models and datasets, not ${String(repo.type)}s: ${repo.id}`, { subject: repo.id });
     }
     if (!repo.id.includes('/')) {
       throw new AirlockError('E_REPO_ID_INVALID', `a ModelScope repo id is owner/name, got ${JSON.stringify(repo.id)}`, {
@@ -351,8 +377,51 @@ export function createModelScopeClient(options: ModelScopeClientOptions): ModelS
     }
   }
 
+  /** Id lookup, then the paginated tree listing by hub id (§2.9); the whole listing, checked. */
+  async function listDataset(repo: RepoRef): Promise<{ commit: string; files: ModelScopeRemoteFile[] }> {
+    const info = await getData(new URL(`${endpoint}/${repoPath(repo)}`), repo, 'repo');
+    const hubId = parseDatasetId(info.data, displayUrl(info.url));
+    const entries: unknown[] = [];
+    let lastUrl = info.url;
+    const seenPaths = new Set<string>();
+    for (let page = 1; ; page++) {
+      if (page > MAX_DATASET_PAGES) {
+        throw protocolError(displayUrl(lastUrl), 'dataset file listing', [`still not at its end after ${MAX_DATASET_PAGES} pages of ${pageSize}`]);
+      }
+      const query = new URLSearchParams({ Revision: repo.revision, Root: '/', Recursive: 'True', PageNumber: String(page), PageSize: String(pageSize) });
+      const { data, url } = await getData(new URL(`${endpoint}/api/v1/datasets/${hubId}/repo/tree?${query.toString()}`), repo, 'files');
+      lastUrl = url;
+      const got = datasetPageEntries(data, displayUrl(url));
+      if (got.length > pageSize) {
+        throw protocolError(displayUrl(url), 'dataset file listing', [`page ${page} holds ${got.length} entries, more than the PageSize ${pageSize} asked for`]);
+      }
+      // a page repeating earlier entries (a server ignoring PageNumber) would never end: stop at once
+      for (const entry of got) {
+        const path = typeof entry === 'object' && entry !== null ? (entry as Record<string, unknown>)['Path'] : undefined;
+        if (typeof path !== 'string') continue;
+        if (seenPaths.has(path)) {
+          throw protocolError(displayUrl(url), 'dataset file listing', [`${path} is listed twice (page ${page} repeats an earlier page; is PageNumber ignored?)`]);
+        }
+        seenPaths.add(path);
+      }
+      entries.push(...got);
+      if (got.length < pageSize) break;
+    }
+    // one parse over every page: duplicates across pages (a server ignoring PageNumber) are refused
+    const files = parseFileList({ Files: entries }, displayUrl(lastUrl), repo);
+    return { commit: datasetSnapshotId(repo.revision, files), files };
+  }
+
   async function resolve(repo: RepoRef): Promise<ModelScopeResolved> {
     checkRepo(repo);
+    if (repo.type === 'dataset') {
+      // the ref is passed through as the SDK does (default master, never tag-resolved); the listing is the pin
+      const listing = await listDataset(repo);
+      datasetListings.set(refKey(repo), listing);
+      const resolved: ModelScopeResolved = { revision: repo.revision, kind: 'branch', commit: listing.commit, createdAt: undefined };
+      resolvedRefs.set(refKey(repo), resolved);
+      return resolved;
+    }
     const url = new URL(`${endpoint}/${repoPath(repo)}/revisions`);
     const { data, url: answered } = await getData(url, repo, 'revisions');
     const revisions = parseRevisions(data, displayUrl(answered));
@@ -381,7 +450,11 @@ export function createModelScopeClient(options: ModelScopeClientOptions): ModelS
         subject: what,
         hint: 'the file changed on the way or the hub serves other bytes than it lists; nothing was kept — run the export again',
       });
-    const query = new URLSearchParams({ Revision: repo.revision, FilePath: file.path });
+    // datasets: Source=SDK first and View=False after FilePath, as 1.x builds it (§2.9)
+    const query =
+      repo.type === 'dataset'
+        ? new URLSearchParams([['Source', 'SDK'], ['Revision', repo.revision], ['FilePath', file.path], ['View', 'False']])
+        : new URLSearchParams({ Revision: repo.revision, FilePath: file.path });
     const url = new URL(`${endpoint}/${repoPath(repo)}/repo?${query.toString()}`);
     const headers: Record<string, string> = { 'snapshot-identifier': randomUUID() };
     if (have > 0) headers['range'] = `bytes=${have}-`;
@@ -505,6 +578,20 @@ export function createModelScopeClient(options: ModelScopeClientOptions): ModelS
     async listFiles(repo: RepoRef, commit: string): Promise<ModelScopeRemoteFile[]> {
       checkRepo(repo);
       if (!COMMIT_RE.test(commit)) throw new AirlockError('E_INTERNAL', `listFiles needs a full commit hash, got ${JSON.stringify(commit)}`);
+      if (repo.type === 'dataset') {
+        let listing = datasetListings.get(refKey(repo));
+        if (listing === undefined || listing.commit !== commit) {
+          listing = await listDataset(repo);
+          datasetListings.set(refKey(repo), listing);
+        }
+        if (listing.commit !== commit) {
+          throw new AirlockError('E_REVISION_NOT_FOUND', `ModelScope dataset ${repo.id}@${repo.revision} changed: its listing no longer matches snapshot ${commit}`, {
+            subject: formatRepoRef(repo),
+            hint: 'the dataset was updated since this export started (an interrupted export is resumed at the snapshot it began with); start again with a fresh --work-dir',
+          });
+        }
+        return listing.files;
+      }
       // ModelScope lists by ref name (1.x never sends a commit); the ref was resolved to `commit` just before
       const query = new URLSearchParams({ Revision: repo.revision, Recursive: 'True' });
       const url = new URL(`${endpoint}/${repoPath(repo)}/repo/files?${query.toString()}`);

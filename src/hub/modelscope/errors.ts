@@ -65,6 +65,11 @@ export function modelScopeErrorFromResponse(input: ModelScopeErrorInput): Airloc
       return make('E_ENTRY_NOT_FOUND', `file ${input.path ?? ''} of ${what} not found at revision ${repo.revision}`,
         'the listing and the file server disagree (the branch may have moved); run the export again');
     }
+    if (input.stage === 'files' && repo.type === 'dataset') {
+      // the id lookup just succeeded: what is missing is the revision
+      return make('E_REVISION_NOT_FOUND', `revision ${JSON.stringify(repo.revision)} of ${what} not found`,
+        'ModelScope datasets take a branch or tag name (default master); check the name and its case');
+    }
     return make('E_REPO_NOT_FOUND', `${what} not found, or private and no access to it`,
       tokenSent
         ? "a token was sent: check the repo id (case matters) and that the token's account can read this repo"

@@ -191,3 +191,36 @@ export function findRevision(revisions: readonly MsRevision[], name: string): Ms
 }
 
 export { COMMIT_RE };
+
+/** `GET /api/v1/datasets/{owner}/{name}` → `Data.Id`, the numeric hub id the 1.x listing is addressed by (§2.9). */
+export function parseDatasetId(data: unknown, url: string): string {
+  const id = isObject(data) ? data['Id'] : undefined;
+  if (typeof id === 'number' && Number.isSafeInteger(id) && id >= 0) return String(id);
+  if (typeof id === 'string' && /^\d{1,15}$/.test(id)) return id;
+  throw protocolError(url, 'dataset info', [`Data.Id ${JSON.stringify(id ?? null)} is not a numeric dataset id`]);
+}
+
+/**
+ * One page of `GET /api/v1/datasets/{hubId}/repo/tree?…&PageNumber=&PageSize=`: the raw `Data.Files`
+ * entries (tree entries included: they count towards the page size), `[]` for null/missing.
+ */
+export function datasetPageEntries(data: unknown, url: string): unknown[] {
+  if (!isObject(data)) throw protocolError(url, 'dataset file listing', ['Data is not an object']);
+  const list = data['Files'];
+  if (list === null || list === undefined) return [];
+  if (!Array.isArray(list)) throw protocolError(url, 'dataset file listing', ['Data.Files is not an array']);
+  return list;
+}
+
+/**
+ * ModelScope datasets have no revisions endpoint the SDK uses (the ref name is passed through, never
+ * resolved), so there is no commit to pin. airlock pins the listing instead: a 40-hex SHA-1 over the ref
+ * and every file's path, size, sha256 and last commit. The same listing always gives the same id; any
+ * change to the dataset gives another (a resumed export then notices).
+ */
+export function datasetSnapshotId(revision: string, files: readonly ModelScopeRemoteFile[]): string {
+  const hash = createHash('sha1').update(`airlock modelscope dataset snapshot v1\n${revision}\n`);
+  const sorted = [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  for (const f of sorted) hash.update(`${f.path}\0${f.size}\0${f.lfsSha256}\0${f.lastCommit}\n`);
+  return hash.digest('hex');
+}
