@@ -17,9 +17,9 @@
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmod, chown, mkdir, mkdtemp, rm, statfs, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, rm, rmdir, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { isAirlockError, type ErrorCode } from '../../src/errors.ts';
 import { importBundle } from '../../src/import/index.ts';
 import { buildBundle, makeTestKey, type BuilderRepo, type TestKey } from '../support/bundle-builder.ts';
@@ -85,8 +85,32 @@ before(async () => {
   mnt = join(dir, 'mnt');
 });
 
+/**
+ * The unprivileged user must run the CLI from wherever CI cloned the repo, which may sit under a
+ * 0700 directory (/root, a mktemp dir). A read-only bind mount of the checkout into a world-readable
+ * directory of its own gives it a path to the same files. It lives outside `dir` and is removed only
+ * with rmdir (never recursively), so a failed unmount can never reach the checkout.
+ */
+let appMount: string | undefined;
+async function checkoutForNobody(): Promise<string> {
+  if (appMount !== undefined) return appMount;
+  const base = await mkdtemp(join(tmpdir(), 'airlock-app-'));
+  await chmod(base, 0o755);
+  const at = join(base, 'checkout');
+  await mkdir(at);
+  const r = await sh('mount', ['--bind', '-o', 'ro', repoRoot, at]);
+  assert.equal(r.code, 0, `cannot bind-mount the checkout for the unprivileged user (${r.stderr.trim()}): these tests need root`);
+  appMount = at;
+  return at;
+}
+
 after(async () => {
   for (const at of mounted.reverse()) await sh('umount', ['-l', at]);
+  if (appMount !== undefined) {
+    await sh('umount', [appMount]);
+    await rmdir(appMount);
+    await rmdir(dirname(appMount));
+  }
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
@@ -178,7 +202,8 @@ describe('disk full (ENOSPC) on a small tmpfs', () => {
 
 describe('I/O errors through the real CLI', () => {
   async function cli(prefix: readonly string[], cache: string): Promise<{ code: number; stdout: string; stderr: string }> {
-    return sh(prefix[0]!, [...prefix.slice(1), process.execPath, airlockBin, 'import', bundle, '--trusted-keys', pub, '--cache-dir', cache], {
+    const bin = prefix[0] === 'setpriv' ? join(await checkoutForNobody(), 'bin', 'airlock.js') : airlockBin;
+    return sh(prefix[0]!, [...prefix.slice(1), process.execPath, bin, 'import', bundle, '--trusted-keys', pub, '--cache-dir', cache], {
       PATH: process.env['PATH'] ?? '',
       HOME: '/tmp',
     });
