@@ -13,15 +13,14 @@
  * that every directory we traverse or create is checked to be a real directory (never a symlink), so
  * nothing is written outside `<cache>/<repo folder>/`, whatever the cache already holds.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { sha256File } from '../integrity/file-hash.js';
 import { mkdir, open, readlink, rename, stat, symlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { AirlockError, fsError } from '../errors.js';
 import type { ManifestFile, ManifestRepo, RepoType } from '../bundle/manifest.js';
 import { COMMIT_RE } from '../fs/safe-path.js';
-import { fsyncDir, symlinkAtomic, UndoJournal, writeNewFile } from '../fs/atomic.js';
+import { fsyncDir, symlinkAtomic, UndoJournal, writeNewFile, rollBackAndThrow } from '../fs/atomic.js';
 import { checkRealDirs, ensureRealDirs, lstatIfExists } from '../fs/tree.js';
 import { acquireLock } from '../fs/lock.js';
 import { LOCKS_DIR } from '../fs/staging.js';
@@ -120,16 +119,6 @@ function directoryInTheWay(path: string, root: string): AirlockError {
     subject: path,
     hint: `inspect ${path} and move it away if it is not needed, then run the import again (the cache at ${root} was left unchanged)`,
   });
-}
-
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  try {
-    for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
-  } catch (error) {
-    throw fsError(error, 'read', path);
-  }
-  return hash.digest('hex');
 }
 
 /**
@@ -335,14 +324,7 @@ async function commitLocked(root: string, options: HfCommitOptions): Promise<HfC
     journal.clear();
     return outcomes;
   } catch (error) {
-    const failures = await journal.rollback();
-    const cause = error instanceof AirlockError ? error : fsError(error, 'commit into', root);
-    if (failures.length === 0) throw cause;
-    throw new AirlockError(cause.code, `${cause.message}; rolling back ALSO failed for: ${failures.join('; ')}`, {
-      subject: cause.subject ?? root,
-      hint: `the cache at ${root} may be inconsistent at the paths listed; remove those repo folders and import again`,
-      cause,
-    });
+    return rollBackAndThrow(journal, error, root, 'commit into', `the cache at ${root} may be inconsistent at the paths listed; remove those repo folders and import again`);
   }
 }
 
@@ -485,15 +467,6 @@ async function placeRef(refPath: string, commit: string, journal: UndoJournal, o
   }
   const temp = options.tempPath('ref');
   await writeNewFile(temp, commit);
-  if (existing === undefined) {
-    try {
-      await rename(temp, refPath);
-    } catch (error) {
-      throw fsError(error, 'move into place', refPath);
-    }
-    journal.createdFile(refPath);
-  } else {
-    await journal.replace(temp, refPath);
-  }
+  await journal.place(temp, refPath, existing !== undefined);
   return true;
 }

@@ -13,14 +13,13 @@
  * Pickles are protocol 2 with only PROTO, EMPTY_LIST/EMPTY_DICT, MARK, BINUNICODE, SETITEMS/APPENDS and
  * STOP: nothing executes on load and every Python 3 reads them (§3.3).
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { sha256File } from '../integrity/file-hash.js';
 import { copyFile, open, rename, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { ManifestFile, ManifestRepo, RepoType } from '../bundle/manifest.js';
 import { AirlockError, fsError } from '../errors.js';
-import { fsyncDir, UndoJournal, writeNewFile } from '../fs/atomic.js';
+import { fsyncDir, UndoJournal, writeNewFile, rollBackAndThrow } from '../fs/atomic.js';
 import { checkRealDirs, ensureRealDirs, lstatIfExists } from '../fs/tree.js';
 import type { BlobIdentity, HfCommitFile } from './hf-hub.js';
 
@@ -247,16 +246,6 @@ export interface ModelScopeCommitOutcome {
   mvWritten: boolean;
 }
 
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  try {
-    for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
-  } catch (error) {
-    throw fsError(error, 'read', path);
-  }
-  return hash.digest('hex');
-}
-
 function identityOf(stats: { dev: number; ino: number; size: number; mtimeMs: number }): BlobIdentity {
   return { dev: stats.dev, ino: stats.ino, size: stats.size, mtimeMs: stats.mtimeMs };
 }
@@ -311,16 +300,7 @@ async function placeSmallFile(path: string, data: Buffer, journal: UndoJournal, 
   }
   const temp = options.tempPath('meta');
   await writeNewFile(temp, data);
-  if (existing === undefined) {
-    try {
-      await rename(temp, path);
-    } catch (error) {
-      throw fsError(error, 'move into place', path);
-    }
-    journal.createdFile(path);
-  } else {
-    await journal.replace(temp, path); // a symlink there is replaced itself, never written through
-  }
+  await journal.place(temp, path, existing !== undefined); // a symlink there is replaced itself, never written through
   return true;
 }
 
@@ -397,16 +377,7 @@ export async function commitToModelScopeCache(options: ModelScopeCommitOptions):
           } else {
             consumed.set(source.path, target);
           }
-          if (existing === undefined) {
-            try {
-              await rename(from, target);
-            } catch (error) {
-              throw fsError(error, 'move into place', target);
-            }
-            journal.createdFile(target);
-          } else {
-            await journal.replace(from, target);
-          }
+          await journal.place(from, target, existing !== undefined);
           touched.add(dir);
         }
         if (reused) outcome.filesReused += 1;
@@ -459,13 +430,6 @@ export async function commitToModelScopeCache(options: ModelScopeCommitOptions):
     journal.clear();
     return outcomes;
   } catch (error) {
-    const failures = await journal.rollback();
-    const cause = error instanceof AirlockError ? error : fsError(error, 'commit into', root);
-    if (failures.length === 0) throw cause;
-    throw new AirlockError(cause.code, `${cause.message}; rolling back ALSO failed for: ${failures.join('; ')}`, {
-      subject: cause.subject ?? root,
-      hint: `the cache at ${root} may be inconsistent at the paths listed; remove those repo folders and import again`,
-      cause,
-    });
+    return rollBackAndThrow(journal, error, root, 'commit into', `the cache at ${root} may be inconsistent at the paths listed; remove those repo folders and import again`);
   }
 }

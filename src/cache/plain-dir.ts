@@ -8,12 +8,11 @@
  * All or nothing through the undo journal; every directory is a real directory (never a symlink), and
  * existing entries are replaced (never written through).
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { copyFile, mkdir, rename } from 'node:fs/promises';
+import { sha256File } from '../integrity/file-hash.js';
+import { copyFile, mkdir } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { AirlockError, fsError } from '../errors.js';
-import { fsyncDir, UndoJournal, writeNewFile } from '../fs/atomic.js';
+import { fsyncDir, UndoJournal, writeNewFile, rollBackAndThrow } from '../fs/atomic.js';
 import { ensureRealDirs, lstatIfExists } from '../fs/tree.js';
 import type { HfCommitRepo } from './hf-hub.js';
 
@@ -48,16 +47,6 @@ export interface PlainDirCommitOutcome {
   filesReused: number;
 }
 
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  try {
-    for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
-  } catch (error) {
-    throw fsError(error, 'read', path);
-  }
-  return hash.digest('hex');
-}
-
 function conflict(path: string, root: string): AirlockError {
   return new AirlockError('E_CACHE_CONFLICT', `${path} is a directory where airlock needs to put a file`, {
     subject: path,
@@ -68,16 +57,7 @@ function conflict(path: string, root: string): AirlockError {
 async function placeFile(from: string, target: string, journal: UndoJournal, root: string): Promise<void> {
   const existing = await lstatIfExists(target);
   if (existing?.isDirectory()) throw conflict(target, root);
-  if (existing === undefined) {
-    try {
-      await rename(from, target);
-    } catch (error) {
-      throw fsError(error, 'move into place', target);
-    }
-    journal.createdFile(target);
-  } else {
-    await journal.replace(from, target);
-  }
+  await journal.place(from, target, existing !== undefined);
 }
 
 export async function commitToPlainDir(options: PlainDirCommitOptions): Promise<PlainDirCommitOutcome[]> {
@@ -158,13 +138,6 @@ export async function commitToPlainDir(options: PlainDirCommitOptions): Promise<
     journal.clear();
     return [outcome];
   } catch (error) {
-    const failures = await journal.rollback();
-    const cause = error instanceof AirlockError ? error : fsError(error, 'write into', root);
-    if (failures.length === 0) throw cause;
-    throw new AirlockError(cause.code, `${cause.message}; rolling back ALSO failed for: ${failures.join('; ')}`, {
-      subject: cause.subject ?? root,
-      hint: `${root} may be inconsistent at the paths listed`,
-      cause,
-    });
+    return rollBackAndThrow(journal, error, root, 'write into', `${root} may be inconsistent at the paths listed`);
   }
 }

@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { link, open, rename, rmdir, symlink, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { fsError } from '../errors.js';
+import { AirlockError, fsError } from '../errors.js';
 
 /** Random hex for temp names (12 hex digits: collisions are not a practical concern). */
 export function randomSuffix(): string {
@@ -123,6 +123,21 @@ export class UndoJournal {
    * is first hard-linked aside (the same inode: undo restores it byte for byte, with its mode and mtime),
    * so `path` never goes missing. Where hard links are refused, the old entry is renamed aside instead.
    */
+  /**
+   * Moves `source` onto `path`: a plain rename when nothing was there (recorded as created), else a
+   * journaled replacement (the old entry kept aside for rollback; a symlink there is replaced itself,
+   * never written through).
+   */
+  async place(source: string, path: string, existed: boolean): Promise<void> {
+    if (existed) return this.replace(source, path);
+    try {
+      await rename(source, path);
+    } catch (error) {
+      throw fsError(error, 'move into place', path);
+    }
+    this.createdFile(path);
+  }
+
   async replace(source: string, path: string): Promise<void> {
     const aside = join(this.#asideDir, `aside-${randomSuffix()}`);
     let linked = true;
@@ -255,4 +270,19 @@ export class FsyncBatch {
     }
     if (this.#failure !== undefined) throw fsError(this.#failure, 'write', this.#failedPath);
   }
+}
+
+/**
+ * The failure path of every cache commit: undo the journal, then rethrow — naming the paths the undo
+ * could not restore, if any, so the user knows exactly what to clean up.
+ */
+export async function rollBackAndThrow(journal: UndoJournal, error: unknown, root: string, action: string, hint: string): Promise<never> {
+  const failures = await journal.rollback();
+  const cause = error instanceof AirlockError ? error : fsError(error, action, root);
+  if (failures.length === 0) throw cause;
+  throw new AirlockError(cause.code, `${cause.message}; rolling back ALSO failed for: ${failures.join('; ')}`, {
+    subject: cause.subject ?? root,
+    hint,
+    cause,
+  });
 }

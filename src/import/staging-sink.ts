@@ -7,8 +7,7 @@
  * The target layout decides what "already there" means: the hub cache's `blobs/<etag>` (hf), the file at
  * its place in the modelscope cache (modelscope) or in the local dir (dir).
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { sha256File } from '../integrity/file-hash.js';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AirlockError, fsError } from '../errors.js';
@@ -36,16 +35,6 @@ export interface StagingSinkOptions {
   repos?: readonly string[] | undefined;
   /** Free bytes at a directory (injectable for tests). */
   freeBytes?: (dir: string) => Promise<number>;
-}
-
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  try {
-    for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
-  } catch (error) {
-    throw fsError(error, 'read', path);
-  }
-  return hash.digest('hex');
 }
 
 /** `DIR/<path>` already there as a regular file with the right content. */
