@@ -6,6 +6,7 @@
 import { statfs, stat, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { AirlockError } from '../errors.js';
+import { formatBytes } from '../format.js';
 
 export interface SpaceNeed {
   /** Bytes still to download into the work dir. */
@@ -17,16 +18,7 @@ export interface SpaceNeed {
 /** Margin for tar headers, SHA256SUMS, manifest and file-system overhead. */
 const SLACK_BYTES = 64 * 1024 * 1024;
 
-function human(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = bytes;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return u === 0 ? `${bytes} B` : `${v.toFixed(1)} ${units[u]}`;
-}
+const human = (bytes: number): string => formatBytes(bytes, 1);
 
 /** The nearest existing ancestor (the work dir may not exist yet). */
 async function existing(path: string): Promise<string> {

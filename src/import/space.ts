@@ -6,21 +6,13 @@
  */
 import { statfs } from 'node:fs/promises';
 import { AirlockError } from '../errors.js';
+import { formatBytes } from '../format.js';
 
 /** Per-file allowance for block rounding and metadata (links, .metadata files, .msc). */
 const PER_FILE_SLACK = 8 * 1024;
 const SLACK_BYTES = 1024 * 1024;
 
-function human(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = bytes;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return u === 0 ? `${bytes} B` : `${v.toFixed(1)} ${units[u]}`;
-}
+const human = (bytes: number): string => formatBytes(bytes, 1);
 
 export interface ImportSpaceNeed {
   /** Payload bytes to write. */
