@@ -3,6 +3,7 @@
  * API on 127.0.0.1, LFS CDN on 127.0.0.2), plus tiny hostile servers for what a real Hub never does
  * (unsafe paths, wrong bytes, redirects that try to collect the token).
  */
+import { rejectsWith } from '../support/assert-error.ts';
 import * as assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -40,18 +41,6 @@ const TINY: Record<string, Buffer> = {
 const tinyFiles = (): Array<{ path: string; data: Buffer }> => Object.entries(TINY).map(([path, data]) => ({ path, data }));
 
 const model = (id: string, revision = 'main'): RepoRef => ({ type: 'model', id, revision });
-
-async function rejectsWith(promise: Promise<unknown>, code: ErrorCode, check?: (e: AirlockError) => void): Promise<AirlockError> {
-  let caught: unknown;
-  try {
-    await promise;
-  } catch (error) {
-    caught = error;
-  }
-  assert.ok(isAirlockError(caught, code), `expected ${code}, got ${caught instanceof Error ? `${(caught as AirlockError).code ?? ''} ${caught.message}` : String(caught)}`);
-  check?.(caught);
-  return caught;
-}
 
 async function walk(dir: string, prefix = ''): Promise<string[]> {
   if (!existsSync(dir)) return [];

@@ -3,6 +3,7 @@
  * CDN on 127.0.0.2): endpoint/token resolution, revision choice, listing, downloads with redirects,
  * credentials only on the endpoint origin, resume with Range, SHA-256 checks and error mapping.
  */
+import { rejectsWith } from '../support/assert-error.js';
 import * as assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -40,18 +41,6 @@ const FILES: Record<string, Buffer> = {
 };
 const files = (): Array<{ path: string; data: Buffer }> => Object.entries(FILES).map(([path, data]) => ({ path, data }));
 const model = (id: string, revision = MODELSCOPE_DEFAULT_REVISION): RepoRef => ({ type: 'model', id, revision });
-
-async function rejectsWith(promise: Promise<unknown>, code: ErrorCode, check?: (e: AirlockError) => void): Promise<AirlockError> {
-  let caught: unknown;
-  try {
-    await promise;
-  } catch (error) {
-    caught = error;
-  }
-  assert.ok(isAirlockError(caught, code), `expected ${code}, got ${caught instanceof Error ? `${(caught as AirlockError).code ?? ''} ${caught.message}` : String(caught)}`);
-  check?.(caught);
-  return caught;
-}
 
 describe('resolveModelScopeEndpoint / resolveModelScopeToken', () => {
   it('follows --endpoint > MODELSCOPE_ENDPOINT > MODELSCOPE_DOMAIN > default', () => {

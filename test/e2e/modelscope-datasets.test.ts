@@ -6,6 +6,8 @@
  * export → bundle → import into `MC/datasets/{owner}/{name___}` with `.msc` / `.mdl` walked byte for byte
  * against the spec's recipe (and loaded by CPython's pickle) and `.mv` = the bare revision, no newline.
  */
+import { walkRecipe } from '../support/modelscope-recipe.js';
+import { rejectsWith } from '../support/assert-error.js';
 import * as assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
@@ -36,54 +38,6 @@ const FILES: Record<string, Buffer> = {
 const files = (): Array<{ path: string; data: Buffer; lfs?: boolean }> =>
   Object.entries(FILES).map(([path, data]) => (path.endsWith('.parquet') ? { path, data, lfs: true } : { path, data }));
 const dataset = (id: string, revision = 'master'): RepoRef => ({ type: 'dataset', id, revision });
-
-async function rejectsWith(promise: Promise<unknown>, code: ErrorCode, check?: (e: AirlockError) => void): Promise<AirlockError> {
-  let caught: unknown;
-  try {
-    await promise;
-  } catch (error) {
-    caught = error;
-  }
-  assert.ok(isAirlockError(caught, code), `expected ${code}, got ${caught instanceof Error ? `${(caught as AirlockError).code ?? ''} ${caught.message}` : String(caught)}`);
-  check?.(caught);
-  return caught;
-}
-
-/** Walks the §3.3 byte recipe by hand (independent of the writer): the strings in order. */
-function walkRecipe(bytes: Buffer, kind: 'msc' | 'mdl'): string[][] {
-  let pos = 0;
-  const expect = (...want: number[]): void => {
-    for (const b of want) {
-      assert.equal(bytes[pos], b, `byte ${pos}: expected 0x${b.toString(16)}, got 0x${(bytes[pos] ?? -1).toString(16)}`);
-      pos++;
-    }
-  };
-  const str = (): string => {
-    expect(0x58);
-    const n = bytes.readUInt32LE(pos);
-    pos += 4;
-    const s = bytes.subarray(pos, pos + n).toString('utf8');
-    assert.equal(Buffer.byteLength(s), n, 'BINUNICODE length is the UTF-8 byte length');
-    pos += n;
-    return s;
-  };
-  const out: string[][] = [];
-  if (kind === 'mdl') {
-    expect(0x80, 0x02, 0x7d, 0x28);
-    out.push([str(), str()]);
-    expect(0x75, 0x2e);
-  } else {
-    expect(0x80, 0x02, 0x5d, 0x28);
-    while (bytes[pos] === 0x7d) {
-      expect(0x7d, 0x28);
-      out.push([str(), str(), str(), str()]);
-      expect(0x75);
-    }
-    expect(0x65, 0x2e);
-  }
-  assert.equal(pos, bytes.length, 'no trailing bytes');
-  return out;
-}
 
 let server: ModelScopeServer;
 let work: string;
