@@ -127,7 +127,7 @@ export async function createStaging(cacheDirInput: string): Promise<Staging> {
     return failures;
   };
 
-  try {
+  const ensureLocks = async (): Promise<void> => {
     const locksStats = await lstatIfExists(locks);
     if (locksStats === undefined) {
       try {
@@ -143,18 +143,21 @@ export async function createStaging(cacheDirInput: string): Promise<Staging> {
         hint: `airlock stages imports in ${locks}; make it a plain directory (or remove it) and run the import again`,
       });
     }
-  } catch (error) {
-    await removeCreated();
-    throw error;
-  }
+  };
 
   const dir = join(locks, stagingName());
-  try {
-    // private while it holds unverified bytes
-    await mkdir(dir, { mode: 0o700 });
-  } catch (error) {
-    await removeCreated();
-    throw fsError(error, 'create staging directory', dir);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await ensureLocks();
+      // private while it holds unverified bytes
+      await mkdir(dir, { mode: 0o700 });
+      break;
+    } catch (error) {
+      // another import that had created .locks removed it again (empty) between our two steps
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT' && attempt < 5) continue;
+      await removeCreated();
+      throw error instanceof AirlockError ? error : fsError(error, 'create staging directory', dir);
+    }
   }
 
   // leftovers of an import that was killed (kill -9, power cut) would otherwise pile up, gigabytes each
