@@ -7,7 +7,10 @@
  *   model   — a model of BENCH_SIZE_MIB (default 2048) in four shards: export vs curl to disk, vs the
  *             manual curl + sha256sum + tar c routine, vs huggingface_hub snapshot_download; verify and
  *             import vs tar x + sha256sum -c + mv, vs openssl dgst -sha256 (the hashing limit) and
- *             cat > /dev/null (the read limit); peak RSS of every command.
+ *             cat > /dev/null (the read limit); peak RSS of every command. Also one large file alone
+ *             (the first shard as repo bench/one-file): export vs a single-stream curl of it. Every
+ *             download-side command (export, curl, manual routine, snapshot_download) also reports its
+ *             peak disk footprint: bytes allocated under the directories it writes to, sampled.
  *   files   — a dataset of BENCH_FILES (default 2000) small files: per-file overhead of export/import.
  *   rss     — a BENCH_RSS_GIB (default 0 = skipped; the issue asks for 10) bundle: peak RSS of
  *             export/verify/import as bundles grow.
@@ -18,9 +21,10 @@
 import { spawn } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { startHubServer, type HubFileInput, type HubServer } from '../test/support/hub-server.ts';
 import { airlockBin, cleanEnv, repoRoot } from '../test/support/cli.ts';
 import { venvPython } from '../test/support/python.ts';
@@ -32,16 +36,24 @@ const REPS = Math.max(1, Number(process.env['BENCH_REPS'] ?? 3));
 const OUT = process.env['BENCH_OUT'] ?? join(repoRoot, 'bench', 'results', 'bench.json');
 const SHARDS = 4;
 const MiB = 1024 * 1024;
+/** How often the disk sampler walks a command's directories (plus the walk itself). */
+const DISK_SAMPLE_MS = 25;
 
 interface Sample {
   seconds: number;
   maxRssMiB: number;
+  /** Peak bytes allocated under the command's output directories, when sampled (see `withPeakDisk`). */
+  peakDiskMiB?: number;
 }
-interface Row extends Sample {
+interface Row {
   scenario: string;
   label: string;
   mib: number;
+  seconds: number;
   mibPerSecond: number;
+  maxRssMiB: number;
+  /** Largest peak over the repetitions; null for commands whose disk use is not sampled. */
+  peakDiskMiB: number | null;
 }
 
 function timed(command: string, args: string[], env: Record<string, string> = {}): Promise<Sample> {
@@ -60,6 +72,60 @@ function timed(command: string, args: string[], env: Record<string, string> = {}
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
+/**
+ * Bytes allocated on disk under `path`, counted the way `du` does (st_blocks × 512, links not
+ * followed), so sparse or preallocated files count for what they really take. Commands create, rename
+ * and delete files while we walk: an entry that vanishes between readdir and lstat counts as nothing.
+ */
+async function allocatedBytes(path: string): Promise<number> {
+  const gone = (e: unknown) => (e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR';
+  let bytes: number;
+  let isDirectory: boolean;
+  try {
+    const info = await lstat(path);
+    bytes = info.blocks * 512;
+    isDirectory = info.isDirectory();
+  } catch (e) {
+    if (gone(e)) return 0;
+    throw e;
+  }
+  if (!isDirectory) return bytes;
+  let names: string[];
+  try {
+    names = await readdir(path);
+  } catch (e) {
+    if (gone(e)) return bytes;
+    throw e;
+  }
+  for (const n of await Promise.all(names.map((name) => allocatedBytes(join(path, name))))) bytes += n;
+  return bytes;
+}
+
+/**
+ * Runs a measured command while one async loop samples, every ~DISK_SAMPLE_MS, the bytes allocated
+ * under `roots` (the directories the command writes to, emptied beforehand), and records the peak.
+ * The command runs in its own process, so the sampler costs it only a little CPU, never event-loop
+ * time. The loop stops when the process exits; one last sample then counts what it left behind (the
+ * bundle), which was on disk at exit too — so a command shorter than one interval still has a peak.
+ */
+async function withPeakDisk(roots: string[], run: () => Promise<Sample>): Promise<Sample> {
+  let peak = 0;
+  let running = true;
+  const sample = async () => {
+    const sizes = await Promise.all(roots.map((root) => allocatedBytes(root)));
+    peak = Math.max(peak, sizes.reduce((a, b) => a + b, 0));
+  };
+  const sampler = (async () => {
+    while (running) {
+      await sample();
+      await sleep(DISK_SAMPLE_MS);
+    }
+  })();
+  const [result] = await Promise.all([run().finally(() => (running = false)), sampler]);
+  await sample();
+  return { ...result, peakDiskMiB: peak / MiB };
+}
+
 const rows: Row[] = [];
 async function measure(scenario: string, label: string, mib: number, run: () => Promise<Sample>, before?: () => Promise<void>, reps = REPS): Promise<void> {
   const samples: Sample[] = [];
@@ -68,7 +134,12 @@ async function measure(scenario: string, label: string, mib: number, run: () => 
     samples.push(await run());
   }
   const seconds = median(samples.map((s) => s.seconds));
-  rows.push({ scenario, label, mib, seconds, mibPerSecond: mib / seconds, maxRssMiB: Math.max(...samples.map((s) => s.maxRssMiB)) });
+  const disk = samples.flatMap((s) => (s.peakDiskMiB === undefined ? [] : [s.peakDiskMiB]));
+  rows.push({
+    scenario, label, mib, seconds, mibPerSecond: mib / seconds,
+    maxRssMiB: Math.max(...samples.map((s) => s.maxRssMiB)),
+    peakDiskMiB: disk.length > 0 ? Math.max(...disk) : null,
+  });
   process.stderr.write(`bench: ${scenario}: ${label}: ${seconds.toFixed(2)} s\n`);
 }
 
@@ -101,6 +172,15 @@ const fresh = (path: string) => async () => {
   await mkdir(path, { recursive: true });
 };
 const airlock = (args: string[], env: Record<string, string> = {}) => timed(process.execPath, [airlockBin, ...args], env);
+/**
+ * `airlock export … -o <outDir>/<name>` with its work dir inside `outDir` too, so everything the export
+ * writes — downloads, partial files, the bundle — lands in one directory that `fresh(outDir)` empties
+ * before each repetition and the disk sampler (unless `sampleDisk` is false) watches.
+ */
+const exportInto = (outDir: string, name: string, args: string[], env: Record<string, string>, sampleDisk = true) => () => {
+  const run = () => airlock(['export', ...args, '-o', join(outDir, name), '--work-dir', join(outDir, 'work')], env);
+  return sampleDisk ? withPeakDisk([outDir], run) : run();
+};
 
 const dir = process.env['BENCH_DIR'] ?? (await mkdtemp(join(tmpdir(), 'airlock-bench-')));
 await mkdir(dir, { recursive: true });
@@ -124,22 +204,45 @@ try {
     }
     await hub.addRepo({ id: 'bench/model', files });
     const mib = (shardBytes * SHARDS) / MiB;
-    const bundle = join(dir, 'model.airlock.tar');
-    await measure('model', 'airlock export', mib, () => airlock(['export', 'bench/model', '--sign-key', key, '-o', bundle, '--force'], env));
+    // the bundle (and the export's work dir) in a directory of its own: its peak disk is all export's
+    const out = join(dir, 'out-model');
+    const bundle = join(out, 'model.airlock.tar');
+    await measure('model', 'airlock export', mib, exportInto(out, 'model.airlock.tar', ['bench/model', '--sign-key', key], env), fresh(out));
 
     const dl = join(dir, 'curl');
     const curlAll = files.map((f) => `curl -sfL -o '${dl}/${f.path}' '${hub.endpoint}/bench/model/resolve/main/${f.path}' || exit 1`).join('; ');
-    await measure('model', 'curl (download to disk)', mib, () => timed('sh', ['-c', curlAll]), fresh(dl));
+    await measure('model', 'curl (download to disk)', mib, () => withPeakDisk([dl], () => timed('sh', ['-c', curlAll])), fresh(dl));
+    // the manual routine's disk: the downloads plus the tar made from them (in a directory of its own)
+    const manualOut = join(dir, 'out-manual');
     await measure('model', 'manual: curl + sha256sum + tar c', mib,
-      () => timed('sh', ['-c', `${curlAll}; cd '${dl}' && sha256sum * > SHA256SUMS && tar -cf '${join(dir, 'manual.tar')}' .`]), fresh(dl));
+      () => withPeakDisk([dl, manualOut], () => timed('sh', ['-c', `${curlAll}; cd '${dl}' && sha256sum * > SHA256SUMS && tar -cf '${join(manualOut, 'manual.tar')}' .`])),
+      async () => { await fresh(dl)(); await fresh(manualOut)(); });
+    await rm(manualOut, { recursive: true, force: true });
     if (existsSync(venvPython)) {
       const hfCache = join(dir, 'hf-download-cache');
       await measure('model', 'huggingface_hub snapshot_download', mib,
-        () => timed(venvPython, ['-c', `from huggingface_hub import snapshot_download; snapshot_download('bench/model', cache_dir='${hfCache}')`],
-          { ...env, HF_HUB_DISABLE_XET: '1', HF_HUB_DISABLE_TELEMETRY: '1', HF_HUB_DISABLE_PROGRESS_BARS: '1', HF_TOKEN_PATH: '/nonexistent' }),
+        () => withPeakDisk([hfCache], () => timed(venvPython, ['-c', `from huggingface_hub import snapshot_download; snapshot_download('bench/model', cache_dir='${hfCache}')`],
+          { ...env, HF_HUB_DISABLE_XET: '1', HF_HUB_DISABLE_TELEMETRY: '1', HF_HUB_DISABLE_PROGRESS_BARS: '1', HF_TOKEN_PATH: '/nonexistent' })),
         fresh(hfCache));
     } else {
       process.stderr.write('bench: no .venv — snapshot_download not measured (bash scripts/ensure-python.sh)\n');
+    }
+
+    // one large file alone (the first shard, served again as its own repo): export against one curl
+    // stream, the network-bound limit for a single file (export's default is one connection per file)
+    {
+      const oneFile = files[1]!;
+      await hub.addRepo({ id: 'bench/one-file', files: [{ path: 'model.safetensors', fromFile: oneFile.fromFile! }] });
+      const oneMib = shardBytes / MiB;
+      const oneOut = join(dir, 'out-one-file');
+      await measure('model', 'airlock export (one large file)', oneMib,
+        exportInto(oneOut, 'one-file.airlock.tar', ['bench/one-file', '--sign-key', key], env), fresh(oneOut));
+      const oneDl = join(dir, 'curl-one-file');
+      await measure('model', 'curl (one large file, single stream)', oneMib,
+        () => withPeakDisk([oneDl], () => timed('curl', ['-sfL', '-o', join(oneDl, 'model.safetensors'), `${hub.endpoint}/bench/one-file/resolve/main/model.safetensors`])),
+        fresh(oneDl));
+      await rm(oneOut, { recursive: true, force: true });
+      await rm(oneDl, { recursive: true, force: true });
     }
 
     await measure('model', 'airlock verify', mib, () => airlock(['verify', bundle, '--trusted-keys', pub, '--quiet']));
@@ -152,7 +255,7 @@ try {
       async () => { await fresh(x)(); await fresh(target)(); });
     await measure('model', 'openssl dgst -sha256 (hash limit)', mib, () => timed('openssl', ['dgst', '-sha256', bundle]));
     await measure('model', 'cat > /dev/null (read limit)', mib, () => timed('sh', ['-c', `cat '${bundle}' > /dev/null`]));
-    await rm(bundle, { force: true });
+    await rm(out, { recursive: true, force: true });
     await rm(cache, { recursive: true, force: true });
   }
 
@@ -162,13 +265,15 @@ try {
     for (let i = 0; i < FILES; i++) files.push({ path: `data/shard-${String(Math.floor(i / 100)).padStart(3, '0')}/row-${i}.json`, data: `{"i": ${i}, "text": "${'x'.repeat(i % 512)}"}\n` });
     await hub.addRepo({ id: 'bench/many-files', type: 'dataset', files });
     const mib = files.reduce((n, f) => n + Buffer.byteLength(f.data as string), 0) / MiB;
-    const bundle = join(dir, 'files.airlock.tar');
-    await measure('files', 'airlock export', mib, () => airlock(['export', 'datasets/bench/many-files', '--sign-key', key, '-o', bundle, '--force'], env));
+    const out = join(dir, 'out-files');
+    const bundle = join(out, 'files.airlock.tar');
+    // not disk-sampled: walking 2,000 files every 25 ms would take CPU from the per-file cost measured here
+    await measure('files', 'airlock export', mib, exportInto(out, 'files.airlock.tar', ['datasets/bench/many-files', '--sign-key', key], env, false), fresh(out));
     const cache = join(dir, 'files-cache');
     await measure('files', 'airlock import', mib, () => airlock(['import', bundle, '--trusted-keys', pub, '--cache-dir', cache]), fresh(cache));
     // a 3 MiB bundle: what verify costs before the first payload byte (node start-up, openpgp, signature)
     await measure('files', 'airlock verify', mib, () => airlock(['verify', bundle, '--trusted-keys', pub, '--quiet']));
-    await rm(bundle, { force: true });
+    await rm(out, { recursive: true, force: true });
     await rm(cache, { recursive: true, force: true });
   }
 
@@ -179,12 +284,13 @@ try {
     if (!existsSync(path)) await randomFile(path, bytes);
     await hub.addRepo({ id: 'bench/big', files: [{ path: 'big.safetensors', fromFile: path }] });
     const mib = bytes / MiB;
-    const bundle = join(dir, 'big.airlock.tar');
+    const out = join(dir, 'out-big');
+    const bundle = join(out, 'big.airlock.tar');
     const cache = join(dir, 'big-cache');
-    await measure('rss', 'airlock export', mib, () => airlock(['export', 'bench/big', '--sign-key', key, '-o', bundle, '--force'], env), undefined, 1);
+    await measure('rss', 'airlock export', mib, exportInto(out, 'big.airlock.tar', ['bench/big', '--sign-key', key], env), fresh(out), 1);
     await measure('rss', 'airlock verify', mib, () => airlock(['verify', bundle, '--trusted-keys', pub, '--quiet']), undefined, 1);
     await measure('rss', 'airlock import', mib, () => airlock(['import', bundle, '--trusted-keys', pub, '--cache-dir', cache]), fresh(cache), 1);
-    await rm(bundle, { force: true });
+    await rm(out, { recursive: true, force: true });
     await rm(cache, { recursive: true, force: true });
   }
 
@@ -197,6 +303,17 @@ try {
     'import / (tar x + sha256sum -c + mv)': ratio(get('model', 'airlock import'), get('model', 'tar x + sha256sum -c + mv')),
     'import / openssl dgst': ratio(get('model', 'airlock import'), get('model', 'openssl dgst -sha256 (hash limit)')),
     'verify / openssl dgst': ratio(get('model', 'airlock verify'), get('model', 'openssl dgst -sha256 (hash limit)')),
+    'export one file / curl one file': ratio(get('model', 'airlock export (one large file)'), get('model', 'curl (one large file, single stream)')),
+  };
+  // peak disk over the payload size: 1 is the downloads alone; the target for export is ≤ 1.1
+  const diskOverSize = (r: Row | undefined) => (r && r.peakDiskMiB !== null ? r.peakDiskMiB / r.mib : null);
+  const disk: Record<string, number | null> = {
+    'export peak disk / model size': diskOverSize(get('model', 'airlock export')),
+    'curl peak disk / model size': diskOverSize(get('model', 'curl (download to disk)')),
+    'manual peak disk / model size': diskOverSize(get('model', 'manual: curl + sha256sum + tar c')),
+    'snapshot_download peak disk / model size': diskOverSize(get('model', 'huggingface_hub snapshot_download')),
+    'export one file peak disk / file size': diskOverSize(get('model', 'airlock export (one large file)')),
+    'export peak disk / size (rss bundle)': diskOverSize(get('rss', 'airlock export')),
   };
   const perFile = {
     'export ms per file': get('files', 'airlock export') ? (get('files', 'airlock export')!.seconds * 1000) / FILES : null,
@@ -207,15 +324,18 @@ try {
 
   const w = (s: string) => process.stdout.write(s);
   w(`\nairlock bench — ${new Date().toISOString()} — median of ${REPS}; loopback hub; ${SIZE_MIB} MiB model in ${SHARDS} shards, ${FILES} small files${RSS_GIB ? `, ${RSS_GIB} GiB RSS run` : ''}\n\n`);
-  w(`${'scenario'.padEnd(8)} ${'what'.padEnd(38)} ${'seconds'.padStart(8)} ${'MiB/s'.padStart(8)} ${'peak RSS MiB'.padStart(13)}\n`);
+  w(`${'scenario'.padEnd(8)} ${'what'.padEnd(38)} ${'seconds'.padStart(8)} ${'MiB/s'.padStart(8)} ${'peak RSS MiB'.padStart(13)} ${'peak disk MiB'.padStart(14)}\n`);
   for (const r of rows) {
-    w(`${r.scenario.padEnd(8)} ${r.label.padEnd(38)} ${r.seconds.toFixed(2).padStart(8)} ${r.mibPerSecond.toFixed(0).padStart(8)} ${r.maxRssMiB.toFixed(0).padStart(13)}\n`);
+    const peakDisk = r.peakDiskMiB === null ? '-' : r.peakDiskMiB.toFixed(0);
+    w(`${r.scenario.padEnd(8)} ${r.label.padEnd(38)} ${r.seconds.toFixed(2).padStart(8)} ${r.mibPerSecond.toFixed(0).padStart(8)} ${r.maxRssMiB.toFixed(0).padStart(13)} ${peakDisk.padStart(14)}\n`);
   }
   w('\nratios (airlock / peer, speed; > 1 means airlock is faster)\n');
   for (const [k, v] of Object.entries(ratios)) w(`  ${k.padEnd(40)} ${v === null ? 'n/a' : `${v.toFixed(2)}×`}\n`);
   for (const [k, v] of Object.entries(perFile)) w(`  ${k.padEnd(40)} ${v === null ? 'n/a' : v.toFixed(2)}\n`);
+  w('  peak disk / payload size (lower is better; the target for export is ≤ 1.10×)\n');
+  for (const [k, v] of Object.entries(disk)) w(`  ${k.padEnd(40)} ${v === null ? 'n/a' : `${v.toFixed(2)}×`}\n`);
   await mkdir(dirname(OUT), { recursive: true });
-  await writeFile(OUT, `${JSON.stringify({ at: new Date().toISOString(), sizeMiB: SIZE_MIB, files: FILES, rssGiB: RSS_GIB, reps: REPS, rows, ratios, perFile }, null, 2)}\n`);
+  await writeFile(OUT, `${JSON.stringify({ at: new Date().toISOString(), sizeMiB: SIZE_MIB, files: FILES, rssGiB: RSS_GIB, reps: REPS, rows, ratios, perFile, disk }, null, 2)}\n`);
   w(`\nwritten to ${OUT}\n`);
 } finally {
   await hub.close();

@@ -1,17 +1,18 @@
 /**
- * Writes a bundle in one sequential pass: the three leading entries, then every payload file streamed
- * from the work dir. Output goes to `<out>.partial`, is fsynced and renamed, so a crash never leaves a
- * file under the final name that looks complete but is not.
+ * Writing a finished tar stream to its final place: `<out>.partial`, fsynced and renamed (so a crash
+ * never leaves a file under the final name that looks complete but is not), or split volumes
+ * `<out>.000`, … with their index. Export normally writes bundles in place (export/bundle-file.ts);
+ * this is for a bundle copied as a whole (the rare re-layout when the leading entries outgrew their
+ * reserve).
  */
-import { createReadStream, createWriteStream } from 'node:fs';
-import { rename, rm, stat } from 'node:fs/promises';
-import { Transform } from 'node:stream';
+import { createWriteStream } from 'node:fs';
+import { rename, rm } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createHash } from 'node:crypto';
-import { pack as tarPack, type Header } from 'tar-stream';
-import { AirlockError, fsError } from '../errors.js';
-import { SplitSink, type PartsIndex } from './parts.js';
-import { ENTRY_MODE, ENTRY_MTIME, MANIFEST_NAME, SIGNATURE_NAME, SUMS_NAME, compareBytes } from './format.js';
+import { fsError } from '../errors.js';
+import { partPath, SplitSink, type PartsIndex } from './parts.js';
 
 export interface BundleLeading {
   sums: Uint8Array;
@@ -20,37 +21,19 @@ export interface BundleLeading {
   manifest: Uint8Array;
 }
 
-export interface BundlePayloadFile {
-  /** Tar entry name (`payload/…`). */
-  name: string;
-  /** The file on disk holding the verified content. */
-  localPath: string;
-  size: number;
-}
-
 export interface WrittenBundle {
   path: string;
   bytes: number;
-  sha256: string;
+  /** SHA-256 of the whole tar, when computed (split volumes, `export --sha256`). */
+  sha256?: string;
   /** Present when the bundle was written as split volumes: the (unsigned) parts index. */
   parts?: PartsIndex;
 }
 
-export interface WriteOptions {
-  /** Write `NAME.tar.000`, `.001`, … of at most this many bytes instead of one file. */
-  splitSize?: number;
-}
+const CHUNK = 1024 * 1024;
 
-const READ_CHUNK = 1024 * 1024;
-
-function header(name: string, size: number): Header {
-  return { name, size, mode: ENTRY_MODE, mtime: ENTRY_MTIME, uid: 0, gid: 0, uname: '', gname: '', type: 'file', linkname: '', devmajor: 0, devminor: 0 };
-}
-
-export async function writeBundle(outPath: string, leading: BundleLeading, files: readonly BundlePayloadFile[], options: WriteOptions = {}): Promise<WrittenBundle> {
-  const ordered = [...files].sort((a, b) => compareBytes(a.name, b.name));
-  const partial = `${outPath}.partial`;
-  const tar = tarPack();
+/** Writes the tar bytes of `source` to `outPath` (or its split volumes), hashing them on the way. */
+export async function writeTar(outPath: string, source: AsyncIterable<Uint8Array>, splitSize?: number): Promise<WrittenBundle> {
   const hash = createHash('sha256');
   let bytes = 0;
   const tap = new Transform({
@@ -60,64 +43,29 @@ export async function writeBundle(outPath: string, leading: BundleLeading, files
       callback(null, chunk);
     },
   });
-
-  const feed = async (): Promise<void> => {
-    const addBuffer = (name: string, data: Uint8Array): Promise<void> =>
-      new Promise((resolve, reject) => {
-        tar.entry(header(name, data.byteLength), Buffer.from(data), (error) => (error ? reject(error) : resolve()));
-      });
-    await addBuffer(SUMS_NAME, leading.sums);
-    if (leading.signature !== undefined) await addBuffer(SIGNATURE_NAME, Buffer.from(leading.signature, 'utf8'));
-    await addBuffer(MANIFEST_NAME, leading.manifest);
-    for (const file of ordered) {
-      // the work file must still be what was hashed: a size change means someone touched it
-      const info = await stat(file.localPath).catch((error: unknown) => {
-        throw fsError(error, 'read', file.localPath);
-      });
-      if (info.size !== file.size) {
-        throw new AirlockError('E_IO', `${file.localPath} changed size since it was verified (${info.size} bytes, expected ${file.size})`, {
-          subject: file.localPath,
-          hint: 'something modified the work dir during export; run the export again',
-        });
-      }
-      const entry = tar.entry(header(file.name, file.size));
-      await pipeline(createReadStream(file.localPath, { highWaterMark: READ_CHUNK }), entry);
-    }
-    tar.finalize();
-  };
-
-  const feeding = (): Promise<void> =>
-    feed().catch((error: unknown) => {
-      tar.destroy(error as Error);
-      throw error;
-    });
-
-  if (options.splitSize !== undefined) {
-    const split = new SplitSink(outPath, options.splitSize);
+  if (splitSize !== undefined) {
+    // built under a temporary name: the volumes of the bundle being replaced may still be open
+    const temp = `${outPath}.relayout`;
+    const split = new SplitSink(temp, splitSize);
     try {
-      await Promise.all([feeding(), pipeline(tar, tap, split)]);
+      await pipeline(Readable.from(source), tap, split);
       await split.publish();
+      const index = split.index();
+      for (let i = 0; i < index.parts.length; i++) await rename(partPath(temp, i), partPath(outPath, i));
+      return { path: outPath, bytes, sha256: index.sha256, parts: { ...index, bundle: basename(outPath), parts: index.parts.map((p, i) => ({ ...p, name: basename(partPath(outPath, i)) })) } };
     } catch (error) {
       await split.discard();
       throw fsError(error, 'write parts of', outPath);
     }
-    const parts = split.index();
-    return { path: outPath, bytes, sha256: parts.sha256, parts };
   }
-
+  const partial = `${outPath}.relayout.partial`;
   try {
     // flush: fsync before close, so the rename below never publishes a bundle the disk does not hold
-    const sink = createWriteStream(partial, { mode: 0o644, highWaterMark: READ_CHUNK, flush: true });
-    await Promise.all([feeding(), pipeline(tar, tap, sink)]);
-  } catch (error) {
-    await rm(partial, { force: true });
-    throw fsError(error, 'write', partial);
-  }
-  try {
+    await pipeline(Readable.from(source), tap, createWriteStream(partial, { mode: 0o644, highWaterMark: CHUNK, flush: true }));
     await rename(partial, outPath);
   } catch (error) {
     await rm(partial, { force: true });
-    throw fsError(error, 'rename into place', outPath);
+    throw fsError(error, 'write', outPath);
   }
   return { path: outPath, bytes, sha256: hash.digest('hex') };
 }

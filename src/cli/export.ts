@@ -44,6 +44,7 @@ interface ExportFlags {
   gpgSign?: string;
   gpgHomedir?: string;
   splitSize?: string;
+  sha256?: boolean;
   have?: string;
   unsigned?: boolean;
   force?: boolean;
@@ -142,7 +143,7 @@ export function registerExport(program: Command, context: CommandContext): void 
     .option('--include <glob>', 'only files matching this pattern (repeatable; fnmatch rules like allow_patterns)', collect, [])
     .option('--exclude <glob>', 'skip files matching this pattern (repeatable; like ignore_patterns)', collect, [])
     .option('-o, --output <file>', 'bundle to write (default: <name>.airlock.tar)')
-    .option('--work-dir <dir>', 'where downloads are kept until the bundle is written (default: <output>.work)')
+    .option('--work-dir <dir>', 'where the pinned commit (and downloads from sources without Range support) are kept until the bundle is written (default: <output>.work)')
     .option('--sign-key <file>', 'armored OpenPGP private key that signs SHA256SUMS')
     .option('--passphrase-file <file>', 'file holding the signing key passphrase')
     .option('--gpg-sign <key>', 'sign with the system gpg (gpg-agent, smartcard): key id, fingerprint or user id')
@@ -150,6 +151,7 @@ export function registerExport(program: Command, context: CommandContext): void 
     .option('--have <inventory>', 'delta export: leave out LFS files the offline cache already holds (from `airlock cache inventory --out have.json`)')
     .option('--split-size <size>', 'write volumes NAME.tar.000, .001, … of at most this size (e.g. 3.9GiB for FAT32) plus a signed NAME.parts.json')
     .option('--unsigned', 'write a bundle without a signature (importers refuse it unless told otherwise)')
+    .option('--sha256', "also print the whole bundle's SHA-256 (one more read of the bundle; always done with --split-size)")
     .option('--force', 'replace the output file if it exists')
     .option('--keep-work-dir', 'keep downloaded files after the bundle is written')
     .option('--concurrency <n>', 'files downloaded at once', '4')
@@ -284,6 +286,7 @@ export function registerExport(program: Command, context: CommandContext): void 
         throttle,
         spaceCheck: flags.spaceCheck,
         splitSize,
+        bundleSha256: Boolean(flags.sha256),
         have: flags.have === undefined ? undefined : await readInventory(flags.have),
         ...(progress === undefined ? {} : { onProgress: progress.event, onBytes: progress.bytes, onPlanned: progress.planned }),
       }).finally(() => progress?.stop());
@@ -291,7 +294,7 @@ export function registerExport(program: Command, context: CommandContext): void 
       const files = result.repos.reduce((n, r) => n + r.files, 0);
       const bytes = result.repos.reduce((n, r) => n + r.bytes, 0);
       const parts = result.bundle.parts;
-      if (parts === undefined) out.stdout(`Wrote ${result.bundle.path}\n  ${formatBytes(result.bundle.bytes)}, sha256 ${result.bundle.sha256}\n`);
+      if (parts === undefined) out.stdout(`Wrote ${result.bundle.path}\n  ${formatBytes(result.bundle.bytes)}${result.bundle.sha256 === undefined ? '' : `, sha256 ${result.bundle.sha256}`}\n`);
       else {
         out.stdout(`Wrote ${parts.parts.length} volumes ${parts.parts[0]!.name} … ${parts.parts.at(-1)!.name} and ${basename(indexPathFor(result.bundle.path))}${result.signer ? ' (+ .asc)' : ''}\n`);
         out.stdout(`  ${formatBytes(result.bundle.bytes)} in parts of at most ${formatBytes(parts.partSize)}; sha256 of the joined tar ${result.bundle.sha256}\n`);

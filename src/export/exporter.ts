@@ -4,24 +4,27 @@
  * until the bundle is safely renamed into place, so a failed export can be re-run without
  * downloading completed files again.
  */
-import { readdir, rm, rmdir } from 'node:fs/promises';
+import { open, readdir, rm, rmdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { formatPartsIndex, indexPathFor, type PartsIndex } from '../bundle/parts.js';
+import { formatPartsIndex, indexPathFor, PARTS_FORMAT, type PartsIndex } from '../bundle/parts.js';
 import { writeFileAtomic } from '../fs/atomic.js';
 import type { Inventory } from '../cache/inventory.js';
-import { AirlockError } from '../errors.js';
+import { AirlockError, fsError } from '../errors.js';
 import { FORMAT_VERSION, MANIFEST_NAME, payloadEntryName } from '../bundle/format.js';
 import { formatManifest, type Manifest, type ManifestFile, type ManifestRepo } from '../bundle/manifest.js';
-import { writeBundle, type BundlePayloadFile, type WrittenBundle } from '../bundle/writer.js';
+import { END_OF_ARCHIVE_BYTES } from '../bundle/tar-header.js';
+import { BundleFile } from './bundle-file.js';
+import { layOut, leadingBlock, leadingReserve, type BundleLayout, type LayoutEntry } from './bundle-layout.js';
+import { writeTar, type BundleLeading, type WrittenBundle } from '../bundle/writer.js';
 import { formatSha256Sums, type SumsEntry } from '../integrity/sha256sums.js';
-import { sha256Hex } from '../integrity/digest.js';
+import { Digester, sha256Hex, type Digests } from '../integrity/digest.js';
 import type { Signer } from '../signing/sign.js';
-import type { HubClient, RemoteFile, RepoRef } from '../hub/types.js';
-import { checkIndexFile, checkSafetensorsFile, isSafetensorsPath, isShardIndexPath } from '../integrity/weights.js';
+import { etagOf, type HubClient, type RemoteFile, type RepoRef } from '../hub/types.js';
+import { checkIndexAt, checkSafetensorsAt, isSafetensorsPath, isShardIndexPath, type TensorInfo } from '../integrity/weights.js';
 import type { ModelScopeClient } from '../hub/modelscope/client.js';
 import type { ModelScopeRemoteFile } from '../hub/modelscope/wire.js';
 import { toolVersion } from '../version.js';
-import { downloadSnapshot, planSnapshot, repoWorkDir, snapshotWorkDir, verifiedRecordPath, type FetchOptions, type FetchProgress, type SnapshotPlan } from './fetch.js';
+import { downloadSnapshot, planSnapshot, repoWorkDir, snapshotWorkDir, verifiedRecordPath, type FetchOptions, type FetchProgress, type Placement, type SnapshotPlan } from './fetch.js';
 import { checkFreeSpace } from './space.js';
 import type { Throttle } from '../hub/download.js';
 import type { RetryPolicy } from '../hub/retry.js';
@@ -68,6 +71,11 @@ export interface ExportOptions {
   have?: Inventory | undefined;
   /** Write split volumes of at most this many bytes (plus a signed parts index). */
   splitSize?: number | undefined;
+  /**
+   * Also compute the SHA-256 of the whole bundle (one more read of it at the end: the leading entries
+   * come first but are written last). Always done for split volumes, whose index lists it.
+   */
+  bundleSha256?: boolean | undefined;
   now?: () => Date;
 }
 
@@ -156,6 +164,125 @@ function leaveOutHeld(plan: SnapshotPlan, have: Inventory | undefined, reference
   return reduced;
 }
 
+/** Stands in for hashes not known yet: same length, so the layout does not move when they arrive. */
+const PLACEHOLDER_SHA256 = '0'.repeat(64);
+/** A generous single-dtype summary: most shards have one dtype and fewer than 100,000 tensors. */
+const PLACEHOLDER_TENSORS: TensorInfo = { tensors: 99999, dtypes: { BF16: 99999 } };
+
+/** The manifest's repos for these plans, with each file's sha256 and safetensors summary from the callbacks. */
+function describeRepos(
+  plans: readonly SnapshotPlan[],
+  clients: readonly HubClient[],
+  references: Map<SnapshotPlan, RemoteFile[]>,
+  sha256Of: (plan: SnapshotPlan, file: RemoteFile) => string,
+  tensorsOf: (file: RemoteFile, plan: SnapshotPlan) => TensorInfo | undefined,
+): ManifestRepo[] {
+  return plans.map((plan, i) => {
+    const client = clients[i]!;
+    const ref = plan.repo;
+    const files: ManifestFile[] = plan.selected.map((f) => {
+      const entry: ManifestFile = { path: f.path, size: f.size, sha256: sha256Of(plan, f), etag: etagOf(f), blobId: f.blobId, lfs: f.lfsSha256 !== undefined };
+      const lastCommit = (f as Partial<ModelScopeRemoteFile>).lastCommit;
+      if (client.kind === 'modelscope' && typeof lastCommit === 'string' && /^[0-9a-f]{40}$/.test(lastCommit)) entry.lastCommit = lastCommit;
+      const tensors = tensorsOf(f, plan);
+      if (tensors !== undefined) entry.safetensors = tensors;
+      return entry;
+    });
+    for (const f of references.get(plan) ?? []) {
+      files.push({ path: f.path, size: f.size, sha256: f.lfsSha256!, etag: f.lfsSha256!, blobId: f.blobId, lfs: true, reference: true });
+    }
+    const source: ManifestRepo['source'] = { kind: client.kind, endpoint: client.endpoint };
+    if (client.kind === 'modelscope') {
+      const createdAt = (client as ModelScopeClient).resolved?.(ref)?.createdAt;
+      if (createdAt !== undefined && Number.isSafeInteger(createdAt) && createdAt >= 0) source.createdAt = createdAt;
+    }
+    return { type: ref.type, id: ref.id, revision: ref.revision, commit: plan.commit, source, files };
+  });
+}
+
+function manifestOf(repos: ManifestRepo[], createdAt: string): Manifest {
+  return { format: 'model-airlock-bundle', formatVersion: FORMAT_VERSION, tool: { name: 'model-airlock', version: toolVersion }, createdAt, repos };
+}
+
+function sumsOf(
+  plans: readonly SnapshotPlan[],
+  sha256Of: (plan: SnapshotPlan, file: RemoteFile) => string,
+  nameOf: (plan: SnapshotPlan, path: string) => string,
+  manifestSha256: string,
+): Buffer {
+  const sums: SumsEntry[] = plans.flatMap((plan) => plan.selected.map((f) => ({ path: nameOf(plan, f.path), sha256: sha256Of(plan, f) })));
+  return Buffer.from(formatSha256Sums([...sums, { path: MANIFEST_NAME, sha256: manifestSha256 }]), 'utf8');
+}
+
+/**
+ * A file an earlier run completed in the partial bundle: an LFS file is named by its sha256 (the
+ * run checked it before marking it); a git file's sha256 is not in the listing, so it is read again
+ * (they are small) and must still match its blob id.
+ */
+async function completedEarlier(bundle: BundleFile, index: number, file: RemoteFile): Promise<Digests | undefined> {
+  if (file.lfsSha256 !== undefined) return { size: file.size, sha256: file.lfsSha256 };
+  const entry = bundle.layout.entries[index]!;
+  const digester = new Digester(file.size);
+  const buffer = Buffer.allocUnsafe(Math.min(1024 * 1024, Math.max(1, file.size)));
+  for (let at = 0; at < file.size; ) {
+    const n = await bundle.read(buffer.subarray(0, Math.min(buffer.length, file.size - at)), entry.dataAt + at);
+    if (n === 0) return undefined;
+    digester.update(buffer.subarray(0, n));
+    at += n;
+  }
+  const digests = digester.digest();
+  if (digests.gitSha1 === file.blobId) return digests;
+  await bundle.note(index, 0);
+  return undefined;
+}
+
+/** Copies a verified work-dir file into its place in the bundle. */
+async function copyInto(bundle: BundleFile, entry: LayoutEntry, localPath: string): Promise<void> {
+  const handle = await open(localPath, 'r').catch((error: unknown) => {
+    throw fsError(error, 'read', localPath);
+  });
+  try {
+    const buffer = Buffer.allocUnsafe(1024 * 1024);
+    for (let at = 0; at < entry.size; ) {
+      const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, entry.size - at), at).catch((error: unknown) => {
+        throw fsError(error, 'read', localPath);
+      });
+      if (bytesRead === 0) {
+        throw new AirlockError('E_IO', `${localPath} changed size since it was verified`, { subject: localPath, hint: 'something modified the work dir during export; run the export again' });
+      }
+      await bundle.write(buffer.subarray(0, bytesRead), entry.dataAt + at);
+      at += bytesRead;
+    }
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
+}
+
+/** The unsigned parts index of a bundle written in place as volumes. */
+function partsIndexOf(outPath: string, splitSize: number, size: number, sums: Awaited<ReturnType<BundleFile['digest']>>): PartsIndex {
+  return {
+    format: PARTS_FORMAT,
+    formatVersion: 1,
+    bundle: basename(outPath),
+    size,
+    sha256: sums.sha256,
+    partSize: splitSize,
+    parts: sums.pieces.map((p) => ({ name: basename(p.path), size: p.size, sha256: p.sha256 })),
+  };
+}
+
+/** The whole tar with `leading` in front, for a copy when the leading entries outgrew their reserve. */
+async function* relaidOut(bundle: BundleFile, layout: BundleLayout, leading: BundleLeading): AsyncGenerator<Uint8Array> {
+  yield (await leadingBlock(leading))!;
+  const buffer = Buffer.allocUnsafe(1024 * 1024);
+  for (let at = layout.reserve; at < layout.size; ) {
+    const n = await bundle.read(buffer, at);
+    if (n === 0) throw new AirlockError('E_IO', `the partial bundle ended at byte ${at} of ${layout.size}`);
+    yield Buffer.from(buffer.subarray(0, n));
+    at += n;
+  }
+}
+
 export async function exportBundle(options: ExportOptions): Promise<ExportResult> {
   if (options.repos.length === 0) throw new AirlockError('E_USAGE', 'no repository given', { hint: 'airlock export acme/tiny-llm -o tiny.airlock.tar …' });
   const previous = await existingOutputs(options.outPath);
@@ -202,75 +329,124 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
     plans.push(plan);
     planned.push(ref);
   }
-  if (options.spaceCheck !== false) {
-    await checkFreeSpace(options.workDir, dirname(options.outPath), {
-      workBytes: plans.reduce((n, p) => n + p.remainingBytes, 0),
-      outputBytes: plans.reduce((n, p) => n + p.totalBytes, 0),
-    });
-  }
-  options.onPlanned?.(plans);
+  const createdAt = (options.now?.() ?? new Date()).toISOString();
+  // Every size is known: lay the bundle out now, with placeholders where hashes will go.
+  const nameOf = (plan: SnapshotPlan, path: string): string => payloadEntryName(plan.repo.type, plan.repo.id, plan.commit, path);
+  const draftSha256 = (_plan: SnapshotPlan, f: RemoteFile): string => f.lfsSha256 ?? PLACEHOLDER_SHA256;
+  const draft = describeRepos(plans, planned.map(clientOf), references, draftSha256, (f) => (isSafetensorsPath(f.path) ? PLACEHOLDER_TENSORS : undefined));
+  const draftSums = sumsOf(plans, draftSha256, nameOf, PLACEHOLDER_SHA256);
+  const draftManifest = formatManifest(manifestOf(draft, createdAt));
+  const reserve = leadingReserve(draftSums.byteLength, draftManifest.byteLength, options.signer !== undefined);
+  const layout = layOut(
+    plans.flatMap((plan) => plan.selected.map((f) => ({ name: nameOf(plan, f.path), size: f.size, expected: f.lfsSha256 ?? f.blobId }))),
+    reserve,
+  );
+  const indexOf = new Map(layout.entries.map((e, i) => [e.name, i]));
+  const entryIndex = (plan: SnapshotPlan, f: RemoteFile): number => indexOf.get(nameOf(plan, f.path))!;
 
-  const repos: ManifestRepo[] = [];
-  const payload: BundlePayloadFile[] = [];
-  const sums: SumsEntry[] = [];
-  for (const [i, plan] of plans.entries()) {
-    const ref = plan.repo;
-    const client = clientOf(planned[i]!);
-    const snapshot = await downloadSnapshot(client, plan, optionsFor(planned[i]!));
-    const files: ManifestFile[] = snapshot.files.map((f) => {
-      const entry: ManifestFile = { path: f.remote.path, size: f.size, sha256: f.sha256, etag: f.etag, blobId: f.remote.blobId, lfs: f.lfs };
-      const lastCommit = (f.remote as Partial<ModelScopeRemoteFile>).lastCommit;
-      if (client.kind === 'modelscope' && typeof lastCommit === 'string' && /^[0-9a-f]{40}$/.test(lastCommit)) entry.lastCommit = lastCommit;
-      return entry;
-    });
-    const held = references.get(plan) ?? [];
-    if (options.weightCheck !== false) {
-      // before the bundle is written: a truncated shard or an index naming a missing one never leaves here
-      const where = `${ref.type === 'dataset' ? 'datasets/' : ''}${ref.id}@${snapshot.commit}`;
-      const paths = [...snapshot.files.map((f) => f.remote.path), ...held.map((f) => f.path)];
-      for (const [n, f] of snapshot.files.entries()) {
-        if (isSafetensorsPath(f.remote.path)) files[n]!.safetensors = await checkSafetensorsFile(f.localPath, f.size, where, f.remote.path);
-        else if (isShardIndexPath(f.remote.path)) await checkIndexFile(f.localPath, f.size, f.remote.path, paths, where);
+  const bundle = await BundleFile.open(options.outPath, layout, options.splitSize);
+  let published = false;
+  try {
+    // What an earlier run of this very export left in the partial bundle.
+    const placements = new Map<SnapshotPlan, Placement>();
+    let outputBytes = layout.reserve + END_OF_ARCHIVE_BYTES;
+    let workBytes = 0;
+    for (const [i, plan] of plans.entries()) {
+      if (clientOf(planned[i]!).rangeSource === undefined) {
+        workBytes += plan.remainingBytes;
+        outputBytes += plan.totalBytes;
+        continue;
+      }
+      const done = new Map<string, Digests>();
+      let remaining = 0;
+      for (const f of plan.selected) {
+        const k = entryIndex(plan, f);
+        const earlier = bundle.earlier(k);
+        const digests = earlier.complete ? await completedEarlier(bundle, k, f) : undefined;
+        if (digests !== undefined) done.set(f.path, digests);
+        else remaining += f.size - earlier.kept;
+      }
+      outputBytes += remaining;
+      plan.remainingBytes = remaining;
+      placements.set(plan, {
+        done,
+        kept: (f) => bundle.earlier(entryIndex(plan, f)).kept,
+        target: (f) => bundle.target(entryIndex(plan, f)),
+        completed: (f) => bundle.note(entryIndex(plan, f), f.size, true),
+      });
+    }
+    if (options.spaceCheck !== false) {
+      await checkFreeSpace(options.workDir, dirname(options.outPath), { workBytes, outputBytes }).catch(async (error: unknown) => {
+        // nothing of an earlier run to keep: do not leave an empty partial bundle behind
+        if (layout.entries.every((_, k) => bundle.earlier(k).kept === 0)) await bundle.discard();
+        throw error;
+      });
+    }
+    options.onPlanned?.(plans);
+    for (const e of layout.entries) await bundle.write(e.header, e.headerAt);
+
+    const digestsOf = new Map<string, Digests>();
+    for (const [i, plan] of plans.entries()) {
+      const client = clientOf(planned[i]!);
+      const placement = placements.get(plan);
+      const snapshot = await downloadSnapshot(client, plan, { ...optionsFor(planned[i]!), placement });
+      for (const f of snapshot.files) {
+        digestsOf.set(nameOf(plan, f.remote.path), { size: f.size, sha256: f.sha256 });
+        // sources without Range support land in the work dir first: copy into place
+        if (placement === undefined) await copyInto(bundle, layout.entries[entryIndex(plan, f.remote)]!, f.localPath);
       }
     }
-    const source: ManifestRepo['source'] = { kind: client.kind, endpoint: client.endpoint };
-    if (client.kind === 'modelscope') {
-      const createdAt = (client as ModelScopeClient).resolved?.(ref)?.createdAt;
-      if (createdAt !== undefined && Number.isSafeInteger(createdAt) && createdAt >= 0) source.createdAt = createdAt;
+
+    const tensors = new Map<string, TensorInfo>();
+    if (options.weightCheck !== false) {
+      // before the leading entries are written: a truncated shard or an index naming a missing one never leaves here
+      for (const plan of plans) {
+        const where = `${plan.repo.type === 'dataset' ? 'datasets/' : ''}${plan.repo.id}@${plan.commit}`;
+        const paths = [...plan.selected.map((f) => f.path), ...(references.get(plan) ?? []).map((f) => f.path)];
+        for (const f of plan.selected) {
+          const entry = layout.entries[entryIndex(plan, f)]!;
+          const read = (buffer: Buffer, position: number): Promise<number> =>
+            bundle.read(buffer.subarray(0, Math.max(0, Math.min(buffer.length, f.size - position))), entry.dataAt + position);
+          if (isSafetensorsPath(f.path)) tensors.set(entry.name, await checkSafetensorsAt(read, f.size, where, f.path));
+          else if (isShardIndexPath(f.path)) await checkIndexAt(read, f.size, f.path, paths, where);
+        }
+      }
     }
-    for (const f of held) {
-      files.push({ path: f.path, size: f.size, sha256: f.lfsSha256!, etag: f.lfsSha256!, blobId: f.blobId, lfs: true, reference: true });
+
+    const repos = describeRepos(plans, planned.map(clientOf), references, (plan, f) => digestsOf.get(nameOf(plan, f.path))!.sha256, (f, plan) => tensors.get(nameOf(plan, f.path)));
+    const manifestBytes = formatManifest(manifestOf(repos, createdAt));
+    const manifestSha256 = sha256Hex(manifestBytes);
+    const sumsBytes = sumsOf(plans, (plan, f) => digestsOf.get(nameOf(plan, f.path))!.sha256, nameOf, manifestSha256);
+    const signature = options.signer ? await options.signer.sign(sumsBytes) : undefined;
+    const leading = { sums: sumsBytes, signature, manifest: manifestBytes };
+
+    // --force: a previous export's extra parts would otherwise sit beside the new ones
+    if (options.overwrite) for (const path of await existingOutputs(options.outPath)) await rm(path, { force: true });
+    const block = await leadingBlock(leading, layout.reserve);
+    let written: WrittenBundle;
+    if (block !== undefined) {
+      await bundle.write(block, 0);
+      const sums = options.splitSize !== undefined || options.bundleSha256 === true ? await bundle.digest() : undefined;
+      await bundle.publish();
+      published = true;
+      written = { path: options.outPath, bytes: layout.size, ...(sums ? { sha256: sums.sha256 } : {}) };
+      if (sums !== undefined && options.splitSize !== undefined) written.parts = partsIndexOf(options.outPath, options.splitSize, layout.size, sums);
+    } else {
+      // the leading entries outgrew their reserve (an unusually large signature): copy once behind them
+      written = await writeTar(options.outPath, relaidOut(bundle, layout, leading), options.splitSize);
+      published = true;
+      await bundle.discard();
     }
-    repos.push({ type: ref.type, id: ref.id, revision: ref.revision, commit: snapshot.commit, source, files });
-    for (const f of snapshot.files) {
-      const name = payloadEntryName(ref.type, ref.id, snapshot.commit, f.remote.path);
-      payload.push({ name, localPath: f.localPath, size: f.size });
-      sums.push({ path: name, sha256: f.sha256 });
-    }
+    if (written.parts !== undefined) await writePartsIndex(options.outPath, written.parts, options.signer);
+    if (!options.keepWorkDir) await removeWorkFiles(options.workDir, options.repos, repos);
+    return result(written, repos, manifestSha256);
+  } finally {
+    if (!published) await bundle.close();
   }
 
-  const manifest: Manifest = {
-    format: 'model-airlock-bundle',
-    formatVersion: FORMAT_VERSION,
-    tool: { name: 'model-airlock', version: toolVersion },
-    createdAt: (options.now?.() ?? new Date()).toISOString(),
-    repos,
-  };
-  const manifestBytes = formatManifest(manifest);
-  const manifestSha256 = sha256Hex(manifestBytes);
-  const sumsBytes = Buffer.from(formatSha256Sums([...sums, { path: MANIFEST_NAME, sha256: manifestSha256 }]), 'utf8');
-  const signature = options.signer ? await options.signer.sign(sumsBytes) : undefined;
-
-  // --force: a previous export's extra parts would otherwise sit beside the new ones
-  if (options.overwrite) for (const path of await existingOutputs(options.outPath)) await rm(path, { force: true });
-  const bundle = await writeBundle(options.outPath, { sums: sumsBytes, signature, manifest: manifestBytes }, payload, {
-    ...(options.splitSize === undefined ? {} : { splitSize: options.splitSize }),
-  });
-  if (bundle.parts !== undefined) await writePartsIndex(options.outPath, bundle.parts, options.signer);
-  if (!options.keepWorkDir) await removeWorkFiles(options.workDir, options.repos, repos);
-
+  function result(bundleWritten: WrittenBundle, repos: ManifestRepo[], manifestSha256: string): ExportResult {
   return {
-    bundle,
+    bundle: bundleWritten,
     manifestSha256,
     signer: options.signer ? { fingerprint: options.signer.fingerprint, userIds: options.signer.userIds } : undefined,
     repos: repos.map((r) => ({
@@ -284,4 +460,5 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
       referencedBytes: r.files.filter((f) => f.reference).reduce((n, f) => n + f.size, 0),
     })),
   };
+}
 }

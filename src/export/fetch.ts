@@ -22,7 +22,7 @@ import { makeFileFilter } from '../hub/filter.js';
 import { formatRepoRef } from '../hub/repo-ref.js';
 import { etagOf, type HubClient, type RemoteFile, type RepoRef } from '../hub/types.js';
 import { Digester, type Digests } from '../integrity/digest.js';
-import { downloadFile, type Throttle } from '../hub/download.js';
+import { downloadFile, type DownloadTarget, type Throttle } from '../hub/download.js';
 import { describeStatus, type RetryPolicy } from '../hub/retry.js';
 import { readPinnedCommit, removePinnedCommit, VerifiedFiles, writePinnedCommit } from './work-state.js';
 
@@ -59,6 +59,22 @@ export interface FetchOptions {
   throttle?: Throttle | undefined;
   /** Smallest part when splitting a file over several connections (default 8 MiB). */
   minPartBytes?: number | undefined;
+  /**
+   * Where downloads land instead of the work dir's `files/` (export writes straight into the bundle).
+   * Only for clients with a `rangeSource`.
+   */
+  placement?: Placement | undefined;
+}
+
+/** Where a snapshot's downloads land, and what an earlier run already completed there. */
+export interface Placement {
+  /** Files complete from an earlier run, with their digests (skipped). */
+  done: Map<string, Digests>;
+  /** Bytes of each unfinished file kept from an earlier run. */
+  kept(file: RemoteFile): number;
+  target(file: RemoteFile): DownloadTarget;
+  /** The file arrived and matched the listing. */
+  completed(file: RemoteFile, digests: Digests): Promise<void>;
 }
 
 export interface FetchedFile {
@@ -301,9 +317,10 @@ export async function downloadSnapshot(client: HubClient, plan: SnapshotPlan, op
   const filesDir = join(base, 'files');
   const partialDir = join(base, 'partial');
   const partsDir = join(base, 'parts');
-  const results = new Map<string, Digests>(plan.done);
-  for (const file of selected) if (plan.done.has(file.path)) emit({ kind: 'skipped', repo, path: file.path, size: file.size });
-  const queue = selected.filter((f) => !plan.done.has(f.path));
+  const done = options.placement?.done ?? plan.done;
+  const results = new Map<string, Digests>(done);
+  for (const file of selected) if (done.has(file.path)) emit({ kind: 'skipped', repo, path: file.path, size: file.size });
+  const queue = selected.filter((f) => !done.has(f.path));
 
   // Pin before the first byte: whatever happens next, a re-run continues this very commit. (Undone
   // below if a failure leaves nothing behind to continue.)
@@ -330,22 +347,27 @@ export async function downloadSnapshot(client: HubClient, plan: SnapshotPlan, op
     emit({ kind: 'downloading', repo, path: file.path, size: file.size, index, total: selected.length });
     const started = Date.now();
     try {
-      await mkdir(dirname(partial), { recursive: true });
-      await mkdir(dirname(localPath), { recursive: true });
-      // a directory (or link) where the partial file belongs is nothing we wrote: clear it
-      const info = await lstat(partial).catch(() => undefined);
-      if (info !== undefined && !info.isFile()) await rm(partial, { recursive: true, force: true });
+      if (options.placement === undefined) {
+        await mkdir(dirname(partial), { recursive: true });
+        await mkdir(dirname(localPath), { recursive: true });
+        // a directory (or link) where the partial file belongs is nothing we wrote: clear it
+        const info = await lstat(partial).catch(() => undefined);
+        if (info !== undefined && !info.isFile()) await rm(partial, { recursive: true, force: true });
+      }
     } catch (error) {
       throw fsError(error, 'prepare', partial);
     }
     const onBytes = options.onBytes;
     let digests: Digests;
     const source = client.rangeSource?.(repo, commit, file);
+    if (source === undefined && options.placement !== undefined) {
+      throw new AirlockError('E_INTERNAL', `${client.kind} downloads cannot be placed outside the work dir`);
+    }
     if (source === undefined) {
       digests = await client.download(repo, commit, file, partial, onBytes === undefined ? undefined : (bytes) => onBytes(bytes, file.path));
     } else {
       let counted = 0;
-      digests = await downloadFile(source, `${formatRepoRef(repo, false)}/${file.path}`, file, partial, {
+      digests = await downloadFile(source, `${formatRepoRef(repo, false)}/${file.path}`, file, options.placement?.target(file) ?? partial, {
         resume: true,
         keepPartial: true,
         retry: options.retry,
@@ -371,12 +393,16 @@ export async function downloadSnapshot(client: HubClient, plan: SnapshotPlan, op
           emit({ kind: 'retry', repo, path: file.path, attempt: event.attempt, attempts: event.attempts, status: event.status, delayMs: event.delayMs, reason: event.reason }),
       });
     }
-    try {
-      await rename(partial, localPath);
-    } catch (error) {
-      throw fsError(error, 'move into place', localPath);
+    if (options.placement !== undefined) {
+      await options.placement.completed(file, digests);
+    } else {
+      try {
+        await rename(partial, localPath);
+      } catch (error) {
+        throw fsError(error, 'move into place', localPath);
+      }
+      await plan.verified.add(localPath, file, digests);
     }
-    await plan.verified.add(localPath, file, digests);
     emit({ kind: 'downloaded', repo, path: file.path, size: digests.size, ms: Date.now() - started });
     return digests;
   }

@@ -51,6 +51,53 @@ export interface Throttle {
   take(bytes: number): Promise<void>;
 }
 
+/**
+ * Where a download lands: a file of its own (`fileTarget`, the default for a path), or a region of a
+ * larger file (export writes each download straight into its place inside the bundle). Writes come in
+ * file order from byte 0 (the verified prefix only grows), so a target can record how far it got.
+ */
+export interface DownloadTarget {
+  /** Named in errors. */
+  readonly path: string;
+  open(): Promise<TargetHandle>;
+  /** Forgets everything received (and removes what can be removed). */
+  discard(): Promise<void>;
+}
+
+export interface TargetHandle {
+  /** Bytes of the file already present from an earlier attempt or run (a prefix). */
+  kept(): Promise<number>;
+  /** Starts over at byte 0. */
+  reset(): Promise<void>;
+  write(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesWritten: number }>;
+  read(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+  /** All bytes written: make them durable as the target sees fit. */
+  complete(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The file at `path`, created if needed (never through a link planted there). */
+export function fileTarget(path: string): DownloadTarget {
+  return {
+    path,
+    async open(): Promise<TargetHandle> {
+      const handle = await openRw(path);
+      return {
+        kept: async () => (await handle.stat()).size,
+        reset: () => handle.truncate(0),
+        write: (buffer, offset, length, position) => handle.write(buffer, offset, length, position),
+        read: (buffer, offset, length, position) => handle.read(buffer, offset, length, position),
+        complete: () => handle.sync().catch(() => undefined),
+        close: () => handle.close(),
+      };
+    },
+    discard: () => rm(path, { force: true }).catch(() => undefined),
+  };
+}
+
+/** What Writer and readInto need of a file: positioned reads and writes. */
+type Positional = Pick<TargetHandle, 'read' | 'write'>;
+
 export interface FileDownloadOptions {
   /** Continue from what `destination` (and `partsDir`) already hold. Default false: start fresh. */
   resume?: boolean | undefined;
@@ -103,7 +150,7 @@ class Writer {
   #inFlight: Promise<void> | undefined;
   #error: unknown;
   constructor(
-    readonly handle: FileHandle,
+    readonly handle: Positional,
     readonly path: string,
   ) {}
 
@@ -145,7 +192,7 @@ class Writer {
   }
 }
 
-async function writeAll(handle: FileHandle, data: Buffer, position: number): Promise<void> {
+async function writeAll(handle: Positional, data: Buffer, position: number): Promise<void> {
   let done = 0;
   while (done < data.length) {
     const { bytesWritten } = await handle.write(data, done, data.length - done, position + done);
@@ -172,7 +219,7 @@ async function sizeOf(path: string): Promise<number | undefined> {
 }
 
 /** Reads [from, to) of an open file into the digester (and optionally appends it elsewhere). */
-async function readInto(handle: FileHandle, path: string, from: number, to: number, each: (chunk: Buffer) => Promise<void>): Promise<void> {
+async function readInto(handle: Positional, path: string, from: number, to: number, each: (chunk: Buffer) => Promise<void>): Promise<void> {
   let at = from;
   while (at < to) {
     const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, to - at));
@@ -196,7 +243,15 @@ export function partBoundaries(size: number, connections: number, minPartBytes: 
   return parts;
 }
 
-export async function downloadFile(source: OpenRange, what: string, file: RemoteFile, destination: string, options: FileDownloadOptions = {}): Promise<Digests> {
+export async function downloadFile(
+  source: OpenRange,
+  what: string,
+  file: RemoteFile,
+  into: string | DownloadTarget,
+  options: FileDownloadOptions = {},
+): Promise<Digests> {
+  const target = typeof into === 'string' ? fileTarget(into) : into;
+  const destination = target.path;
   const policy: RetryPolicy = options.retry ?? { attempts: 1, baseMs: 0, maxMs: 0, maxServerDelayMs: 0 };
   let connections = options.partsDir === undefined ? 1 : Math.max(1, options.connections ?? 1);
   let resume = options.resume === true;
@@ -245,28 +300,28 @@ export async function downloadFile(source: OpenRange, what: string, file: Remote
   }
 
   async function discard(): Promise<void> {
-    await rm(destination, { force: true }).catch(() => undefined);
+    await target.discard();
     if (options.partsDir !== undefined) await rm(options.partsDir, { recursive: true, force: true }).catch(() => undefined);
   }
 
   async function attempt(n: number, resuming: boolean): Promise<Digests> {
     const parts = partBoundaries(file.size, n, options.minPartBytes ?? DEFAULT_MIN_PART_BYTES);
     const digester = new Digester(file.lfsSha256 === undefined ? file.size : undefined);
-    if (!resuming) await rm(destination, { force: true }).catch(() => undefined);
-    const handle = await openRw(destination);
+    if (!resuming) await target.discard();
+    const handle = await target.open();
     const writer = new Writer(handle, destination);
     let frontier = 0; // bytes of destination that are written and hashed
     try {
       // 1. The kept prefix (size of destination) is re-hashed once.
-      let kept = resuming ? ((await handle.stat()).size) : 0;
+      let kept = resuming ? await handle.kept() : 0;
       if (kept > file.size) {
-        await handle.truncate(0);
+        await handle.reset();
         kept = 0;
       }
       await readInto(handle, destination, 0, kept, async (chunk) => digester.update(chunk));
       frontier = kept;
       if (kept > 0) options.onResume?.(kept);
-      if (!resuming) await handle.truncate(0);
+      if (!resuming) await handle.reset();
 
       // 2. Parts after the one holding the frontier get their own files; the others' files are stale.
       const later = parts.filter((p) => p.start > frontier);
@@ -345,7 +400,7 @@ export async function downloadFile(source: OpenRange, what: string, file: Remote
         }
         await rm(path, { force: true });
       }
-      await handle.sync().catch(() => undefined);
+      await handle.complete();
       return digester.digest();
     } finally {
       await writer.drain().catch(() => undefined);

@@ -44,27 +44,44 @@ function infoOf(check: SafetensorsCheck, where: string, path: string): TensorInf
   return { tensors: check.summary.tensorCount, dtypes };
 }
 
-/** Checks one safetensors file on disk, reading only its header. */
-export async function checkSafetensorsFile(localPath: string, size: number, where: string, path: string): Promise<TensorInfo> {
-  const prefix = new SafetensorsPrefix(size);
+/** Reads up to `buffer.length` bytes at `position` of one file; 0 at its end. */
+export type ReadAt = (buffer: Buffer, position: number) => Promise<number>;
+
+/** A ReadAt over a file on disk, opened for the duration of `use`; read errors name the file. */
+async function withFileReader<T>(localPath: string, use: (read: ReadAt) => Promise<T>): Promise<T> {
   const handle = await open(localPath, 'r').catch((error: unknown) => {
     throw fsError(error, 'read', localPath);
   });
   try {
-    const buffer = Buffer.allocUnsafe(1024 * 1024);
-    let position = 0;
-    while (!prefix.done && position < size) {
-      const { bytesRead } = await handle.read(buffer, 0, buffer.length, position);
-      if (bytesRead === 0) break;
-      prefix.update(buffer.subarray(0, bytesRead));
-      position += bytesRead;
-    }
-  } catch (error) {
-    throw fsError(error, 'read', localPath);
+    return await use(async (buffer, position) => {
+      try {
+        return (await handle.read(buffer, 0, buffer.length, position)).bytesRead;
+      } catch (error) {
+        throw fsError(error, 'read', localPath);
+      }
+    });
   } finally {
     await handle.close().catch(() => undefined);
   }
+}
+
+/** Checks one safetensors file, reading only its header. */
+export async function checkSafetensorsAt(read: ReadAt, size: number, where: string, path: string): Promise<TensorInfo> {
+  const prefix = new SafetensorsPrefix(size);
+  const buffer = Buffer.allocUnsafe(1024 * 1024);
+  let position = 0;
+  while (!prefix.done && position < size) {
+    const bytesRead = await read(buffer.subarray(0, Math.min(buffer.length, size - position)), position);
+    if (bytesRead === 0) break;
+    prefix.update(buffer.subarray(0, bytesRead));
+    position += bytesRead;
+  }
   return infoOf(prefix.result(), where, path);
+}
+
+/** Checks one safetensors file on disk, reading only its header. */
+export function checkSafetensorsFile(localPath: string, size: number, where: string, path: string): Promise<TensorInfo> {
+  return withFileReader(localPath, (read) => checkSafetensorsAt(read, size, where, path));
 }
 
 /** Checks a shard index's contents against the repo's (bundled) file paths. */
@@ -74,26 +91,22 @@ export function checkIndexContent(content: Uint8Array, indexPath: string, filesI
   if (problems.length > 0) throw weightsError(where, indexPath, problems);
 }
 
-/** Reads an index file (capped) from disk and checks it. */
-export async function checkIndexFile(localPath: string, size: number, indexPath: string, filesInRepo: Iterable<string>, where: string): Promise<void> {
+/** Reads an index file (capped) and checks it. */
+export async function checkIndexAt(read: ReadAt, size: number, indexPath: string, filesInRepo: Iterable<string>, where: string): Promise<void> {
   if (size > MAX_INDEX_BYTES) throw weightsError(where, indexPath, [`the index is ${size} bytes, more than the ${MAX_INDEX_BYTES}-byte limit`]);
-  const handle = await open(localPath, 'r').catch((error: unknown) => {
-    throw fsError(error, 'read', localPath);
-  });
-  try {
-    const buffer = Buffer.alloc(size);
-    let position = 0;
-    while (position < size) {
-      const { bytesRead } = await handle.read(buffer, position, size - position, position);
-      if (bytesRead === 0) break;
-      position += bytesRead;
-    }
-    checkIndexContent(buffer.subarray(0, position), indexPath, filesInRepo, where);
-  } catch (error) {
-    throw fsError(error, 'read', localPath);
-  } finally {
-    await handle.close().catch(() => undefined);
+  const buffer = Buffer.alloc(size);
+  let position = 0;
+  while (position < size) {
+    const bytesRead = await read(buffer.subarray(position), position);
+    if (bytesRead === 0) break;
+    position += bytesRead;
   }
+  checkIndexContent(buffer.subarray(0, position), indexPath, filesInRepo, where);
+}
+
+/** Reads an index file (capped) from disk and checks it. */
+export function checkIndexFile(localPath: string, size: number, indexPath: string, filesInRepo: Iterable<string>, where: string): Promise<void> {
+  return withFileReader(localPath, (read) => checkIndexAt(read, size, indexPath, filesInRepo, where));
 }
 
 function repoLabel(entry: Pick<PayloadEntry, 'repo'>): string {

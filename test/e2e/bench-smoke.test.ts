@@ -1,6 +1,7 @@
 /**
  * Keeps `npm run bench` runnable: a tiny variant runs every scenario and writes its JSON. It asserts
- * that each measurement happened and produced sane numbers — never how fast anything was.
+ * that each measurement happened and produced sane numbers — never how fast anything was, nor how
+ * much disk anything took (only that the peak was sampled).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -24,6 +25,7 @@ test('the benchmark suite runs every scenario and reports ratios', { timeout: 18
       'model: airlock export', 'model: curl (download to disk)', 'model: manual: curl + sha256sum + tar c',
       'model: huggingface_hub snapshot_download', 'model: airlock verify', 'model: airlock import',
       'model: tar x + sha256sum -c + mv', 'model: openssl dgst -sha256 (hash limit)', 'model: cat > /dev/null (read limit)',
+      'model: airlock export (one large file)', 'model: curl (one large file, single stream)',
       'files: airlock export', 'files: airlock import', 'rss: airlock export', 'rss: airlock verify', 'rss: airlock import',
     ]) {
       assert.ok(labels.includes(expected), `${expected} measured (got ${labels.join(', ')})`);
@@ -32,8 +34,30 @@ test('the benchmark suite runs every scenario and reports ratios', { timeout: 18
       assert.ok(row.seconds > 0 && Number.isFinite(row.mibPerSecond), `${row.label} has a time`);
       assert.ok(row.maxRssMiB > 0, `${row.label} has a peak RSS`);
     }
+    // the download side reports its peak disk footprint; the rest leaves it null
+    const diskSampled = [
+      'model: airlock export', 'model: curl (download to disk)', 'model: manual: curl + sha256sum + tar c',
+      'model: huggingface_hub snapshot_download', 'model: airlock export (one large file)',
+      'model: curl (one large file, single stream)', 'rss: airlock export',
+    ];
+    for (const row of result.rows) {
+      const name = `${row.scenario}: ${row.label}`;
+      if (diskSampled.includes(name)) assert.ok(typeof row.peakDiskMiB === 'number' && row.peakDiskMiB > 0, `${name} has a peak disk footprint`);
+      else assert.equal(row.peakDiskMiB, null, `${name} is not disk-sampled`);
+    }
+    assert.ok('export one file / curl one file' in result.ratios, 'the one-file ratio is reported');
     for (const value of Object.values(result.ratios)) assert.equal(typeof value, 'number');
+    for (const key of [
+      'export peak disk / model size', 'curl peak disk / model size', 'manual peak disk / model size',
+      'snapshot_download peak disk / model size', 'export one file peak disk / file size', 'export peak disk / size (rss bundle)',
+    ]) {
+      assert.equal(typeof result.disk[key], 'number', `${key} reported`);
+      assert.ok(result.disk[key] > 0, `${key} is positive`);
+    }
     assert.match(r.stdout, /ratios \(airlock \/ peer/);
+    assert.match(r.stdout, /peak disk MiB/);
+    assert.match(r.stdout, /export peak disk \/ model size/);
+    assert.match(r.stdout, /export one file \/ curl one file/);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

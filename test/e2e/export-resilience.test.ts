@@ -21,6 +21,8 @@ import { fetchSnapshot, type FetchEvent } from '../../src/export/fetch.js';
 import { createHuggingFaceClient } from '../../src/hub/huggingface/client.js';
 import type { RetryPolicy } from '../../src/hub/retry.js';
 import { safetensorsOf } from '../support/safetensors-fixture.ts';
+import { readPartialProgress } from '../../src/export/bundle-file.ts';
+import { compareBytes } from '../../src/bundle/format.ts';
 
 const MiB = 1024 * 1024;
 let hub: HubServer;
@@ -237,16 +239,12 @@ describe('across runs: killed at random points and resumed', () => {
     }
   }
 
-  /** Per file, the bytes the work dir holds (completed file, else the partial prefix). */
+  /** Per file, the bytes the partial bundle holds (its verified prefix; export writes in place). */
   async function onDisk(out: string): Promise<Map<string, number>> {
-    const base = join(`${out}.work`, 'models--acme--big', first.commit);
-    const sizes = new Map<string, number>();
-    for (const f of first.files) {
-      const done = await stat(join(base, 'files', f.path)).catch(() => undefined);
-      const partial = await stat(join(base, 'partial', f.path)).catch(() => undefined);
-      sizes.set(f.path, done?.size ?? partial?.size ?? 0);
-    }
-    return sizes;
+    // one repo: bundle order is path order
+    const ordered = [...first.files].sort((a, b) => compareBytes(a.path, b.path));
+    const progress = await readPartialProgress(`${out}.partial`, ordered.length);
+    return new Map(ordered.map((f, i) => [f.path, progress[i]?.kept ?? 0]));
   }
 
   /** Bytes the hub served, since request `from`, that fall inside what the work dir already held. */
@@ -286,7 +284,7 @@ describe('across runs: killed at random points and resumed', () => {
     await run(() => exportKilledAfter(args, points[2]!, { bytesPerSecond: 8 * MiB }));
     const servedBeforeFinal = hub.contentBytesServed - servedBefore;
     const received = [...held.values()].reduce((n, x) => n + x, 0);
-    assert.ok(existsSync(join(`${out}.work`, 'models--acme--big', first.commit, 'partial')), 'partial files were kept');
+    assert.ok(existsSync(`${out}.partial`), 'the partial bundle was kept');
 
     let r: Awaited<ReturnType<typeof runAirlock>> | undefined;
     await run(async () => {
@@ -297,8 +295,9 @@ describe('across runs: killed at random points and resumed', () => {
     assert.equal(result.repos[0].commit, first.commit, 'still the commit of the first run');
     assert.ok((await payloadBytes(out)).equals(await payloadBytes(reference)), 'payload byte-identical to the uninterrupted export');
     assert.ok(!existsSync(`${out}.work`), 'the work dir is cleaned up after success');
+    assert.ok(!existsSync(`${out}.partial`), 'the partial bundle became the bundle');
 
-    // Two numbers. "Fetched again": bytes served for ranges the work dir already held when a run started
+    // Two numbers. "Fetched again": bytes served for ranges the partial bundle already held when a run started
     // — what resuming is about; it should be nothing. "Lost in flight": bytes the hub sent that never
     // reached the disk of a killed process (socket buffers, the write queue) — any client loses those.
     const share = again / received;
