@@ -17,7 +17,7 @@
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmod, chown, mkdir, mkdtemp, rm, rmdir, statfs, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readdir, rm, rmdir, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { isAirlockError, type ErrorCode } from '../../src/errors.ts';
@@ -86,28 +86,43 @@ before(async () => {
 });
 
 /**
- * The unprivileged user must run the CLI from wherever CI cloned the repo, which may sit under a
- * 0700 directory (/root, a mktemp dir). A read-only bind mount of the checkout into a world-readable
- * directory of its own gives it a path to the same files. It lives outside `dir` and is removed only
- * with rmdir (never recursively), so a failed unmount can never reach the checkout.
+ * The unprivileged user must run the CLI from wherever CI cloned the repo, which may sit under — or be —
+ * a 0700 directory (/root, a mktemp dir). A bind mount keeps its source's mode, so the checkout root
+ * itself is not mounted: a world-readable directory of our own gets a read-only bind mount of each
+ * top-level entry of the checkout (bin/, dist/, node_modules/, package.json, …), giving the user a path
+ * to the same files. It lives outside `dir` and is removed only with rmdir/rm of the empty mount points
+ * (never recursively), so a failed unmount can never reach the checkout.
  */
 let appMount: string | undefined;
+const appEntries: string[] = [];
 async function checkoutForNobody(): Promise<string> {
   if (appMount !== undefined) return appMount;
   const base = await mkdtemp(join(tmpdir(), 'airlock-app-'));
   await chmod(base, 0o755);
   const at = join(base, 'checkout');
-  await mkdir(at);
-  const r = await sh('mount', ['--bind', '-o', 'ro', repoRoot, at]);
-  assert.equal(r.code, 0, `cannot bind-mount the checkout for the unprivileged user (${r.stderr.trim()}): these tests need root`);
+  await mkdir(at, { mode: 0o755 });
+  await chmod(at, 0o755);
   appMount = at;
+  for (const entry of await readdir(repoRoot, { withFileTypes: true })) {
+    if (entry.name === '.git') continue;
+    const target = join(at, entry.name);
+    if (entry.isDirectory()) await mkdir(target);
+    else if (entry.isFile()) await writeFile(target, '');
+    else continue;
+    appEntries.push(target);
+    const r = await sh('mount', ['--bind', '-o', 'ro', join(repoRoot, entry.name), target]);
+    assert.equal(r.code, 0, `cannot bind-mount ${entry.name} of the checkout for the unprivileged user (${r.stderr.trim()}): these tests need root`);
+  }
   return at;
 }
 
 after(async () => {
   for (const at of mounted.reverse()) await sh('umount', ['-l', at]);
   if (appMount !== undefined) {
-    await sh('umount', [appMount]);
+    for (const target of appEntries.reverse()) {
+      await sh('umount', [target]);
+      await rmdir(target).catch(() => rm(target)); // an empty mount point: a directory or an empty file
+    }
     await rmdir(appMount);
     await rmdir(dirname(appMount));
   }
