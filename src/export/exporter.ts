@@ -370,7 +370,6 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
       plan.remainingBytes = remaining;
       placements.set(plan, {
         done,
-        kept: (f) => bundle.earlier(entryIndex(plan, f)).kept,
         target: (f) => bundle.target(entryIndex(plan, f)),
         completed: (f) => bundle.note(entryIndex(plan, f), f.size, true),
       });

@@ -70,8 +70,6 @@ export interface FetchOptions {
 export interface Placement {
   /** Files complete from an earlier run, with their digests (skipped). */
   done: Map<string, Digests>;
-  /** Bytes of each unfinished file kept from an earlier run. */
-  kept(file: RemoteFile): number;
   target(file: RemoteFile): DownloadTarget;
   /** The file arrived and matched the listing. */
   completed(file: RemoteFile, digests: Digests): Promise<void>;
