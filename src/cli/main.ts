@@ -6,29 +6,41 @@ import { Command, CommanderError, Option } from 'commander';
 import { AirlockError, ExitCode } from '../errors.js';
 import { toolVersion } from '../version.js';
 import { processOutput, renderError, type Output } from './render.js';
-import { registerExport } from './export.js';
-import { registerImport, registerInspect, registerVerify } from './import.js';
-import { registerKeys } from './keys.js';
-import { registerResign } from './resign.js';
-import { registerCache } from './cache.js';
 
 export interface CommandContext {
   output(json: boolean): Output;
 }
 
-export function buildProgram(context: CommandContext): Command {
+type Register = (program: Command, context: CommandContext) => void;
+
+/**
+ * Every command, in help order, with the module that defines it. Only the module of the command being
+ * run is loaded: `verify` and `import` never load the HTTP client, `export` never loads the staging
+ * code — start-up time and memory every run saves (docs/performance.md).
+ */
+const COMMANDS: ReadonlyArray<{ name: string; load: () => Promise<Register> }> = [
+  { name: 'keys', load: async () => (await import('./keys.js')).registerKeys },
+  { name: 'export', load: async () => (await import('./export.js')).registerExport },
+  { name: 'verify', load: async () => (await import('./import.js')).registerVerify },
+  { name: 'import', load: async () => (await import('./import.js')).registerImport },
+  { name: 'inspect', load: async () => (await import('./import.js')).registerInspect },
+  { name: 'resign', load: async () => (await import('./resign.js')).registerResign },
+  { name: 'cache', load: async () => (await import('./cache.js')).registerCache },
+];
+
+/**
+ * The program with the command `argv` names — or with every command when it names none (top-level
+ * help, a typo that deserves a suggestion). The program has no options of its own but -V and -h, so
+ * the command is always right after node and the script.
+ */
+export async function buildProgram(context: CommandContext, argv: readonly string[] = []): Promise<Command> {
   const program = new Command('airlock')
     .description('Carry machine-learning models across an air gap: signed, verified, atomic.')
     .version(toolVersion, '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
     .configureHelp({ sortSubcommands: false });
-  registerKeys(program, context);
-  registerExport(program, context);
-  registerVerify(program, context);
-  registerImport(program, context);
-  registerInspect(program, context);
-  registerResign(program, context);
-  registerCache(program, context);
+  const named = COMMANDS.find((c) => c.name === argv[2]);
+  for (const command of named === undefined ? COMMANDS : [named]) (await command.load())(program, context);
   return program;
 }
 
@@ -45,7 +57,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       return processOutput(flag);
     },
   };
-  const program = buildProgram(context);
+  const program = await buildProgram(context, argv);
   program.exitOverride();
   try {
     await program.parseAsync([...argv]);
