@@ -15,6 +15,7 @@ import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { AirlockError, fsError } from '../errors.js';
+import { readPooled, type ReadPool } from './read-pool.js';
 
 export const PARTS_FORMAT = 'model-airlock-parts';
 const MAX_PARTS = 10_000;
@@ -286,7 +287,7 @@ export interface PartsStream extends Readable {
  * part its size and SHA-256 must match the index, else the stream fails naming that part — before the
  * next part is read.
  */
-export function readParts(index: PartsIndex, dir: string): PartsStream {
+export function readParts(index: PartsIndex, dir: string, pool?: ReadPool): PartsStream {
   let current = -1;
   let currentChecked = false;
   async function* chunks(): AsyncGenerator<Buffer> {
@@ -296,19 +297,27 @@ export function readParts(index: PartsIndex, dir: string): PartsStream {
       const path = join(dir, part.name);
       const hash = createHash('sha256');
       let size = 0;
-      for await (const chunk of createReadStream(path, { highWaterMark: READ_CHUNK })) {
-        const buffer = chunk as Buffer;
-        size += buffer.byteLength;
-        if (size > part.size) break;
-        hash.update(buffer);
-        yield buffer;
+      const handle = pool === undefined ? undefined : await open(path, 'r');
+      try {
+        const source: AsyncIterable<Buffer> = handle === undefined ? createReadStream(path, { highWaterMark: READ_CHUNK }) : readPooled(handle, pool!);
+        for await (const buffer of source) {
+          size += buffer.byteLength;
+          if (size > part.size) break;
+          hash.update(buffer);
+          yield buffer;
+        }
+      } finally {
+        await handle?.close();
       }
       currentChecked = true;
       const actual = hash.digest('hex');
       if (size !== part.size || actual !== part.sha256) throw partMismatch(index, part, path, actual);
     }
   }
-  const stream = Readable.from(chunks(), { objectMode: false, highWaterMark: READ_CHUNK }) as PartsStream;
+  // pooled: object mode, so each chunk stays the very view of a pooled buffer (a byte stream may join chunks)
+  const stream = (
+    pool === undefined ? Readable.from(chunks(), { objectMode: false, highWaterMark: READ_CHUNK }) : Readable.from(chunks(), { objectMode: true, highWaterMark: 2 })
+  ) as PartsStream;
   stream.diagnose = async (error: unknown): Promise<unknown> => {
     const part = index.parts[current];
     if (part === undefined || currentChecked) return error;

@@ -34,13 +34,17 @@ import {
   SUMS_NAME,
 } from './format.js';
 import { parseManifest, payloadEntries, type Manifest, type PayloadEntry } from './manifest.js';
+import type { ReadPool } from './read-pool.js';
 import { TarGuard, TarGuardError } from './tar-guard.js';
 
 export type { PayloadEntry } from './manifest.js';
 
 /** Where one payload entry's bytes go while they are being verified. */
 export interface PayloadTarget {
-  /** Receives the next chunk. The chunk is not modified afterwards; it may be kept until the promise settles. */
+  /**
+   * Receives the next chunk. Its memory may be reused for later bytes of the bundle once the promise
+   * settled (see ReadPool): whatever the target keeps longer, it must copy.
+   */
   write(chunk: Buffer): Promise<void>;
   /** Every byte arrived and the size and hashes matched: make the bytes durable (fsync, close). */
   finish(): Promise<void>;
@@ -79,6 +83,16 @@ export interface ReadBundleOptions {
   sink: PayloadSink;
   /** Aborting destroys the streams; the read rejects with `signal.reason`. */
   signal?: AbortSignal;
+  /**
+   * Also compute the SHA-256 of the whole bundle stream (a second hash pass over every byte, on its
+   * own thread). The payload is verified either way: every file against the signed SHA256SUMS.
+   */
+  bundleSha256?: boolean;
+  /**
+   * The reusable buffers `source` reads into (openBundle's `pool`): the reader releases them as the
+   * sink finishes with each chunk. Without it the source allocates every buffer.
+   */
+  pool?: ReadPool;
 }
 
 export interface VerifiedBundle {
@@ -87,8 +101,8 @@ export interface VerifiedBundle {
   signed: boolean;
   /** Empty for an unsigned bundle accepted with allowUnsigned. */
   signers: VerifiedSigner[];
-  /** SHA-256 of the whole bundle file, as read. */
-  bundleSha256: string;
+  /** SHA-256 of the whole bundle file, as read; only when asked for (`bundleSha256`). */
+  bundleSha256: string | undefined;
   bundleBytes: number;
   /** Payload files read and verified. */
   files: number;
@@ -269,11 +283,11 @@ class TarEntries {
   }
 }
 
-/** Buffers a small leading entry whose size the header already said is within `cap`. */
+/** Copies a small leading entry whose size the header already said is within `cap` (a copy: read buffers are reused). */
 async function readSmall(entry: Entry): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of entry) chunks.push(chunk as Buffer);
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+  return Buffer.concat(chunks);
 }
 
 function expectLeadingFile(entry: Entry | undefined, names: readonly string[], cap: number, subject: string, after: string | undefined): Entry {
@@ -411,22 +425,31 @@ async function viaSink<T>(name: string, call: () => Promise<T>): Promise<T> {
  * Writes are pipelined one deep: chunk N+1 is pulled from the parser (and queued for hashing) while
  * chunk N is being written; the sink still sees its writes one at a time, in order.
  */
-async function readPayload(entry: Entry, expected: PayloadEntry, sink: PayloadSink, hashes: ParallelDigest): Promise<number> {
+async function readPayload(entry: Entry, expected: PayloadEntry, sink: PayloadSink, hashes: ParallelDigest, pool: ReadPool | undefined): Promise<number> {
   const { file, name } = expected;
   const target = await viaSink(name, () => sink.open(expected));
   let writing: Promise<void> | undefined;
+  /** Stream offset just past the chunk being written, when it is a view of a pooled read buffer. */
+  let writingEnd: number | undefined;
+  const written = async (): Promise<void> => {
+    await writing;
+    writing = undefined;
+    // the sink is done with that chunk (and, chunks coming in stream order, with every byte before it)
+    if (writingEnd !== undefined) pool!.release(writingEnd);
+  };
   try {
     const digester = hashes.file(file.size, file.lfs ? undefined : file.size);
     for await (const chunk of entry) {
       const buffer = chunk as Buffer;
       await digester.update(buffer);
-      if (writing !== undefined) await writing;
+      if (writing !== undefined) await written();
+      const at = pool?.offsetOf(buffer);
+      writingEnd = at === undefined ? undefined : at + buffer.byteLength;
       writing = viaSink(name, () => target.write(buffer));
       // awaited before the next write or at the end; this keeps a failure from counting as unhandled meanwhile
       writing.catch(() => undefined);
     }
-    if (writing !== undefined) await writing;
-    writing = undefined;
+    if (writing !== undefined) await written();
     const digests = await digester.digest();
     if (digests.size !== file.size) {
       throw new AirlockError('E_SIZE_MISMATCH', `${name} has ${digests.size} bytes; the manifest says ${file.size}`, { subject: name });
@@ -472,7 +495,7 @@ function onAbort(signal: AbortSignal | undefined, tar: TarEntries): () => void {
 /** Reads and verifies a whole bundle from `source`, streaming payload into `options.sink`. */
 export async function readBundle(source: Readable, options: ReadBundleOptions): Promise<VerifiedBundle> {
   const { subject, sink } = options;
-  const hashes = new ParallelDigest();
+  const hashes = new ParallelDigest({ wholeStream: options.bundleSha256 === true });
   const tar = new TarEntries(source, subject, hashes);
   const detach = onAbort(options.signal, tar);
   let clean = false;
@@ -532,7 +555,7 @@ export async function readBundle(source: Readable, options: ReadBundleOptions): 
           hint: 'the file was changed after signing; do not use this bundle, ask for a fresh copy',
         });
       }
-      bytes += await readPayload(entry, expected, sink, hashes);
+      bytes += await readPayload(entry, expected, sink, hashes, options.pool);
       files += 1;
     }
     const missing = [...entries.keys()].filter((name) => !seen.has(name));
@@ -543,7 +566,7 @@ export async function readBundle(source: Readable, options: ReadBundleOptions): 
       });
     }
     await tar.finish();
-    const bundleSha256 = await tar.sha256();
+    const bundleSha256 = options.bundleSha256 === true ? await tar.sha256() : undefined;
     clean = true;
     return {
       manifest,

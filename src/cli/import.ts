@@ -36,6 +36,7 @@ interface TrustFlags {
   requireSignatures?: string;
   allowUnsigned?: boolean;
   report?: string;
+  sha256?: boolean;
   json?: boolean;
 }
 
@@ -45,8 +46,12 @@ function addTrustOptions(command: Command): Command {
     .option('--trusted-fingerprint <fpr>', 'pin: only keys with this fingerprint count (repeatable; replaces the trust file, see docs/security-model.md)', collect, [])
     .option('--require-signatures <n>', 'distinct trusted keys that must have signed (two-person rule; default 1)')
     .option('--allow-unsigned', 'accept a bundle without a signature (hashes are still checked)')
-    .option('--report <file>', 'write a JSON verification record (evidence) to this file, also when the bundle is refused');
+    .option('--report <file>', 'write a JSON verification record (evidence) to this file, also when the bundle is refused; implies --sha256')
+    .option('--sha256', "also compute the whole bundle's SHA-256 (a second hash pass; every file is verified either way)");
 }
+
+/** The bundle's own SHA-256 costs a second hash pass: only for those who asked, and for the evidence record. */
+const wantsBundleSha256 = (flags: TrustFlags): boolean => Boolean(flags.sha256) || flags.report !== undefined;
 
 async function trustFrom(flags: TrustFlags): Promise<LoadedTrust> {
   if (flags.trustedKeys.length === 0 && !flags.allowUnsigned) {
@@ -133,10 +138,10 @@ export function registerVerify(program: Command, context: CommandContext): void 
       const trust = await trustFrom(flags);
       const bundlePath = resolve(bundle);
       const { result, record } = await withReport('verify', bundlePath, flags, trust, undefined, () =>
-        verifyBundle({ bundlePath, trust: trust.policy, allowUnsigned: Boolean(flags.allowUnsigned) }),
+        verifyBundle({ bundlePath, trust: trust.policy, allowUnsigned: Boolean(flags.allowUnsigned), bundleSha256: wantsBundleSha256(flags) }),
       );
       if (out.json) return printJson(out, { ok: true, ...result });
-      out.stdout(`Verified ${bundle}\n  bundle sha256 ${result.bundleSha256}\n`);
+      out.stdout(`Verified ${bundle}\n${result.bundleSha256 === undefined ? '' : `  bundle sha256 ${result.bundleSha256}\n`}`);
       renderSigners(out, result.signers);
       for (const repo of result.repos) {
         out.stdout(`  ${repo.type} ${repo.id}@${repo.revision} (commit ${repo.commit}): ${repo.files} files, ${formatBytes(repo.bytes)}${repo.referenced > 0 ? ` — delta: ${repo.referenced} of them are not in the bundle; import takes them from the cache after re-hashing them` : ''}\n`);
@@ -193,10 +198,11 @@ export function registerImport(program: Command, context: CommandContext): void 
           weightCheck: flags.weightCheck && !['1', 'on', 'yes', 'true'].includes((process.env['AIRLOCK_NO_WEIGHT_CHECK'] ?? '').trim().toLowerCase()),
           spaceCheck: flags.spaceCheck,
           repos: flags.repo,
+          bundleSha256: wantsBundleSha256(flags),
         }),
       );
       if (out.json) return printJson(out, { ok: true, cacheDir, layout, ...result });
-      out.stdout(`Imported ${bundle} into ${cacheDir} (layout ${layout})\n`);
+      out.stdout(`Imported ${bundle} into ${cacheDir} (layout ${layout})\n${result.bundleSha256 === undefined ? '' : `  bundle sha256 ${result.bundleSha256}\n`}`);
       renderSigners(out, result.signers);
       for (const repo of result.repos) {
         out.stdout(

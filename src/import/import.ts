@@ -14,6 +14,7 @@ import { createStaging } from '../fs/staging.js';
 import type { TrustedKey, TrustPolicy, VerifiedSigner } from '../signing/verify.js';
 import { watchInterrupts } from './interrupt.js';
 import { openBundle } from './open-bundle.js';
+import { BUNDLE_POOL, ReadPool } from '../bundle/read-pool.js';
 import { explainReadFailure } from '../bundle/parts.js';
 import { StagingSink, type ImportLayout } from './staging-sink.js';
 import { summarizeRepos, type RepoSummary } from './summary.js';
@@ -44,6 +45,8 @@ export interface ImportOptions {
   handleSignals?: boolean;
   /** Only these repos are written (`org/name`, `datasets/org/name`, `@revision`); all are verified. */
   repos?: readonly string[] | undefined;
+  /** Also compute the whole bundle's SHA-256 (one more hash pass); see ReadBundleOptions. */
+  bundleSha256?: boolean;
 }
 
 export interface ImportedRepo extends RepoSummary {
@@ -59,7 +62,8 @@ export interface ImportedRepo extends RepoSummary {
 
 export interface ImportResult {
   bundlePath: string;
-  bundleSha256: string;
+  /** Only when asked for (`bundleSha256: true`). */
+  bundleSha256: string | undefined;
   bundleBytes: number;
   signed: boolean;
   signers: VerifiedSigner[];
@@ -76,7 +80,9 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
   try {
     signal.throwIfAborted();
     const layout = options.layout ?? 'hf';
-    const source = await openBundle(options.bundlePath, { trust: options.trust ?? { keys: options.trustedKeys ?? [] }, allowUnsigned: options.allowUnsigned });
+    // reused read buffers: the reader releases each one once the sink is done with its bytes
+    const pool = new ReadPool(BUNDLE_POOL);
+    const source = await openBundle(options.bundlePath, { trust: options.trust ?? { keys: options.trustedKeys ?? [] }, allowUnsigned: options.allowUnsigned, pool });
     let staging;
     try {
       // dir: stage under DIR/.cache/huggingface (huggingface_hub's own folder there), never DIR/.locks
@@ -101,6 +107,8 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
         subject: options.bundlePath,
         sink,
         signal,
+        bundleSha256: options.bundleSha256 === true,
+        pool,
       }).catch(async (error: unknown) => {
         throw await explainReadFailure(source, error);
       });

@@ -7,16 +7,19 @@
  */
 import { open, readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { AirlockError, fsError } from '../errors.js';
 import { BUNDLE_READ_CHUNK } from '../bundle/reader.js';
 import { checkPartsPresent, indexPathFor, parsePartsIndex, partPath, readParts, splitBundleOf } from '../bundle/parts.js';
+import { readPooled, type ReadPool } from '../bundle/read-pool.js';
 import { verifyDetachedSignature, type TrustPolicy } from '../signing/verify.js';
 
 export interface OpenBundleOptions {
   /** Checks the parts index signature of split volumes; without it (inspect) the index is not authenticated. */
   trust?: TrustPolicy | undefined;
   allowUnsigned?: boolean | undefined;
+  /** Read into these reusable buffers (the reader that consumes the stream must release them). */
+  pool?: ReadPool | undefined;
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -72,7 +75,7 @@ async function openSplit(bundlePath: string, options: OpenBundleOptions): Promis
   }
   const dir = dirname(bundlePath);
   await checkPartsPresent(index, dir);
-  return readParts(index, dir);
+  return readParts(index, dir, options.pool);
 }
 
 export async function openBundle(path: string, options: OpenBundleOptions = {}): Promise<Readable> {
@@ -96,5 +99,10 @@ export async function openBundle(path: string, options: OpenBundleOptions = {}):
     throw fsError(error, 'open', target);
   }
   // the stream owns the handle from here on and closes it on end, error or destroy
-  return handle.createReadStream({ highWaterMark: BUNDLE_READ_CHUNK });
+  if (options.pool === undefined) return handle.createReadStream({ highWaterMark: BUNDLE_READ_CHUNK });
+  // object mode: each chunk stays the very view of a pooled buffer (a byte stream may join chunks)
+  const stream = Readable.from(readPooled(handle, options.pool), { objectMode: true, highWaterMark: 2 });
+  // closed with the stream (end, error or destroy — even one before the first read); a read still in flight finishes first
+  stream.once('close', () => void handle.close().catch(() => undefined));
+  return stream;
 }

@@ -67,7 +67,7 @@ export interface RecordInput {
   allowUnsigned: boolean;
   cacheDir?: string;
   /** The successful result… */
-  result?: { bundleSha256: string; bundleBytes: number; signed: boolean; signers: VerifiedSigner[]; repos: RepoSummary[]; files: number; bytes: number };
+  result?: { bundleSha256: string | undefined; bundleBytes: number; signed: boolean; signers: VerifiedSigner[]; repos: RepoSummary[]; files: number; bytes: number };
   /** …or the refusal (with the bundle's hash when it could be read). */
   failure?: { code: string; message: string; subject?: string | undefined; bundleSha256?: string | undefined; bundleBytes?: number | undefined };
 }
@@ -116,7 +116,7 @@ export function auditSummary(record: VerificationRecord): string {
   const add = (label: string, value: string): void => void lines.push(`${`${label}:`.padEnd(16)}${value}`);
   lines.push(`model-airlock ${record.command} record (${record.result.toUpperCase()})`);
   add('bundle', record.bundle.path);
-  add('bundle sha256', record.bundle.sha256 ?? 'unknown');
+  add('bundle sha256', record.bundle.sha256 ?? (record.result === 'refused' ? 'unknown' : 'not computed (add --sha256)'));
   add('bundle bytes', record.bundle.bytes === null ? 'unknown' : String(record.bundle.bytes));
   if (record.signers.length === 0) add('signature', record.signed === false ? 'NONE (unsigned bundle accepted with --allow-unsigned)' : 'not accepted');
   for (const s of record.signers) {

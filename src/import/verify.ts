@@ -4,6 +4,7 @@ import { createReadStream } from 'node:fs';
 import { discardSink, readBundle } from '../bundle/reader.js';
 import type { TrustedKey, TrustPolicy, VerifiedSigner } from '../signing/verify.js';
 import { openBundle } from './open-bundle.js';
+import { BUNDLE_POOL, ReadPool } from '../bundle/read-pool.js';
 import { explainReadFailure } from '../bundle/parts.js';
 import { summarizeRepos, type RepoSummary } from './summary.js';
 
@@ -15,11 +16,14 @@ export interface VerifyOptions {
   trust?: TrustPolicy;
   allowUnsigned?: boolean;
   signal?: AbortSignal;
+  /** Also compute the whole bundle's SHA-256 (one more hash pass); see ReadBundleOptions. */
+  bundleSha256?: boolean;
 }
 
 export interface VerifyResult {
   bundlePath: string;
-  bundleSha256: string;
+  /** Only when asked for (`bundleSha256: true`). */
+  bundleSha256: string | undefined;
   bundleBytes: number;
   signed: boolean;
   /** Empty when an unsigned bundle was accepted with allowUnsigned. */
@@ -32,12 +36,16 @@ export interface VerifyResult {
 }
 
 export async function verifyBundle(options: VerifyOptions): Promise<VerifyResult> {
-  const source = await openBundle(options.bundlePath, { trust: options.trust ?? { keys: options.trustedKeys ?? [] }, allowUnsigned: options.allowUnsigned });
+  // reused read buffers: the reader releases each one once the sink is done with its bytes
+  const pool = new ReadPool(BUNDLE_POOL);
+  const source = await openBundle(options.bundlePath, { trust: options.trust ?? { keys: options.trustedKeys ?? [] }, allowUnsigned: options.allowUnsigned, pool });
   const verified = await readBundle(source, {
     trust: options.trust ?? { keys: options.trustedKeys ?? [] },
     allowUnsigned: options.allowUnsigned ?? false,
     subject: options.bundlePath,
     sink: discardSink,
+    bundleSha256: options.bundleSha256 === true,
+    pool,
     ...(options.signal === undefined ? {} : { signal: options.signal }),
   }).catch(async (error: unknown) => {
     throw await explainReadFailure(source, error);

@@ -1,9 +1,9 @@
 /**
  * Hashing off the event loop (STYLE habit 10, at the machine's speed): the bundle reader copies each
- * piece of the bundle ONCE into a SharedArrayBuffer ring; one worker hashes the whole stream (the
- * bundle's SHA-256), a second one hashes each payload file (SHA-256, plus the git blob SHA-1 when the
- * manifest names the file by it). The main thread only reads, parses the tar and writes staging, so
- * reading, hashing and writing overlap on both cores.
+ * piece of the bundle ONCE into a SharedArrayBuffer ring; one worker hashes each payload file
+ * (SHA-256, plus the git blob SHA-1 when the manifest names the file by it) and, only when asked, a
+ * second one hashes the whole stream (the bundle's own SHA-256). The main thread only reads, parses
+ * the tar and writes staging, so reading, hashing and writing overlap.
  *
  * Trust: a payload file is hashed over the very memory the tar parser handed to the sink. A payload
  * chunk is located in the ring by identity (it must be a view into a piece this hasher copied, at a
@@ -184,7 +184,8 @@ function laneError(error: Error): AirlockError {
 export class ParallelDigest {
   readonly #ring = new SharedArrayBuffer(RING_BYTES);
   readonly #view = new Uint8Array(this.#ring);
-  readonly #bundle: HashLane;
+  /** Hashes the whole stream; undefined when the caller did not ask for the stream's SHA-256. */
+  readonly #bundle: HashLane | undefined;
   readonly #file: HashLane;
   readonly #regions: Region[] = [];
   #regionHead = 0;
@@ -204,20 +205,27 @@ export class ParallelDigest {
   /** A file range gathered from contiguous chunks, not sent yet. */
   #pendingFile: { at: number; len: number; regions: Region[] } | undefined;
 
-  constructor() {
-    this.#bundle = acquireLane();
-    this.#file = acquireLane();
+  /**
+   * `wholeStream`: also hash every byte appended (the bundle's own SHA-256) on a second worker. It
+   * costs a second full hash pass — on two cores, a third of verify's speed — so it is asked for only
+   * when someone wants that number (`--sha256`, `--report`).
+   */
+  constructor(options: { wholeStream: boolean }) {
     const wake = (): void => this.#wakeAll();
-    this.#bundle.onProgress = wake;
+    this.#file = acquireLane();
     this.#file.onProgress = wake;
-    this.#bundle.send({ op: 'ring', sab: this.#ring });
     this.#file.send({ op: 'ring', sab: this.#ring });
-    this.#bundle.send({ op: 'begin' });
+    if (options.wholeStream) {
+      this.#bundle = acquireLane();
+      this.#bundle.onProgress = wake;
+      this.#bundle.send({ op: 'ring', sab: this.#ring });
+      this.#bundle.send({ op: 'begin' });
+    }
   }
 
   #check(): void {
     if (this.#closed) throw new AirlockError('E_INTERNAL', 'hashing was stopped');
-    const failure = this.#bundle.failure ?? this.#file.failure;
+    const failure = this.#bundle?.failure ?? this.#file.failure;
     if (failure !== undefined) throw laneError(failure);
   }
 
@@ -237,7 +245,8 @@ export class ParallelDigest {
   #reclaim(): void {
     while (this.#regionHead < this.#regions.length) {
       const region = this.#regions[this.#regionHead]!;
-      if (!this.#bundle.done(region.bundleSeq) || !this.#file.done(region.fileSeq)) break;
+      const streamDone = this.#bundle === undefined ? region.bundleSeq !== PENDING : this.#bundle.done(region.bundleSeq);
+      if (!streamDone || !this.#file.done(region.fileSeq)) break;
       region.live = false;
       this.#regionHead += 1;
     }
@@ -267,7 +276,7 @@ export class ParallelDigest {
     const open = this.#openRegion;
     if (open === undefined) return;
     this.#openRegion = undefined;
-    open.bundleSeq = this.#bundle.send({ op: 'ranges', ranges: [open.start, open.end - open.start] });
+    open.bundleSeq = this.#bundle === undefined ? 0 : this.#bundle.send({ op: 'ranges', ranges: [open.start, open.end - open.start] });
   }
 
   /** Posts the file range gathered since the last flush. */
@@ -315,9 +324,13 @@ export class ParallelDigest {
     const same = this.#pieces.get(piece.buffer);
     if (same === undefined) this.#pieces.set(piece.buffer, [record]);
     else {
-      // one big source chunk split into pieces: keep only the live ones
-      while (same.length > 0 && !same[0]!.region.live) same.shift();
-      same.push(record);
+      // one big source chunk split into pieces, or a reused read buffer (ReadPool) filled again: keep
+      // only live pieces whose bytes were not just overwritten — a chunk must never be matched to the
+      // ring copy of what its memory held before
+      const end = piece.byteOffset + len;
+      const kept = same.filter((p) => p.region.live && (p.byteOffset + p.length <= piece.byteOffset || p.byteOffset >= end));
+      kept.push(record);
+      this.#pieces.set(piece.buffer, kept);
     }
     if (region.end - region.start >= BATCH_BYTES) this.#flushBundle();
   }
@@ -397,10 +410,11 @@ export class ParallelDigest {
     };
   }
 
-  /** SHA-256 of every byte appended. */
+  /** SHA-256 of every byte appended (only when constructed with `wholeStream`). */
   async bundleDigest(): Promise<string> {
     this.#check();
     this.#flushBundle();
+    if (this.#bundle === undefined) throw new AirlockError('E_INTERNAL', 'the whole-stream hash was not asked for');
     try {
       return (await this.#bundle.digest()).sha256;
     } catch (error) {
@@ -412,7 +426,7 @@ export class ParallelDigest {
   close(clean: boolean): void {
     if (this.#closed) return;
     this.#closed = true;
-    releaseLane(this.#bundle, clean);
+    if (this.#bundle !== undefined) releaseLane(this.#bundle, clean);
     releaseLane(this.#file, clean);
     this.#wakeAll();
   }

@@ -165,7 +165,8 @@ export class SafetensorsPrefix {
     let rest = chunk;
     while (this.#result === undefined && rest.byteLength > 0) {
       const take = Math.min(rest.byteLength, this.#want - this.#have);
-      this.#chunks.push(rest.slice(0, take));
+      // a copy: the chunk's memory may hold other bytes once its write settled (ReadPool)
+      this.#chunks.push(Buffer.from(rest.subarray(0, take)));
       this.#have += take;
       rest = rest.subarray(take);
       while (this.#result === undefined && this.#have >= this.#want) {

@@ -103,7 +103,7 @@ describe('import round trip', () => {
     const dir = await tmp();
     const bundle = await makeBundle(dir);
     const cache = join(dir, 'new', 'hub'); // neither exists yet
-    const result = await importBundle({ bundlePath: bundle, trustedKeys: key.trustedKeys, cacheDir: cache });
+    const result = await importBundle({ bundlePath: bundle, trustedKeys: key.trustedKeys, cacheDir: cache, bundleSha256: true });
 
     const commit = commitOf(TINY);
     const files = TINY.files.map(manifestFile);

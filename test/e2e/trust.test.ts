@@ -239,4 +239,29 @@ describe('evidence', () => {
     assert.equal(imp.code, 0, imp.stderr);
     assert.equal(JSON.parse(await readFile(report, 'utf8')).result, 'imported');
   });
+
+  test("the whole bundle's sha256 is a second hash pass: made with --sha256 (or --report), not by default", async () => {
+    const bundle = await bundleSignedBy(alice.signer);
+    const sha = createHash('sha256').update(await readFile(bundle)).digest('hex');
+    const keyArgs = ['--trusted-keys', join(dir, 'alice.pub.asc')];
+    const plain = await runAirlock(['verify', bundle, ...keyArgs]);
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.doesNotMatch(plain.stdout, new RegExp(sha));
+    assert.match(plain.stdout, /bundle sha256: +not computed \(add --sha256\)/);
+    assert.match(plain.stdout, /every hash matches the signed SHA256SUMS/);
+
+    const asked = await runAirlock(['verify', bundle, ...keyArgs, '--sha256']);
+    assert.equal(asked.code, 0, asked.stderr);
+    assert.match(asked.stdout, new RegExp(`^  bundle sha256 ${sha}$`, 'm'));
+    assert.match(asked.stdout, new RegExp(`bundle sha256: +${sha}`));
+    const json = await runAirlock(['verify', bundle, ...keyArgs, '--sha256', '--json']);
+    assert.equal(JSON.parse(json.stdout).bundleSha256, sha);
+
+    const imported = await runAirlock(['import', bundle, ...keyArgs, '--sha256', '--cache-dir', join(dir, 'cache-sha')]);
+    assert.equal(imported.code, 0, imported.stderr);
+    assert.match(imported.stdout, new RegExp(`^  bundle sha256 ${sha}$`, 'm'));
+    const quiet = await runAirlock(['import', bundle, ...keyArgs, '--cache-dir', join(dir, 'cache-sha')]);
+    assert.equal(quiet.code, 0, quiet.stderr);
+    assert.doesNotMatch(quiet.stdout, /bundle sha256/);
+  });
 });
