@@ -6,8 +6,9 @@
  * Scenarios:
  *   model   — a model of BENCH_SIZE_MIB (default 2048) in four shards: export vs curl to disk, vs the
  *             manual curl + sha256sum + tar c routine, vs huggingface_hub snapshot_download; verify and
- *             import vs tar x + sha256sum -c + mv, vs openssl dgst -sha256 (the hashing limit) and
- *             cat > /dev/null (the read limit); peak RSS of every command. Also one large file alone
+ *             import vs tar x + sha256sum -c + mv, vs openssl dgst -sha256 (the hashing limit),
+ *             cat > /dev/null (the read limit) and dd conv=fsync (the write limit, for import); peak
+ *             RSS of every command. Every timed run starts after `sync`. Also one large file alone
  *             (the first shard as repo bench/one-file): export vs a single-stream curl of it. Every
  *             download-side command (export, curl, manual routine, snapshot_download) also reports its
  *             peak disk footprint: bytes allocated under the directories it writes to, sampled.
@@ -127,10 +128,20 @@ async function withPeakDisk(roots: string[], run: () => Promise<Sample>): Promis
 }
 
 const rows: Row[] = [];
+/** `sync`: waits until every dirty page on the machine is written back (outside any timed run). */
+function settleDisk(): Promise<void> {
+  return new Promise((resolve, reject) => {
+    spawn('sync', { stdio: 'ignore' }).on('error', reject).on('close', () => resolve());
+  });
+}
+
 async function measure(scenario: string, label: string, mib: number, run: () => Promise<Sample>, before?: () => Promise<void>, reps = REPS): Promise<void> {
   const samples: Sample[] = [];
   for (let i = 0; i < reps; i++) {
     await before?.();
+    // every command starts with nothing dirty in the page cache: otherwise one pays for the write-back
+    // of what the one before it wrote (the data just generated, an export's bundle, an extraction)
+    await settleDisk();
     samples.push(await run());
   }
   const seconds = median(samples.map((s) => s.seconds));
@@ -255,6 +266,10 @@ try {
       async () => { await fresh(x)(); await fresh(target)(); });
     await measure('model', 'openssl dgst -sha256 (hash limit)', mib, () => timed('openssl', ['dgst', '-sha256', bundle]));
     await measure('model', 'cat > /dev/null (read limit)', mib, () => timed('sh', ['-c', `cat '${bundle}' > /dev/null`]));
+    // import writes every byte once more and makes it durable before the commit: this is that floor
+    const copy = join(dir, 'write-limit.tar');
+    await measure('model', 'dd conv=fsync (write limit)', mib, () => timed('dd', [`if=${bundle}`, `of=${copy}`, 'bs=1M', 'conv=fsync', 'status=none']), () => rm(copy, { force: true }));
+    await rm(copy, { force: true });
     await rm(out, { recursive: true, force: true });
     await rm(cache, { recursive: true, force: true });
   }
@@ -303,6 +318,7 @@ try {
     'import / (tar x + sha256sum -c + mv)': ratio(get('model', 'airlock import'), get('model', 'tar x + sha256sum -c + mv')),
     'import / openssl dgst': ratio(get('model', 'airlock import'), get('model', 'openssl dgst -sha256 (hash limit)')),
     'verify / openssl dgst': ratio(get('model', 'airlock verify'), get('model', 'openssl dgst -sha256 (hash limit)')),
+    'import / dd conv=fsync (write limit)': ratio(get('model', 'airlock import'), get('model', 'dd conv=fsync (write limit)')),
     'export one file / curl one file': ratio(get('model', 'airlock export (one large file)'), get('model', 'curl (one large file, single stream)')),
   };
   // peak disk over the payload size: 1 is the downloads alone; the target for export is ≤ 1.1

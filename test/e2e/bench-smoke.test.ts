@@ -25,7 +25,7 @@ test('the benchmark suite runs every scenario and reports ratios', { timeout: 18
       'model: airlock export', 'model: curl (download to disk)', 'model: manual: curl + sha256sum + tar c',
       'model: huggingface_hub snapshot_download', 'model: airlock verify', 'model: airlock import',
       'model: tar x + sha256sum -c + mv', 'model: openssl dgst -sha256 (hash limit)', 'model: cat > /dev/null (read limit)',
-      'model: airlock export (one large file)', 'model: curl (one large file, single stream)',
+      'model: dd conv=fsync (write limit)', 'model: airlock export (one large file)', 'model: curl (one large file, single stream)',
       'files: airlock export', 'files: airlock import', 'rss: airlock export', 'rss: airlock verify', 'rss: airlock import',
     ]) {
       assert.ok(labels.includes(expected), `${expected} measured (got ${labels.join(', ')})`);
@@ -46,6 +46,7 @@ test('the benchmark suite runs every scenario and reports ratios', { timeout: 18
       else assert.equal(row.peakDiskMiB, null, `${name} is not disk-sampled`);
     }
     assert.ok('export one file / curl one file' in result.ratios, 'the one-file ratio is reported');
+    assert.ok('import / dd conv=fsync (write limit)' in result.ratios, 'import is compared with the write limit');
     for (const value of Object.values(result.ratios)) assert.equal(typeof value, 'number');
     for (const key of [
       'export peak disk / model size', 'curl peak disk / model size', 'manual peak disk / model size',
