@@ -15,7 +15,7 @@ import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { AirlockError, fsError } from '../errors.js';
-import { readPooled, type ReadPool } from './read-pool.js';
+import { pooledStream, readPooled, type ReadPool } from './read-pool.js';
 
 export const PARTS_FORMAT = 'model-airlock-parts';
 const MAX_PARTS = 10_000;
@@ -261,7 +261,8 @@ function partMismatch(index: PartsIndex, part: PartInfo, path: string, actual: s
   });
 }
 
-async function hashWhole(path: string): Promise<{ sha256: string; size: number }> {
+/** SHA-256 and size of a whole file. */
+export async function hashWhole(path: string): Promise<{ sha256: string; size: number }> {
   const hash = createHash('sha256');
   let size = 0;
   for await (const chunk of createReadStream(path, { highWaterMark: READ_CHUNK })) {
@@ -314,10 +315,7 @@ export function readParts(index: PartsIndex, dir: string, pool?: ReadPool): Part
       if (size !== part.size || actual !== part.sha256) throw partMismatch(index, part, path, actual);
     }
   }
-  // pooled: object mode, so each chunk stays the very view of a pooled buffer (a byte stream may join chunks)
-  const stream = (
-    pool === undefined ? Readable.from(chunks(), { objectMode: false, highWaterMark: READ_CHUNK }) : Readable.from(chunks(), { objectMode: true, highWaterMark: 2 })
-  ) as PartsStream;
+  const stream = (pool === undefined ? Readable.from(chunks(), { objectMode: false, highWaterMark: READ_CHUNK }) : pooledStream(chunks())) as PartsStream;
   stream.diagnose = async (error: unknown): Promise<unknown> => {
     const part = index.parts[current];
     if (part === undefined || currentChecked) return error;

@@ -21,6 +21,7 @@
  * A consumer that keeps a chunk past its write's promise must copy it (see PayloadTarget.write).
  */
 import type { FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 
 /** What a bundle read keeps in flight at most before it allocates: the parser, one write, read-ahead. */
 export const BUNDLE_POOL = { bufferBytes: 1024 * 1024, maxPooled: 16 } as const;
@@ -99,4 +100,12 @@ export async function* readPooled(handle: FileHandle, pool: ReadPool): AsyncGene
     }
     yield pool.filled(buffer, bytesRead);
   }
+}
+
+/**
+ * A stream of pooled chunks. Object mode, so each chunk stays the very view of a pooled buffer (a byte
+ * stream may join buffered chunks into a new one, which the reader could not release).
+ */
+export function pooledStream(chunks: AsyncIterable<Buffer>): Readable {
+  return Readable.from(chunks, { objectMode: true, highWaterMark: 2 });
 }

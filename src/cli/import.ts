@@ -53,6 +53,8 @@ function addTrustOptions(command: Command): Command {
 /** The bundle's own SHA-256 costs a second hash pass: only for those who asked, and for the evidence record. */
 const wantsBundleSha256 = (flags: TrustFlags): boolean => Boolean(flags.sha256) || flags.report !== undefined;
 
+const bundleShaLine = (sha256: string | undefined): string => (sha256 === undefined ? '' : `  bundle sha256 ${sha256}\n`);
+
 async function trustFrom(flags: TrustFlags): Promise<LoadedTrust> {
   if (flags.trustedKeys.length === 0 && !flags.allowUnsigned) {
     throw new AirlockError('E_USAGE', 'no trusted keys given', {
@@ -141,7 +143,7 @@ export function registerVerify(program: Command, context: CommandContext): void 
         verifyBundle({ bundlePath, trust: trust.policy, allowUnsigned: Boolean(flags.allowUnsigned), bundleSha256: wantsBundleSha256(flags) }),
       );
       if (out.json) return printJson(out, { ok: true, ...result });
-      out.stdout(`Verified ${bundle}\n${result.bundleSha256 === undefined ? '' : `  bundle sha256 ${result.bundleSha256}\n`}`);
+      out.stdout(`Verified ${bundle}\n${bundleShaLine(result.bundleSha256)}`);
       renderSigners(out, result.signers);
       for (const repo of result.repos) {
         out.stdout(`  ${repo.type} ${repo.id}@${repo.revision} (commit ${repo.commit}): ${repo.files} files, ${formatBytes(repo.bytes)}${repo.referenced > 0 ? ` — delta: ${repo.referenced} of them are not in the bundle; import takes them from the cache after re-hashing them` : ''}\n`);
@@ -202,7 +204,7 @@ export function registerImport(program: Command, context: CommandContext): void 
         }),
       );
       if (out.json) return printJson(out, { ok: true, cacheDir, layout, ...result });
-      out.stdout(`Imported ${bundle} into ${cacheDir} (layout ${layout})\n${result.bundleSha256 === undefined ? '' : `  bundle sha256 ${result.bundleSha256}\n`}`);
+      out.stdout(`Imported ${bundle} into ${cacheDir} (layout ${layout})\n${bundleShaLine(result.bundleSha256)}`);
       renderSigners(out, result.signers);
       for (const repo of result.repos) {
         out.stdout(

@@ -7,11 +7,11 @@
  */
 import { open, readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { AirlockError, fsError } from '../errors.js';
 import { BUNDLE_READ_CHUNK } from '../bundle/reader.js';
 import { checkPartsPresent, indexPathFor, parsePartsIndex, partPath, readParts, splitBundleOf } from '../bundle/parts.js';
-import { readPooled, type ReadPool } from '../bundle/read-pool.js';
+import { pooledStream, readPooled, type ReadPool } from '../bundle/read-pool.js';
 import { verifyDetachedSignature, type TrustPolicy } from '../signing/verify.js';
 
 export interface OpenBundleOptions {
@@ -100,8 +100,7 @@ export async function openBundle(path: string, options: OpenBundleOptions = {}):
   }
   // the stream owns the handle from here on and closes it on end, error or destroy
   if (options.pool === undefined) return handle.createReadStream({ highWaterMark: BUNDLE_READ_CHUNK });
-  // object mode: each chunk stays the very view of a pooled buffer (a byte stream may join chunks)
-  const stream = Readable.from(readPooled(handle, options.pool), { objectMode: true, highWaterMark: 2 });
+  const stream = pooledStream(readPooled(handle, options.pool));
   // closed with the stream (end, error or destroy — even one before the first read); a read still in flight finishes first
   stream.once('close', () => void handle.close().catch(() => undefined));
   return stream;

@@ -1,11 +1,9 @@
 /** `airlock verify`: every check `import` makes, in the same single pass, writing nothing anywhere. */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { discardSink, readBundle } from '../bundle/reader.js';
 import type { TrustedKey, TrustPolicy, VerifiedSigner } from '../signing/verify.js';
 import { openBundle } from './open-bundle.js';
 import { BUNDLE_POOL, ReadPool } from '../bundle/read-pool.js';
-import { explainReadFailure } from '../bundle/parts.js';
+import { explainReadFailure, hashWhole } from '../bundle/parts.js';
 import { summarizeRepos, type RepoSummary } from './summary.js';
 
 export interface VerifyOptions {
@@ -64,15 +62,5 @@ export async function verifyBundle(options: VerifyOptions): Promise<VerifyResult
 
 /** SHA-256 and size of a file (for the evidence record of a refused bundle); undefined if unreadable. */
 export async function hashFile(path: string): Promise<{ sha256: string; bytes: number } | undefined> {
-  try {
-    const hash = createHash('sha256');
-    let bytes = 0;
-    for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) {
-      hash.update(chunk as Buffer);
-      bytes += (chunk as Buffer).byteLength;
-    }
-    return { sha256: hash.digest('hex'), bytes };
-  } catch {
-    return undefined;
-  }
+  return hashWhole(path).then(({ sha256, size }) => ({ sha256, bytes: size }), () => undefined);
 }
