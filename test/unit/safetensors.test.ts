@@ -13,7 +13,8 @@ const BYTES: Record<string, number> = { F32: 4, F16: 2, BF16: 2, I64: 8, U8: 1, 
 
 /** A real safetensors file: tensors laid out in order, header padded with spaces to 8 bytes like the library. */
 function build(tensors: Tensor[], options: { metadata?: Record<string, string>; editHeader?: (h: Record<string, unknown>) => void } = {}): Buffer {
-  const header: Record<string, unknown> = {};
+  // no prototype: a tensor named "__proto__" must become a key of the JSON, not this object's prototype
+  const header: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
   if (options.metadata !== undefined) header['__metadata__'] = options.metadata;
   let offset = 0;
   const datas: Buffer[] = [];
@@ -126,6 +127,13 @@ const tensorsArb = fc.uniqueArray(
 );
 
 describe('checkSafetensors properties', () => {
+  it('a tensor named __proto__ is a tensor like any other (seen by the property below, seed 544095575)', () => {
+    const file = build([{ name: '__proto__', dtype: 'F32', shape: [] }, { name: 'b', dtype: 'U8', shape: [3] }]);
+    const r = checkSafetensors(file, file.length);
+    assert.equal(r.status, 'ok', JSON.stringify(r));
+    if (r.status === 'ok') assert.equal(r.summary.tensorCount, 2);
+  });
+
   it('every well-formed file passes, with the right count and dtypes', () => {
     fc.assert(
       fc.property(tensorsArb, (tensors) => {
