@@ -14,7 +14,7 @@
  * STOP: nothing executes on load and every Python 3 reads them (§3.3).
  */
 import { sha256File } from '../integrity/file-hash.js';
-import { copyFile, open, rename, stat } from 'node:fs/promises';
+import { copyFile, open, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { ManifestFile, ManifestRepo, RepoType } from '../bundle/manifest.js';

@@ -17,7 +17,6 @@ import { resolveHfCacheDir } from '../cache/hf-hub.js';
 import { parseBundleSpec, resolveSpecPaths, type BundleSpec, type SpecSource } from '../spec/bundle-spec.js';
 import type { HubClient } from '../hub/types.js';
 import type { ExportRepo } from '../export/exporter.js';
-import type { RepoType } from '../bundle/manifest.js';
 import { chooseSigner } from '../signing/keyring.js';
 import { parseInventory, type Inventory } from '../cache/inventory.js';
 import { indexPathFor, parseSize } from '../bundle/parts.js';
@@ -193,10 +192,10 @@ export function registerExport(program: Command, context: CommandContext): void 
           wanted.push({ source: r.source, endpoint: r.endpoint, ref: { type: r.type, id: r.id, revision: r.revision, include: r.include, exclude: r.exclude } });
         }
       } else if (flags.fromCache.length > 0) {
-        for (const arg of flags.fromCache) wanted.push({ source: 'hf-cache', ref: parseRepoArg(arg, { type: flags.repoType as RepoType, revision: flags.revision ?? 'main' }) });
+        for (const arg of flags.fromCache) wanted.push({ source: 'hf-cache', ref: parseRepoArg(arg, { type: flags.repoType, revision: flags.revision ?? 'main' }) });
       } else {
         const revision = flags.revision ?? (flags.source === 'modelscope' ? MODELSCOPE_DEFAULT_REVISION : 'main');
-        for (const arg of repoArgs) wanted.push({ source: flags.source, ref: parseRepoArg(arg, { type: flags.repoType as RepoType, revision }) });
+        for (const arg of repoArgs) wanted.push({ source: flags.source, ref: parseRepoArg(arg, { type: flags.repoType, revision }) });
       }
       const needsNetwork = wanted.some((w) => w.source !== 'hf-cache');
       if (needsNetwork && isTruthyEnv(process.env['HF_HUB_OFFLINE']) && wanted.some((w) => w.source === 'huggingface')) {

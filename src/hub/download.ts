@@ -416,6 +416,7 @@ export async function downloadFile(
       if (frontierError !== undefined) {
         await writer.drain().catch(() => undefined);
         await Promise.all(settled); // keep the parts' progress on disk for a resume
+        // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrows what the download threw, unchanged
         throw frontierError;
       }
 
@@ -424,6 +425,7 @@ export async function downloadFile(
         const failure = await settled[k];
         if (failure !== undefined) {
           await Promise.all(settled);
+          // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrows what the part's download threw, unchanged
           throw failure;
         }
         const path = partPath(p);

@@ -23,7 +23,7 @@ function escapeChar(ch: string): string {
 
 /** Inside a class: `\`, `]`, `[`, `^` and `-` need escaping; every other character is literal. */
 function escapeClassChar(ch: string): string {
-  return /[\\\]\[^-]/.test(ch) ? `\\${ch}` : ch;
+  return /[\\\][^-]/.test(ch) ? `\\${ch}` : ch;
 }
 
 type Piece = { star: true } | { star: false; re: string };

@@ -50,7 +50,9 @@ export async function openPgpSigner(armoredKey: string, passphrase: string | und
     publicKey: unlocked.toPublic(),
     async sign(data: Uint8Array): Promise<string> {
       const message = await openpgp.createMessage({ binary: data });
-      return openpgp.sign({ message, signingKeys: unlocked, detached: true, format: 'armored' });
+      // openpgp's declared return type names web-stream types this project's lib (no DOM) cannot resolve;
+      // for a Uint8Array message and format 'armored' it is the armored signature string.
+      return (await openpgp.sign({ message, signingKeys: unlocked, detached: true, format: 'armored' })) as string;
     },
   };
 }

@@ -92,7 +92,6 @@ export async function readKeysAnyEncoding(data: Uint8Array): Promise<openpgp.Key
 
 /** Reads every public key in an armored or binary key file's contents. */
 export async function readPublicKeys(data: Uint8Array, source: string): Promise<TrustedKey[]> {
-  const text = Buffer.from(data).toString('utf8');
   if (data.byteLength >= 12 && Buffer.from(data.subarray(8, 12)).toString('latin1') === 'KBXf') {
     throw new AirlockError('E_KEY_INVALID', `${source} is a GnuPG keybox (pubring.kbx), which only gpg itself reads`, {
       subject: source,

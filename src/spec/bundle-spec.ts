@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node as YamlNode, type Document } from 'yaml';
+import { isMap, isScalar, LineCounter, parseDocument, type Node as YamlNode, type Document } from 'yaml';
 import type { RepoType } from '../bundle/manifest.js';
 import { AirlockError } from '../errors.js';
 import { unsafeRepoIdReason, unsafeRevisionReason } from '../fs/safe-path.js';
@@ -100,7 +100,7 @@ function offsetOf(doc: Document, segments: ReadonlyArray<string | number>, key?:
   }
   if (parent?.range != null) return parent.range[0];
   if (segments.length > 0) return offsetOf(doc, segments.slice(0, -1));
-  return (doc.contents as YamlNode | null)?.range?.[0] ?? 0;
+  return (doc.contents)?.range?.[0] ?? 0;
 }
 
 function describe(error: ErrorObject): { message: string; key?: string } {
@@ -197,7 +197,7 @@ export function checkBundleSpec(text: string): { spec?: BundleSpec; problems: Sp
   const spec: BundleSpec = { repos };
   if (v.output !== undefined) spec.output = v.output;
   if (v.signingKey !== undefined) spec.signingKey = v.signingKey;
-  if (v.splitSize !== undefined) spec.splitSize = parseSize(v.splitSize) as number;
+  if (v.splitSize !== undefined) spec.splitSize = parseSize(v.splitSize);
   return { spec, problems };
 
   function oneOfMessage(segments: ReadonlyArray<string | number>): string {

@@ -109,7 +109,7 @@ describe('the commit lock', () => {
   }
 
   test('a lock left by a dead process (kill -9) is taken over', async () => {
-    const dead = spawnSync(process.execPath, ['-e', 'process.exit(0)']).pid!;
+    const dead = spawnSync(process.execPath, ['-e', 'process.exit(0)']).pid;
     const { cache, bundle, lock } = await lockedCache('lock-dead', `${hostTag()}-${dead}-abcdef`);
     await importBundle({ bundlePath: bundle, trustedKeys: key.trustedKeys, cacheDir: cache, handleSignals: false });
     assert.equal(existsSync(join(cache, 'models--acme--locked', 'refs', 'main')), true);

@@ -185,7 +185,7 @@ describe('keys list', () => {
     const r = await runAirlock(['keys', 'list', join(dir, 'ed.pub.asc'), join(dir, 'rsa.pub.asc'), join(dir, 'airlock.pub.asc')]);
     assert.equal(r.code, 0, r.stderr);
     for (const f of [fpr.ed, fpr.rsa, airlockKey.fingerprint]) assert.ok(r.stdout.includes(f.replace(/(.{4})/g, '$1 ').trim()), f);
-    assert.match(r.stdout, /uid  Ed Signer <ed@example\.org>/);
+    assert.match(r.stdout, /uid {2}Ed Signer <ed@example\.org>/);
     assert.match(r.stdout, /rsa\w*4096/i);
     assert.match(r.stdout, /expires never/);
     const j = await runAirlock(['keys', 'list', join(dir, 'rsa.pub.asc'), '--json']);

@@ -6,7 +6,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isAirlockError, type ErrorCode } from '../../src/errors.ts';
@@ -313,7 +313,6 @@ async function expectRejected(bytes: Buffer, code: ErrorCode, message?: RegExp):
   const before = formatTree(await snapshotTree(cache, { mtimes: true }));
   const bundle = join(dir, 'hostile.airlock.tar');
   await writeFile(bundle, bytes);
-  const started = Date.now();
   try {
     await importBundle({ bundlePath: bundle, trustedKeys: key.trustedKeys, cacheDir: cache, handleSignals: false });
     assert.fail(`expected ${code}, but the import succeeded`);
@@ -322,7 +321,6 @@ async function expectRejected(bytes: Buffer, code: ErrorCode, message?: RegExp):
     assert.equal(error.code, code, `expected ${code}, got ${error.code}: ${error.message}`);
     if (message) assert.match(error.message, message);
   }
-  assert.ok(Date.now() - started < 10_000, 'rejected promptly');
   assert.equal(formatTree(await snapshotTree(cache, { mtimes: true })), before, 'the cache changed');
   assert.deepEqual(await stagingLeftovers(cache), [], 'staging left behind');
   assert.deepEqual((await readdir(dir)).sort(), ['hostile.airlock.tar', 'hub', 'resident.tar'], 'something was written next to the cache');
@@ -388,15 +386,21 @@ describe('hostile, but harmless: accepted exactly as signed', () => {
     assert.equal(result.files, 1);
   });
 
-  test('2000 tiny signed files import in bounded time', async () => {
+  // The per-file cost (≤ 2 ms/file) is a benchmark target (bench/run.ts), not a timed assertion: here,
+  // every one of many tiny entries must land, each with its own content.
+  test('2000 tiny signed files all import, each with its own content', async () => {
     const dir = await tmp();
     const repo: BuilderRepo = { id: 'acme/many', files: Array.from({ length: 2000 }, (_, i) => ({ path: `shard/${String(i).padStart(4, '0')}.txt`, data: `${i}\n` })) };
     const bundle = join(dir, 'many.tar');
     await writeFile(bundle, (await buildBundle({ repos: [repo], signer: key.signer })).bytes);
-    const started = Date.now();
     const result = await importBundle({ bundlePath: bundle, trustedKeys: key.trustedKeys, cacheDir: join(dir, 'hub'), handleSignals: false });
     assert.equal(result.files, 2000);
-    assert.ok(Date.now() - started < 20_000, `took ${Date.now() - started} ms`);
+    const snapshots = join(dir, 'hub', 'models--acme--many', 'snapshots');
+    const [commit] = await readdir(snapshots);
+    const shard = join(snapshots, commit!, 'shard');
+    const names = (await readdir(shard)).sort();
+    assert.equal(names.length, 2000);
+    for (const i of [0, 1, 999, 1999]) assert.equal(await readFile(join(shard, names[i]!), 'utf8'), `${i}\n`);
   });
 
   test('a tar without the end-of-archive marker but every entry complete is accepted (everything was verified)', async () => {

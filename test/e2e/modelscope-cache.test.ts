@@ -10,7 +10,7 @@ import { lstat, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { ManifestRepo, SourceKind } from '../../src/bundle/manifest.js';
+import type { ManifestRepo } from '../../src/bundle/manifest.js';
 import {
   commitToModelScopeCache,
   decodeModelScopePickle,
@@ -137,7 +137,7 @@ describe('commitToModelScopeCache', () => {
       id,
       revision: 'master',
       commit: COMMIT,
-      source: { kind: 'modelscope' as unknown as SourceKind, endpoint: 'https://www.modelscope.cn', createdAt: 1726842501 } as ManifestRepo['source'],
+      source: { kind: 'modelscope', endpoint: 'https://www.modelscope.cn', createdAt: 1726842501 },
       files: Object.entries(files).map(([path, data]) => ({
         path,
         size: data.length,

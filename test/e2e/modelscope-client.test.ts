@@ -11,7 +11,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { isAirlockError, type AirlockError, type ErrorCode } from '../../src/errors.js';
+import { isAirlockError } from '../../src/errors.js';
 import { fetchSnapshot } from '../../src/export/fetch.js';
 import {
   createModelScopeClient,
@@ -121,7 +121,7 @@ describe('ModelScope client against the test server', () => {
     assert.equal(await client.resolveCommit(model('Qwen/Qwen2.5-Tiny')), second.commit);
     assert.deepEqual(client.resolved(model('Qwen/Qwen2.5-Tiny')), { revision: 'master', kind: 'branch', commit: second.commit, createdAt: second.createdAt });
     assert.equal(await client.resolveCommit(model('Qwen/Qwen2.5-Tiny', 'v1.0.0')), first.commit);
-    assert.equal(client.kind as string, 'modelscope');
+    assert.equal(client.kind, 'modelscope');
   });
 
   it('refuses unknown revisions and commit hashes, naming what exists', async () => {

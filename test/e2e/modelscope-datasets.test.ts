@@ -14,7 +14,6 @@ import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { isAirlockError, type AirlockError, type ErrorCode } from '../../src/errors.js';
 import { fetchSnapshot } from '../../src/export/fetch.js';
 import { createModelScopeClient, type ModelScopeClient } from '../../src/hub/modelscope/client.js';
 import type { RepoRef } from '../../src/hub/types.js';

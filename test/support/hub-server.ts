@@ -405,7 +405,7 @@ async function sendContent(ctx: Ctx, content: Content, size: number, extra: Outg
   if (!paced) {
     const counted = async function* () {
       for await (const chunk of chunks) {
-        ctx.served((chunk as Buffer).length);
+        ctx.served((chunk).length);
         yield chunk;
       }
     };
@@ -420,7 +420,7 @@ async function sendContent(ctx: Ctx, content: Content, size: number, extra: Outg
   const res = ctx.res;
   try {
     for await (const raw of chunks) {
-      let chunk = raw as Buffer;
+      let chunk = raw;
       if (drop !== undefined && sent + chunk.length >= drop) chunk = chunk.subarray(0, Math.max(0, drop - sent));
       while (chunk.length > 0) {
         if (res.destroyed) return;
@@ -647,7 +647,7 @@ export async function startHubServer(options: HubServerOptions = {}): Promise<Hu
     const entry: Record<string, unknown> =
       file !== undefined
         ? { type: 'file', oid: file.blobId, size: file.size, path }
-        : { type: 'directory', oid: commit.dirs.get(path) as string, size: 0, path };
+        : { type: 'directory', oid: commit.dirs.get(path), size: 0, path };
     if (file?.lfs === true) entry['lfs'] = { oid: file.sha256, size: file.size, pointerSize: file.pointerSize };
     if (expand) entry['lastCommit'] = { id: commit.id, title: commit.title, date: commit.date.toISOString() };
     return entry;
@@ -730,7 +730,7 @@ export async function startHubServer(options: HubServerOptions = {}): Promise<Hu
       }
       const obj = parsed as { paths?: unknown; expand?: unknown };
       if (!Array.isArray(obj.paths) || !obj.paths.every((p) => typeof p === 'string')) throw new HttpError(400, undefined, '"paths" must be an array of strings');
-      paths = obj.paths as string[];
+      paths = obj.paths;
       expand = obj.expand === true;
     } else {
       const form = new URLSearchParams(body.toString('utf8'));

@@ -247,8 +247,9 @@ describe('rate cap', () => {
     const started = performance.now();
     await Promise.all([bucket.take(250_000), bucket.take(150_000), bucket.take(150_000)]);
     const ms = performance.now() - started;
-    // burst 250 kB, then 300 kB at 1 MB/s ≈ 300 ms
-    assert.ok(ms >= 270 && ms < 1500, `${ms} ms`);
+    // burst 250 kB, then 300 kB at 1 MB/s ≈ 300 ms: the cap is the lower bound; the upper one only
+    // catches a bucket that waits far too long, with room for a loaded machine
+    assert.ok(ms >= 270 && ms < 10_000, `${ms} ms`);
   });
 });
 
@@ -298,7 +299,7 @@ describe('progress rendering', () => {
     const lines = progressLines(view, 60);
     assert.equal(lines.length, 2);
     assert.ok(lines.every((l) => l.length < 60), lines.join('\n'));
-    assert.match(lines[0] ?? '', /…\S*safetensors \[#####\.+\]  25% 2\.0 MiB\/8\.0 MiB$/);
+    assert.match(lines[0] ?? '', /…\S*safetensors \[#####\.+\] {2}25% 2\.0 MiB\/8\.0 MiB$/);
     assert.equal(formatDuration(3725), '1h02m');
     assert.equal(formatDuration(undefined), '--');
     let out = '';

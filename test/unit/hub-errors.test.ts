@@ -4,7 +4,8 @@
  */
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { AirlockError, isAirlockError, type ErrorCode } from '../../src/errors.js';
+import type { AirlockError} from '../../src/errors.js';
+import { isAirlockError, type ErrorCode } from '../../src/errors.js';
 import { hubErrorFromResponse, requestId, serverMessage, type HubErrorInput } from '../../src/hub/huggingface/errors.js';
 import { nextLink, parseRepoInfoCommit, parseTreePage } from '../../src/hub/huggingface/wire.js';
 import type { RepoRef } from '../../src/hub/types.js';

@@ -12,7 +12,6 @@ import { createReadStream } from 'node:fs';
 import { lstat, open, readdir, readFile, readlink, stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import type { SourceKind } from '../../bundle/manifest.js';
 import { AirlockError, fsError } from '../../errors.js';
 import { COMMIT_RE, unsafeRelativePathReason } from '../../fs/safe-path.js';
 import { Digester, type Digests } from '../../integrity/digest.js';
@@ -59,7 +58,7 @@ export function createHfCacheClient(options: HfCacheClientOptions): HfCacheClien
   }
 
   return {
-    kind: 'hf-cache' as SourceKind,
+    kind: 'hf-cache',
     cacheDir,
     get endpoint(): string {
       return pathToFileURL(cacheDir).href;

@@ -50,9 +50,9 @@ export function serverMessage(headers: HubErrorInput['headers'], body: string): 
     if (data !== null && typeof data === 'object' && !Array.isArray(data)) {
       const obj = data as Record<string, unknown>;
       const { error, error_description: description, errors } = obj;
-      if (Array.isArray(error)) messages.push(...error.map(String));
-      else if (error !== undefined && error !== null) messages.push(description !== undefined && description !== null ? `${String(error)}: ${String(description)}` : String(error));
-      else if (description !== undefined && description !== null) messages.push(String(description));
+      if (Array.isArray(error)) messages.push(...error.map(asText));
+      else if (error !== undefined && error !== null) messages.push(description !== undefined && description !== null ? `${asText(error)}: ${asText(description)}` : asText(error));
+      else if (description !== undefined && description !== null) messages.push(asText(description));
       if (Array.isArray(errors)) {
         for (const e of errors) {
           if (e !== null && typeof e === 'object' && 'message' in e) messages.push(String((e as { message: unknown }).message));
@@ -139,4 +139,9 @@ export function hubErrorFromResponse(input: HubErrorInput): AirlockError {
     return make('E_HTTP', `the hub failed to answer for ${describeRepo(repo)}`, 'the mirror/hub seems down or overloaded; try again later');
   }
   return make('E_HTTP', `unexpected answer for ${describeRepo(repo)}`);
+}
+
+/** A JSON value as message text: strings as they are, anything else (an object, a number) as JSON, never "[object Object]". */
+function asText(value: unknown): string {
+  return typeof value === 'string' ? value : JSON.stringify(value) ?? String(value);
 }
