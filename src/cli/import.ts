@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { Option, type Command } from 'commander';
+import type { UnindexedRead } from '../bundle/parts-unindexed.js';
 import { AirlockError, isAirlockError } from '../errors.js';
 import { splitBundleOf } from '../bundle/parts.js';
 import { auditSummary, hashFile, importBundle, inspectBundle, verificationRecord, verifyBundle, type VerificationRecord } from '../import/index.js';
@@ -145,6 +146,7 @@ export function registerVerify(program: Command, context: CommandContext): void 
       if (out.json) return printJson(out, { ok: true, ...result });
       out.stdout(`Verified ${bundle}\n${bundleShaLine(result.bundleSha256)}`);
       renderSigners(out, result.signers);
+      if (result.splitWithoutIndex !== undefined) out.stdout(unindexedLine(result.splitWithoutIndex));
       for (const repo of result.repos) {
         out.stdout(`  ${repo.type} ${repo.id}@${repo.revision} (commit ${repo.commit}): ${repo.files} files, ${formatBytes(repo.bytes)}${repo.referenced > 0 ? ` — delta: ${repo.referenced} of them are not in the bundle; import takes them from the cache after re-hashing them` : ''}\n`);
       }
@@ -206,6 +208,7 @@ export function registerImport(program: Command, context: CommandContext): void 
       if (out.json) return printJson(out, { ok: true, cacheDir, layout, ...result });
       out.stdout(`Imported ${bundle} into ${cacheDir} (layout ${layout})\n${bundleShaLine(result.bundleSha256)}`);
       renderSigners(out, result.signers);
+      if (result.splitWithoutIndex !== undefined) out.stdout(unindexedLine(result.splitWithoutIndex));
       for (const repo of result.repos) {
         out.stdout(
           `  ${repo.type} ${repo.id}@${repo.revision} (commit ${repo.commit}): ${repo.files} files, ${formatBytes(repo.bytes)}` +
@@ -242,4 +245,12 @@ export function registerInspect(program: Command, context: CommandContext): void
         }
       }
     });
+}
+
+/** The notice for split volumes read without their index (bundle/parts-unindexed.ts). */
+function unindexedLine(read: UnindexedRead): string {
+  return (
+    `  split volumes: ${read.index} ${read.reason === 'missing' ? 'is missing' : 'has no signature and was not used'}; ` +
+    `the ${read.parts} parts were verified as one stream by the signed SHA256SUMS inside the tar (a damaged part could not have been named)\n`
+  );
 }

@@ -1,4 +1,4 @@
-import { resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { AirlockError } from '../errors.js';
 import { resignBundle } from '../bundle/resign.js';
@@ -26,7 +26,7 @@ export function registerResign(program: Command, context: CommandContext): void 
   program
     .command('resign')
     .description('replace the signature of a bundle, or add a second one, without rewriting its payload')
-    .argument('<bundle>', 'the .airlock.tar file (replaced atomically unless -o is given)')
+    .argument('<bundle>', 'the .airlock.tar file, or for split volumes any part or the parts index (rewritten in place unless -o is given)')
     .option('--sign-key <file>', 'armored OpenPGP private key that signs SHA256SUMS')
     .option('--passphrase-file <file>', 'file holding the signing key passphrase')
     .option('--gpg-sign <key>', 'sign with the system gpg (gpg-agent, smartcard): key id, fingerprint or user id')
@@ -63,7 +63,12 @@ export function registerResign(program: Command, context: CommandContext): void 
       if (flags.force) out.stdout('  existing signature: NOT checked (--force); every payload hash checked against SHA256SUMS\n');
       out.stdout(
         `  ${result.mode === 'add' ? 'added' : 'new'} signature by ${spacedFingerprint(result.signer.fingerprint)} ${result.signer.userIds.join(', ')}` +
-          ` (${result.signatures} signature(s) in SHA256SUMS.asc)\n  payload: ${formatBytes(result.payloadBytes)} copied unchanged\n`,
+          ` (${result.signatures} signature(s) in SHA256SUMS.asc)\n  payload: ${formatBytes(result.payloadBytes)} unchanged${result.payloadInPlace ? ', at the same offsets' : ', moved behind the larger leading entries'}\n`,
       );
+      if (result.parts !== undefined) {
+        out.stdout(
+          `  volumes: ${result.parts.rewritten} of ${result.parts.count} parts rewritten, the others untouched; ${basename(result.parts.index)} written anew and signed by the new key\n`,
+        );
+      }
     });
 }

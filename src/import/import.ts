@@ -4,6 +4,7 @@
  * bundle, full disk, conflict in the cache, Ctrl-C) leaves the cache exactly as it was, and the
  * staging directory is removed on every exit path.
  */
+import type { Readable } from 'node:stream';
 import { readBundle } from '../bundle/reader.js';
 import { join } from 'node:path';
 import { commitToHfCache } from '../cache/hf-hub.js';
@@ -16,6 +17,7 @@ import { watchInterrupts } from './interrupt.js';
 import { openBundle } from './open-bundle.js';
 import { BUNDLE_POOL, ReadPool } from '../bundle/read-pool.js';
 import { explainReadFailure } from '../bundle/parts.js';
+import { unindexedReadOf, type UnindexedRead } from '../bundle/parts-unindexed.js';
 import { StagingSink, type ImportLayout } from './staging-sink.js';
 import { summarizeRepos, type RepoSummary } from './summary.js';
 
@@ -72,6 +74,8 @@ export interface ImportResult {
   bytes: number;
   /** Non-fatal problems after a successful commit (e.g. staging could not be fully removed). */
   warnings: string[];
+  /** Split volumes read without their parts index (missing or unsigned): verified as one stream. */
+  splitWithoutIndex?: UnindexedRead;
 }
 
 export async function importBundle(options: ImportOptions): Promise<ImportResult> {
@@ -142,6 +146,7 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
         files: verified.files,
         bytes: verified.bytes,
         warnings: [],
+        ...withoutIndex(source),
       };
     } finally {
       const leftovers = await staging.cleanup();
@@ -151,4 +156,9 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
   } finally {
     interrupts.dispose();
   }
+}
+
+function withoutIndex(source: Readable): { splitWithoutIndex?: UnindexedRead } {
+  const unindexed = unindexedReadOf(source);
+  return unindexed === undefined ? {} : { splitWithoutIndex: unindexed };
 }

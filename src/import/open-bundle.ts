@@ -3,7 +3,8 @@
  * volumes named by any part (`NAME.tar.000`), their index (`NAME.parts.json`), the joined name
  * (`NAME.tar`, when only parts exist) or the folder holding them. For split volumes the signed parts
  * index is checked first (same trust as the bundle), every part must be present with its size, and
- * the parts are read in order as one stream, each checked against the index as it ends.
+ * the parts are read in order as one stream, each checked against the index as it ends. Without the
+ * index (or its signature) the parts found on disk are read as one stream (bundle/parts-unindexed.ts).
  */
 import { open, readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -12,6 +13,7 @@ import { AirlockError, fsError } from '../errors.js';
 import { BUNDLE_READ_CHUNK } from '../bundle/reader.js';
 import { checkPartsPresent, indexPathFor, parsePartsIndex, partPath, readParts, splitBundleOf } from '../bundle/parts.js';
 import { pooledStream, readPooled, type ReadPool } from '../bundle/read-pool.js';
+import { findParts, readPartsWithoutIndex, type MissingIndex } from '../bundle/parts-unindexed.js';
 import { verifyDetachedSignature, type TrustPolicy } from '../signing/verify.js';
 
 export interface OpenBundleOptions {
@@ -33,6 +35,9 @@ async function bundleInFolder(dir: string): Promise<string> {
   const tars = names.filter((n) => n.endsWith('.tar'));
   if (indexes.length === 1 && tars.length === 0) return join(dir, indexes[0]!);
   if (tars.length === 1 && indexes.length === 0) return join(dir, tars[0]!);
+  // split volumes whose index was not copied: the parts alone name the bundle
+  const partsOf = new Set(names.map((n) => splitBundleOf(n)).filter((b): b is string => b !== undefined));
+  if (indexes.length === 0 && tars.length === 0 && partsOf.size === 1) return join(dir, [...partsOf][0]!);
   throw new AirlockError('E_USAGE', `${dir} is a folder holding ${indexes.length + tars.length === 0 ? 'no bundle' : 'several bundles'}`, {
     subject: dir,
     hint: 'name the bundle file (or the first part of a split bundle) itself',
@@ -41,29 +46,32 @@ async function bundleInFolder(dir: string): Promise<string> {
 
 async function openSplit(bundlePath: string, options: OpenBundleOptions): Promise<Readable> {
   const indexPath = indexPathFor(bundlePath);
+  // Without the index (or, when signatures are checked, without its signature) the parts are read as
+  // one stream: the signed SHA256SUMS inside the tar still covers every byte (parts-unindexed.ts).
+  const withoutIndex = async (reason: MissingIndex): Promise<Readable> => {
+    const parts = await findParts(bundlePath);
+    return readPartsWithoutIndex(parts, { index: basename(indexPath), reason, parts: parts.length }, options.pool);
+  };
   let indexBytes: Buffer;
   try {
     indexBytes = await readFile(indexPath);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new AirlockError('E_MISSING_ENTRY', `the parts index ${basename(indexPath)} is missing next to ${basename(partPath(bundlePath, 0))}`, {
-        subject: indexPath,
-        hint: `copy ${basename(indexPath)} and ${basename(indexPath)}.asc along with the parts`,
-      });
-    }
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return withoutIndex('missing');
     throw fsError(error, 'read', indexPath);
   }
   if (options.trust !== undefined) {
-    const asc = await readFile(`${indexPath}.asc`, 'utf8').catch(() => undefined);
+    const asc = await readFile(`${indexPath}.asc`, 'utf8').catch((error: unknown) => {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw fsError(error, 'read', `${indexPath}.asc`);
+    });
     if (asc !== undefined) {
       // the index only names bad parts early; SHA256SUMS (checked by the reader) is what the policy's
-      // signature count applies to, so one trusted signature is enough here
+      // signature count applies to, so one trusted signature is enough here. A signature that IS
+      // there must verify: a bad or untrusted index is refused, never silently ignored.
       await verifyDetachedSignature(indexBytes, asc, { ...options.trust, requireSignatures: 1 }, `${basename(indexPath)}.asc`);
     } else if (!options.allowUnsigned) {
-      throw new AirlockError('E_UNSIGNED', `${basename(indexPath)} has no signature (${basename(indexPath)}.asc is missing)`, {
-        subject: indexPath,
-        hint: 'copy the .asc file along with the parts, or pass --allow-unsigned for a bundle exported with --unsigned',
-      });
+      // an index nobody signed is not used at all; the tar's own signature decides
+      return withoutIndex('unsigned');
     }
   }
   const index = parsePartsIndex(indexBytes, basename(indexPath));
@@ -82,7 +90,8 @@ export async function openBundle(path: string, options: OpenBundleOptions = {}):
   let target = path;
   const info = await stat(path).catch(() => undefined);
   if (info?.isDirectory()) target = await bundleInFolder(path);
-  const split = splitBundleOf(target) ?? (info === undefined && (await exists(partPath(target, 0))) ? target : undefined);
+  const targetInfo = target === path ? info : await stat(target).catch(() => undefined);
+  const split = splitBundleOf(target) ?? (targetInfo === undefined && (await exists(partPath(target, 0))) ? target : undefined);
   if (split !== undefined) return openSplit(split, options);
 
   let handle;

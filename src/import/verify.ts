@@ -4,6 +4,7 @@ import type { TrustedKey, TrustPolicy, VerifiedSigner } from '../signing/verify.
 import { openBundle } from './open-bundle.js';
 import { BUNDLE_POOL, ReadPool } from '../bundle/read-pool.js';
 import { explainReadFailure, hashWhole } from '../bundle/parts.js';
+import { unindexedReadOf, type UnindexedRead } from '../bundle/parts-unindexed.js';
 import { summarizeRepos, type RepoSummary } from './summary.js';
 
 export interface VerifyOptions {
@@ -31,6 +32,8 @@ export interface VerifyResult {
   files: number;
   /** Payload bytes verified. */
   bytes: number;
+  /** Split volumes read without their parts index (missing or unsigned): verified as one stream. */
+  splitWithoutIndex?: UnindexedRead;
 }
 
 export async function verifyBundle(options: VerifyOptions): Promise<VerifyResult> {
@@ -48,6 +51,7 @@ export async function verifyBundle(options: VerifyOptions): Promise<VerifyResult
   }).catch(async (error: unknown) => {
     throw await explainReadFailure(source, error);
   });
+  const unindexed = unindexedReadOf(source);
   return {
     bundlePath: options.bundlePath,
     bundleSha256: verified.bundleSha256,
@@ -57,6 +61,7 @@ export async function verifyBundle(options: VerifyOptions): Promise<VerifyResult
     repos: summarizeRepos(verified.manifest),
     files: verified.files,
     bytes: verified.bytes,
+    ...(unindexed === undefined ? {} : { splitWithoutIndex: unindexed }),
   };
 }
 

@@ -5,11 +5,11 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runAirlock } from '../support/cli.ts';
-import { entryName, makeTestKey, tamper, writeBundleFile, type BuilderRepo, type TestKey } from '../support/bundle-builder.ts';
+import { buildBundle, entryName, makeTestKey, tamper, writeBundleFile, type BuilderRepo, type TestKey } from '../support/bundle-builder.ts';
 import { tarLayout } from '../support/tar-layout.ts';
 import { verifyBundle } from '../../src/import/index.ts';
 
@@ -116,5 +116,34 @@ describe('resign', () => {
     const keys = (await import('../../src/signing/verify.ts')).readPublicKeys;
     const result = await verifyBundle({ bundlePath: bundle, trust: { keys: await keys(await readFile(grace.pub), 'grace'), pins: [{ fingerprint: grace.fingerprint, source: 'test' }] } });
     assert.equal(result.files, 2);
+  });
+
+  test("export's fallback layout (leading entries without slack): the payload moves as a whole, split volumes are re-cut and re-indexed", async () => {
+    const heidi = await keyFile('Heidi');
+    // what export writes when the leading entries outgrew their reserve: an unpadded leading block
+    // (the identity edit packs entry by entry, exactly as that copy does)
+    const plain = (await buildBundle({ repos: [REPO], signer: alice.signer, editEntries: (e) => e })).bytes;
+    const single = join(dir, 'fallback.airlock.tar');
+    await writeFile(single, plain);
+    const r = await runAirlock(['resign', single, '--add', '--sign-key', heidi.key, '--trusted-keys', join(dir, 'alice.pub.asc'), '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).payloadInPlace, false);
+    assert.ok(payloadRegion(await readFile(single)).equals(payloadRegion(plain)), 'payload bytes identical, at a new offset');
+
+    // the same tar as volumes without an index: resign cuts the new tar at the same part size and writes the index
+    const media = join(dir, 'fallback-media');
+    await mkdir(media);
+    const partSize = 1024 * 1024;
+    for (let i = 0; i * partSize < plain.length; i++) await writeFile(join(media, `f.tar.${String(i).padStart(3, '0')}`), plain.subarray(i * partSize, (i + 1) * partSize));
+    const s = await runAirlock(['resign', join(media, 'f.tar.000'), '--add', '--sign-key', heidi.key, '--trusted-keys', join(dir, 'alice.pub.asc')]);
+    assert.equal(s.code, 0, s.stderr);
+    assert.match(s.stdout, /moved behind the larger leading entries/);
+    const index = JSON.parse(await readFile(join(media, 'f.parts.json'), 'utf8'));
+    assert.equal(index.partSize, partSize);
+    const joined = Buffer.concat(await Promise.all(index.parts.map((p: { name: string }) => readFile(join(media, p.name)))));
+    assert.ok(payloadRegion(joined).equals(payloadRegion(plain)));
+    const v = await runAirlock(['verify', join(media, 'f.tar.000'), '--trusted-keys', join(dir, 'alice.pub.asc'), '--trusted-keys', heidi.pub, '--require-signatures', '2']);
+    assert.equal(v.code, 0, v.stderr);
+    assert.doesNotMatch(v.stdout, /split volumes:/, 'the new signed index is used');
   });
 });

@@ -8,7 +8,12 @@
  *   - `signer` chooses the key (an untrusted one, or `undefined` for an unsigned bundle),
  *     `editSignature` changes the armored signature after signing;
  *   - `editEntries` has the final say over the tar entries after signing: flip bytes, add, remove,
- *     duplicate, reorder, turn into links/dirs/devices (see `tamper`).
+ *     duplicate, reorder, turn into links/dirs/devices (see `tamper`); such tars are packed entry by
+ *     entry with tar-stream.
+ *
+ * Without `editEntries` the tar is laid out exactly as `airlock export` writes it (`writerLayout`:
+ * leading entries in a pax-padded reserve, payload at fixed offsets), so tests of well-formed bundles
+ * see what users get; test/e2e/builder-agrees.test.ts proves the two agree byte for byte.
  *
  * A later hostile corpus builds on these pieces, so each is exported on its own.
  */
@@ -21,6 +26,9 @@ import { compareBytes, MANIFEST_NAME, payloadEntryName, SIGNATURE_NAME, SUMS_NAM
 import { gitBlobSha1, sha256Hex } from '../../src/integrity/digest.ts';
 import { openPgpSigner, type Signer } from '../../src/signing/sign.ts';
 import { readPublicKeys, type TrustedKey } from '../../src/signing/verify.ts';
+import { layOut, leadingBlock, leadingReserve } from '../../src/export/bundle-layout.ts';
+import { END_OF_ARCHIVE_BYTES, paddingAfter } from '../../src/bundle/tar-header.ts';
+import type { BundleLeading } from '../../src/bundle/writer.ts';
 
 export interface BuilderFile {
   path: string;
@@ -175,9 +183,33 @@ export async function buildBundle(options: BuildOptions): Promise<BuiltBundle> {
     { name: MANIFEST_NAME, data: manifestBytes },
     ...payload.map((p) => ({ name: p.name, data: p.data })),
   ];
-  if (options.editEntries) entries = options.editEntries(entries) ?? entries;
+  if (options.editEntries) {
+    // hostile structure: the edited entries are packed as they are
+    entries = options.editEntries(entries) ?? entries;
+    return { bytes: await packTar(entries), manifest, manifestBytes, sumsBytes, signature, payload, entries };
+  }
+  const bytes = await writerLayout({ sums: sumsBytes, signature, manifest: manifestBytes }, payload);
+  return { bytes, manifest, manifestBytes, sumsBytes, signature, payload, entries };
+}
 
-  return { bytes: await packTar(entries), manifest, manifestBytes, sumsBytes, signature, payload, entries };
+/**
+ * The tar exactly as `airlock export` lays it out (src/export/bundle-layout.ts), made with the writer's
+ * own functions: the leading entries padded into the reserve export computes for them, closed by the
+ * pax comment header, then every payload entry at its fixed offset. When the leading entries do not
+ * fit (export's rare fallback) they go in front unpadded. test/e2e/builder-agrees.test.ts checks that
+ * this gives byte for byte what export writes for the same manifest, SHA256SUMS and signature.
+ */
+export async function writerLayout(leading: BundleLeading, payload: ReadonlyArray<{ name: string; data: Buffer }>): Promise<Buffer> {
+  // export estimates the reserve from a draft with placeholder hashes of the same length; the builder's
+  // manifests carry no safetensors summaries, so the draft is as long as the manifest itself
+  const reserve = leadingReserve(leading.sums.byteLength, leading.manifest.byteLength, leading.signature !== undefined);
+  const layout = layOut(payload.map((p) => ({ name: p.name, size: p.data.byteLength, expected: '' })), reserve);
+  const block = (await leadingBlock(leading, reserve)) ?? (await leadingBlock(leading))!;
+  const byName = new Map(payload.map((p) => [p.name, p.data]));
+  const chunks: Buffer[] = [block];
+  for (const e of layout.entries) chunks.push(e.header, byName.get(e.name)!, Buffer.alloc(paddingAfter(e.size)));
+  chunks.push(Buffer.alloc(END_OF_ARCHIVE_BYTES));
+  return Buffer.concat(chunks);
 }
 
 export async function writeBundleFile(path: string, options: BuildOptions): Promise<BuiltBundle> {
