@@ -10,7 +10,7 @@ import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { AirlockError, fsError } from '../errors.js';
 import { BUNDLE_READ_CHUNK } from '../bundle/reader.js';
-import { checkPartsPresent, indexPathFor, parsePartsIndex, partPath, readParts, splitBundleOf } from '../bundle/parts.js';
+import { checkPartsPresent, firstPartPaths, partPath, indexPathFor, parsePartsIndex, readParts, splitBundleOf } from '../bundle/parts.js';
 import { pooledStream, readPooled, type ReadPool } from '../bundle/read-pool.js';
 import { verifyDetachedSignature, type TrustPolicy } from '../signing/verify.js';
 
@@ -24,6 +24,11 @@ export interface OpenBundleOptions {
 
 async function exists(path: string): Promise<boolean> {
   return stat(path).then(() => true, () => false);
+}
+
+async function anyExists(paths: readonly string[]): Promise<boolean> {
+  for (const path of paths) if (await exists(path)) return true;
+  return false;
 }
 
 /** A folder holding exactly one bundle (single tar or split set) stands for it. */
@@ -46,7 +51,7 @@ async function openSplit(bundlePath: string, options: OpenBundleOptions): Promis
     indexBytes = await readFile(indexPath);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new AirlockError('E_MISSING_ENTRY', `the parts index ${basename(indexPath)} is missing next to ${basename(partPath(bundlePath, 0))}`, {
+      throw new AirlockError('E_MISSING_ENTRY', `the parts index ${basename(indexPath)} is missing next to ${basename(partPath(bundlePath, 0, 1))}`, {
         subject: indexPath,
         hint: `copy ${basename(indexPath)} and ${basename(indexPath)}.asc along with the parts`,
       });
@@ -82,7 +87,7 @@ export async function openBundle(path: string, options: OpenBundleOptions = {}):
   let target = path;
   const info = await stat(path).catch(() => undefined);
   if (info?.isDirectory()) target = await bundleInFolder(path);
-  const split = splitBundleOf(target) ?? (info === undefined && (await exists(partPath(target, 0))) ? target : undefined);
+  const split = splitBundleOf(target) ?? (info === undefined && (await anyExists(firstPartPaths(target))) ? target : undefined);
   if (split !== undefined) return openSplit(split, options);
 
   let handle;
