@@ -351,7 +351,7 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
   const interrupts = watchInterrupts(
     options.signal,
     options.handleSignals ?? false,
-    `the partial bundle (${basename(options.outPath)}.partial) keeps what was downloaded: run the same export again to resume`,
+    `the partial bundle (${basename(options.outPath)}${options.splitSize === undefined ? '' : '.000'}.partial${options.splitSize === undefined ? '' : ', …'}) keeps what was downloaded: run the same export again to resume`,
   );
   try {
     releases.push(await lockFor(outputLockPath(options.outPath), `writing ${options.outPath}`, options.outPath));
