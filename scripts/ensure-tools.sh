@@ -17,5 +17,8 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >&2
-apt-get install -y -qq "${missing[@]}" >&2
+# On a fresh machine unattended-upgrades (or another installer) often holds the apt/dpkg lock: wait for
+# it (up to AIRLOCK_APT_LOCK_TIMEOUT seconds, default 600) instead of failing at once.
+lock_wait=(-o "DPkg::Lock::Timeout=${AIRLOCK_APT_LOCK_TIMEOUT:-600}")
+apt-get "${lock_wait[@]}" update -qq >&2
+apt-get "${lock_wait[@]}" install -y -qq "${missing[@]}" >&2

@@ -70,6 +70,8 @@ const codeClass = {
   E_PERMISSION: 'io',
   E_CACHE_CONFLICT: 'io',
   E_DELTA_BASE_MISSING: 'io',
+  /** Another export is writing the same output (or using the same work dir) right now. */
+  E_OUTPUT_BUSY: 'io',
 
   E_INTERRUPTED: 'interrupted',
   E_INTERNAL: 'internal',

@@ -18,7 +18,10 @@ import { AirlockError, fsError } from '../errors.js';
 import { pooledStream, readPooled, type ReadPool } from './read-pool.js';
 
 export const PARTS_FORMAT = 'model-airlock-parts';
-const MAX_PARTS = 10_000;
+/** Most parts a bundle may have: more would be a mistyped --split-size, not a plan (10,000 × 1 MiB ≈ 10 GiB). */
+export const MAX_PARTS = 10_000;
+/** Smallest --split-size / spec `splitSize` (docs/bundle-spec.md): below it a bundle becomes thousands of files. */
+export const MIN_SPLIT_SIZE = 1024 * 1024;
 const READ_CHUNK = 1024 * 1024;
 
 export interface PartInfo {
@@ -40,9 +43,53 @@ export interface PartsIndex {
   parts: PartInfo[];
 }
 
-/** `NAME.tar.000`… */
-export function partPath(bundlePath: string, index: number): string {
-  return `${bundlePath}.${String(index).padStart(3, '0')}`;
+/**
+ * Digits in the part names of a bundle of `count` parts: at least 3, and enough for the last index, so
+ * every name has the same width and `cat NAME.tar.* > NAME.tar` (the shell sorts the glob) joins them
+ * in order — `.0999` before `.1000`. The count is known before the first byte is written.
+ */
+export function partWidth(count: number): number {
+  return Math.max(3, String(Math.max(0, count - 1)).length);
+}
+
+/** `NAME.tar.000`… (`NAME.tar.0000`… for more than 1,000 parts): part `index` of `count`. */
+export function partPath(bundlePath: string, index: number, count: number): string {
+  return `${bundlePath}.${String(index).padStart(partWidth(count), '0')}`;
+}
+
+/** The names the first part of a bundle can have (one per width a valid part count allows). */
+export function firstPartPaths(bundlePath: string): string[] {
+  const paths: string[] = [];
+  for (let w = partWidth(1); w <= partWidth(MAX_PARTS); w++) paths.push(`${bundlePath}.${'0'.repeat(w)}`);
+  return paths;
+}
+
+/** Parts of `bundleBytes` bytes cut every `splitSize` bytes (an empty bundle still has one part). */
+export function partCount(bundleBytes: number, splitSize: number): number {
+  return Math.max(1, Math.ceil(bundleBytes / splitSize));
+}
+
+/** Checks a split size from the command line or a spec against the minimum (at argument time). */
+export function checkSplitSize(splitSize: number, what: string): void {
+  if (splitSize < MIN_SPLIT_SIZE) {
+    throw new AirlockError('E_USAGE', `${what} must be at least 1 MiB (${MIN_SPLIT_SIZE} bytes), not ${splitSize} bytes`, {
+      hint: 'parts are for removable media and size-limited links: use e.g. --split-size 3.9GiB (FAT32) or 700MB',
+    });
+  }
+}
+
+/**
+ * Checks the part count against MAX_PARTS once the bundle's size is known (after the listing, before
+ * the first download).
+ */
+export function checkPartCount(splitSize: number, bundleBytes: number, what: string): void {
+  const count = partCount(bundleBytes, splitSize);
+  if (count > MAX_PARTS) {
+    const least = Math.ceil(bundleBytes / MAX_PARTS);
+    throw new AirlockError('E_USAGE', `${what} ${splitSize} would cut this ${bundleBytes}-byte bundle into ${count} parts, more than the ${MAX_PARTS} allowed`, {
+      hint: `choose a split size of at least ${least} bytes (${Math.ceil(least / 1024 / 1024)} MiB)`,
+    });
+  }
 }
 
 /** `NAME.parts.json` for `NAME.tar` (or `NAME-parts.json`): never matched by `NAME.tar.*`. */
@@ -87,15 +134,26 @@ export function parseSize(text: string): number {
 export class SplitSink extends Writable {
   readonly #bundlePath: string;
   readonly #partSize: number;
+  readonly #count: number;
   readonly #parts: PartInfo[] = [];
   readonly #whole = createHash('sha256');
   #current: { handle: FileHandle; hash: ReturnType<typeof createHash>; size: number; index: number } | undefined;
   #total = 0;
 
-  constructor(bundlePath: string, partSize: number) {
+  /**
+   * `bundleBytes`: the size of the whole tar, known up front, which fixes the width of the part names;
+   * without it the names have 3 digits and more than 1,000 parts are refused.
+   */
+  constructor(bundlePath: string, partSize: number, bundleBytes?: number) {
     super({ highWaterMark: READ_CHUNK });
     this.#bundlePath = bundlePath;
     this.#partSize = partSize;
+    this.#count = bundleBytes === undefined ? 1000 : partCount(bundleBytes, partSize);
+  }
+
+  /** Part `index`'s final path. */
+  partPath(index: number): string {
+    return partPath(this.#bundlePath, index, this.#count);
   }
 
   get parts(): readonly PartInfo[] {
@@ -108,15 +166,15 @@ export class SplitSink extends Writable {
     this.#current = undefined;
     await part.handle.sync();
     await part.handle.close();
-    this.#parts.push({ name: basename(partPath(this.#bundlePath, part.index)), size: part.size, sha256: part.hash.digest('hex') });
+    this.#parts.push({ name: basename(this.partPath(part.index)), size: part.size, sha256: part.hash.digest('hex') });
   }
 
   async #openNext(): Promise<void> {
     const index = this.#parts.length;
-    if (index >= MAX_PARTS) {
-      throw new AirlockError('E_USAGE', `--split-size ${this.#partSize} would make more than ${MAX_PARTS} parts`, { hint: 'choose a larger --split-size' });
+    if (index >= this.#count || index >= MAX_PARTS) {
+      throw new AirlockError('E_INTERNAL', `${this.#bundlePath}: more bytes than the ${this.#count} parts announced`);
     }
-    const path = `${partPath(this.#bundlePath, index)}.partial`;
+    const path = `${this.partPath(index)}.partial`;
     const handle = await open(path, 'w', 0o644).catch((error: unknown) => {
       throw fsError(error, 'create', path);
     });
@@ -170,7 +228,7 @@ export class SplitSink extends Writable {
   /** Renames every `.partial` part to its final name. */
   async publish(): Promise<void> {
     for (let i = 0; i < this.#parts.length; i++) {
-      const path = partPath(this.#bundlePath, i);
+      const path = this.partPath(i);
       await rename(`${path}.partial`, path).catch((error: unknown) => {
         throw fsError(error, 'rename into place', path);
       });
@@ -181,7 +239,7 @@ export class SplitSink extends Writable {
   async discard(): Promise<void> {
     const count = this.#parts.length + (this.#current ? 1 : 0);
     for (let i = 0; i < count; i++) {
-      await rm(`${partPath(this.#bundlePath, i)}.partial`, { force: true });
+      await rm(`${this.partPath(i)}.partial`, { force: true });
     }
   }
 }
@@ -190,7 +248,10 @@ export function formatPartsIndex(index: PartsIndex): Buffer {
   return Buffer.from(`${JSON.stringify(index, null, 2)}\n`, 'utf8');
 }
 
-/** Strict parse of a parts index: every field checked, part names must be exactly NAME.tar.000… in order. */
+/**
+ * Strict parse of a parts index: every field checked, part names must be exactly NAME.tar.000… in
+ * order, as wide as the count needs (partWidth).
+ */
 export function parsePartsIndex(bytes: Uint8Array, subject: string): PartsIndex {
   const fail = (message: string): never => {
     throw new AirlockError('E_BUNDLE_MALFORMED', `${subject}: ${message}`, { subject, hint: 'the parts index was damaged; ask for a fresh copy of NAME.parts.json and its .asc' });
@@ -210,8 +271,10 @@ export function parsePartsIndex(bytes: Uint8Array, subject: string): PartsIndex 
   if (!Number.isSafeInteger(v.partSize) || v.partSize! < 1) return fail('bad partSize');
   if (!Array.isArray(v.parts) || v.parts.length === 0 || v.parts.length > MAX_PARTS) return fail('bad parts list');
   let total = 0;
+  const count = v.parts.length;
   v.parts.forEach((p: Partial<PartInfo>, i) => {
-    if (p?.name !== `${v.bundle}.${String(i).padStart(3, '0')}`) fail(`part ${i} is named ${JSON.stringify(p?.name)}, expected ${v.bundle}.${String(i).padStart(3, '0')}`);
+    const expected = partPath(v.bundle!, i, count);
+    if (p?.name !== expected) fail(`part ${i} is named ${JSON.stringify(p?.name)}, expected ${expected}`);
     if (!Number.isSafeInteger(p.size) || p.size! < 1 || p.size! > v.partSize!) fail(`part ${p.name} has a bad size`);
     if (i < v.parts!.length - 1 && p.size !== v.partSize) fail(`part ${p.name} is not the last part but is shorter than partSize`);
     if (typeof p.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(p.sha256)) fail(`part ${p.name} has a bad sha256`);
@@ -244,8 +307,12 @@ export async function checkPartsPresent(index: PartsIndex, dir: string): Promise
       });
     }
   }
-  const extra = partPath(join(dir, index.bundle), index.parts.length);
-  if (await stat(extra).then(() => true, () => false)) {
+  // a part beyond the last, in this bundle's width or the next one's
+  const n = index.parts.length;
+  const extras = [...new Set([partPath(join(dir, index.bundle), n, n), partPath(join(dir, index.bundle), n, n + 1)])];
+  const found = await Promise.all(extras.map((p) => stat(p).then(() => true, () => false)));
+  const extra = extras[found.indexOf(true)];
+  if (extra !== undefined) {
     throw new AirlockError('E_UNEXPECTED_ENTRY', `${basename(extra)} exists but the signed index lists only ${index.parts.length} parts`, {
       subject: extra,
       hint: 'parts from another bundle may be mixed in; keep each bundle in its own folder',

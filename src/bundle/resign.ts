@@ -34,7 +34,7 @@ import type { Signer } from '../signing/sign.js';
 import { mergeSignatures, readSignatures, verifyDetachedSignature, type TrustPolicy, type VerifiedSigner } from '../signing/verify.js';
 import { MANIFEST_NAME, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, MAX_SUMS_BYTES, SIGNATURE_NAME, SUMS_NAME } from './format.js';
 import { leadingBlock } from './leading-block.js';
-import { formatPartsIndex, indexPathFor, parsePartsIndex, PARTS_FORMAT, partPath, splitBundleOf, type PartInfo, type PartsIndex } from './parts.js';
+import { firstPartPaths, formatPartsIndex, indexPathFor, parsePartsIndex, partCount, PARTS_FORMAT, partPath, splitBundleOf, type PartInfo, type PartsIndex } from './parts.js';
 import { findParts } from './parts-unindexed.js';
 import { discardSink, readBundle } from './reader.js';
 import { MAX_EXTENDED_HEADER_BYTES } from './tar-guard.js';
@@ -115,13 +115,18 @@ async function exists(path: string): Promise<boolean> {
   return stat(path).then(() => true, () => false);
 }
 
+async function anyExists(paths: readonly string[]): Promise<boolean> {
+  for (const path of paths) if (await exists(path)) return true;
+  return false;
+}
+
 /** The single tar, or the parts (found on disk, in order) of split volumes. */
 async function locate(path: string): Promise<Located> {
   const info = await stat(path).catch(() => undefined);
   if (info?.isDirectory()) {
     throw new AirlockError('E_USAGE', `${path} is a folder`, { subject: path, hint: 'name the bundle file (or the first part of a split bundle) itself' });
   }
-  const split = splitBundleOf(path) ?? (info === undefined && (await exists(partPath(path, 0))) ? path : undefined);
+  const split = splitBundleOf(path) ?? (info === undefined && (await anyExists(firstPartPaths(path))) ? path : undefined);
   if (split === undefined) {
     if (info === undefined) throw new AirlockError('E_NOT_FOUND', `bundle not found: ${path}`, { subject: path, hint: 'check the path' });
     return { bundlePath: path, volumes: [{ path, size: info.size }], partSize: undefined };
@@ -325,7 +330,7 @@ export async function resignBundle(options: ResignOptions): Promise<ResignResult
   const outPath = options.outPath === undefined || options.outPath === options.bundlePath ? source.bundlePath : (splitBundleOf(options.outPath) ?? options.outPath);
   const inPlace = outPath === source.bundlePath;
   if (!inPlace && !options.overwrite) {
-    const taken = split ? [partPath(outPath, 0), indexPathFor(outPath)] : [outPath];
+    const taken = split ? [...firstPartPaths(outPath), indexPathFor(outPath)] : [outPath];
     for (const path of taken) {
       if (await exists(path)) throw new AirlockError('E_OUTPUT_EXISTS', `${path} already exists`, { subject: path, hint: 'pass --force-output, or another -o' });
     }
@@ -384,11 +389,13 @@ export async function resignBundle(options: ResignOptions): Promise<ResignResult
     planned.push({ start: 0, end: newSize, path: outPath, keep: false });
   } else {
     const partSize = source.partSize!;
-    const sameCuts = payloadInPlace && source.volumes.every((v, i) => v.size === Math.min(partSize, fileSize - i * partSize));
+    const count = partCount(newSize, partSize);
+    // same cuts and the same count (so the same name width): a kept part keeps its name too
+    const sameCuts = payloadInPlace && count === source.volumes.length && source.volumes.every((v, i) => v.size === Math.min(partSize, fileSize - i * partSize));
     for (let i = 0, at = 0; at < newSize; i++, at += partSize) {
       // a part wholly after the leading block, in place, with the same cuts: its bytes do not change
       const keep = inPlace && sameCuts && at >= newLeading.byteLength;
-      planned.push({ start: at, end: Math.min(newSize, at + partSize), path: partPath(outPath, i), keep });
+      planned.push({ start: at, end: Math.min(newSize, at + partSize), path: partPath(outPath, i, count), keep });
     }
   }
   const output = new Output(planned);
@@ -462,7 +469,7 @@ export async function resignBundle(options: ResignOptions): Promise<ResignResult
     throw error;
   }
   return {
-    path: split ? partPath(outPath, 0) : outPath,
+    path: output.pieces[0]?.path ?? outPath,
     bundleSha256,
     bundleBytes: newSize,
     signer: { fingerprint: options.signer.fingerprint, userIds: options.signer.userIds },

@@ -33,7 +33,8 @@ export interface WrittenBundle {
 const CHUNK = 1024 * 1024;
 
 /** Writes the tar bytes of `source` to `outPath` (or its split volumes), hashing them on the way. */
-export async function writeTar(outPath: string, source: AsyncIterable<Uint8Array>, splitSize?: number): Promise<WrittenBundle> {
+/** `bundleBytes`: with `splitSize`, the tar's size (known up front), which fixes the width of the part names. */
+export async function writeTar(outPath: string, source: AsyncIterable<Uint8Array>, splitSize?: number, bundleBytes?: number): Promise<WrittenBundle> {
   const hash = createHash('sha256');
   let bytes = 0;
   const tap = new Transform({
@@ -46,13 +47,13 @@ export async function writeTar(outPath: string, source: AsyncIterable<Uint8Array
   if (splitSize !== undefined) {
     // built under a temporary name: the volumes of the bundle being replaced may still be open
     const temp = `${outPath}.relayout`;
-    const split = new SplitSink(temp, splitSize);
+    const split = new SplitSink(temp, splitSize, bundleBytes);
     try {
       await pipeline(Readable.from(source), tap, split);
       await split.publish();
       const index = split.index();
-      for (let i = 0; i < index.parts.length; i++) await rename(partPath(temp, i), partPath(outPath, i));
-      return { path: outPath, bytes, sha256: index.sha256, parts: { ...index, bundle: basename(outPath), parts: index.parts.map((p, i) => ({ ...p, name: basename(partPath(outPath, i)) })) } };
+      for (let i = 0; i < index.parts.length; i++) await rename(split.partPath(i), partPath(outPath, i, index.parts.length));
+      return { path: outPath, bytes, sha256: index.sha256, parts: { ...index, bundle: basename(outPath), parts: index.parts.map((p, i) => ({ ...p, name: basename(partPath(outPath, i, index.parts.length)) })) } };
     } catch (error) {
       await split.discard();
       throw fsError(error, 'write parts of', outPath);

@@ -19,7 +19,8 @@ import type { HubClient } from '../hub/types.js';
 import type { ExportRepo } from '../export/exporter.js';
 import { chooseSigner } from '../signing/keyring.js';
 import { parseInventory, type Inventory } from '../cache/inventory.js';
-import { indexPathFor, parseSize } from '../bundle/parts.js';
+import { checkSplitSize, indexPathFor, parseSize } from '../bundle/parts.js';
+import { resolveOutputPath } from '../export/output-path.js';
 import { formatBytes, LiveBlock, printJson, progressLines, progressTotalLine, type Output } from './render.js';
 import { jsonOption, type CommandContext } from './main.js';
 import { spacedFingerprint } from './keys.js';
@@ -141,14 +142,14 @@ export function registerExport(program: Command, context: CommandContext): void 
     .option('--no-weight-check', 'skip the safetensors header and shard-index checks (also: AIRLOCK_NO_WEIGHT_CHECK=1)')
     .option('--include <glob>', 'only files matching this pattern (repeatable; fnmatch rules like allow_patterns)', collect, [])
     .option('--exclude <glob>', 'skip files matching this pattern (repeatable; like ignore_patterns)', collect, [])
-    .option('-o, --output <file>', 'bundle to write (default: <name>.airlock.tar)')
+    .option('-o, --output <file>', 'bundle to write (default: <name>.airlock.tar); an existing folder or DIR/ means DIR/<name>.airlock.tar (a missing folder is created)')
     .option('--work-dir <dir>', 'where the pinned commit (and downloads from sources without Range support) are kept until the bundle is written (default: <output>.work)')
     .option('--sign-key <file>', 'armored OpenPGP private key that signs SHA256SUMS')
     .option('--passphrase-file <file>', 'file holding the signing key passphrase')
     .option('--gpg-sign <key>', 'sign with the system gpg (gpg-agent, smartcard): key id, fingerprint or user id')
     .option('--gpg-homedir <dir>', 'GnuPG home directory for --gpg-sign (default: $GNUPGHOME or ~/.gnupg)')
     .option('--have <inventory>', 'delta export: leave out LFS files the offline cache already holds (from `airlock cache inventory --out have.json`)')
-    .option('--split-size <size>', 'write volumes NAME.tar.000, .001, … of at most this size (e.g. 3.9GiB for FAT32) plus a signed NAME.parts.json')
+    .option('--split-size <size>', 'write volumes NAME.tar.000, .001, … of at most this size (at least 1MiB, at most 10,000 parts; e.g. 3.9GiB for FAT32) plus a signed NAME.parts.json')
     .option('--unsigned', 'write a bundle without a signature (importers refuse it unless told otherwise)')
     .option('--sha256', "also print the whole bundle's SHA-256 (one more read of the bundle; always done with --split-size)")
     .option('--force', 'replace the output file if it exists')
@@ -214,9 +215,10 @@ export function registerExport(program: Command, context: CommandContext): void 
         });
       }
       const splitSize = flags.splitSize === undefined ? spec?.splitSize : parseSize(flags.splitSize);
+      if (splitSize !== undefined) checkSplitSize(splitSize, flags.splitSize === undefined ? `splitSize in ${flags.spec}` : '--split-size');
       // load the key before any download: a wrong passphrase should cost nothing
       const signer = await chooseSigner(flags);
-      const outPath = resolve(flags.output ?? spec?.output ?? `${basename(wanted[0]!.ref.id)}.airlock.tar`);
+      const outPath = await resolveOutputPath(flags.output ?? spec?.output, wanted[0]!.ref.id);
       const workDir = resolve(flags.workDir ?? `${outPath}.work`);
       const concurrency = positiveInt('--concurrency', flags.concurrency, 64);
       const connectionsPerFile = positiveInt('--connections-per-file', flags.connectionsPerFile, 16);
@@ -287,6 +289,8 @@ export function registerExport(program: Command, context: CommandContext): void 
         splitSize,
         bundleSha256: Boolean(flags.sha256),
         have: flags.have === undefined ? undefined : await readInventory(flags.have),
+        // Ctrl-C / SIGTERM: E_INTERRUPTED (exit 130), the partial bundle kept for a re-run
+        handleSignals: true,
         ...(progress === undefined ? {} : { onProgress: progress.event, onBytes: progress.bytes, onPlanned: progress.planned }),
       }).finally(() => progress?.stop());
       if (out.json) return printJson(out, { ok: true, bundle: result.bundle, repos: result.repos, signer: result.signer ?? null, signed: result.signer !== undefined });

@@ -18,8 +18,9 @@
  * after its hash matched the listing.
  */
 import { createHash } from 'node:crypto';
-import { constants, open, rename, rm, type FileHandle } from 'node:fs/promises';
-import { partPath } from '../bundle/parts.js';
+import { constants, lstat, open, readdir, rename, rm, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { partCount, partPath } from '../bundle/parts.js';
 import { AirlockError, fsError } from '../errors.js';
 import type { DownloadTarget, TargetHandle } from '../hub/download.js';
 import type { BundleLayout } from './bundle-layout.js';
@@ -73,31 +74,62 @@ export function layoutFingerprint(layout: BundleLayout, splitSize: number | unde
   return hash.digest('hex');
 }
 
+/**
+ * Removes the partial files an earlier run of this export left under names this layout does not use
+ * (another --split-size, a split bundle now written whole, or the other way round). Their progress
+ * cannot be reused — the fingerprint covers the split size — and a leftover `NAME.tar.003.partial`
+ * would otherwise sit beside the finished parts, where `cat NAME.tar.* > NAME.tar` picks it up.
+ * Only names airlock itself gives partial bundles are touched.
+ */
+async function removeStalePartials(outPath: string, keep: ReadonlySet<string>): Promise<void> {
+  const dir = dirname(outPath);
+  const base = basename(outPath);
+  const names = await readdir(dir).catch(() => [] as string[]);
+  for (const name of names) {
+    if (keep.has(name) || !name.startsWith(`${base}.`) || !name.endsWith('.partial')) continue;
+    const middle = name.slice(base.length + 1, -'.partial'.length);
+    if (middle !== '' && !/^\d{3,}$/.test(middle)) continue;
+    const path = join(dir, name);
+    const info = await lstat(path).catch(() => undefined);
+    if (info?.isFile() !== true) continue;
+    await rm(path, { force: true }).catch((error: unknown) => {
+      throw fsError(error, 'remove the stale partial bundle', path);
+    });
+  }
+}
+
 export class BundleFile {
   readonly layout: BundleLayout;
   readonly #pieces: Piece[];
   /** Entries whose progress is readable (the fingerprint matched): index → progress. */
   readonly #earlier: EntryProgress[];
+  /** Once aborted, nothing more is written or published (the export was interrupted). */
+  readonly #signal: AbortSignal | undefined;
   #closed = false;
 
-  private constructor(layout: BundleLayout, pieces: Piece[], earlier: EntryProgress[]) {
+  private constructor(layout: BundleLayout, pieces: Piece[], earlier: EntryProgress[], signal?: AbortSignal) {
     this.layout = layout;
     this.#pieces = pieces;
     this.#earlier = earlier;
+    this.#signal = signal;
   }
 
   /**
    * Opens (or creates) the partial file(s) for `layout`. Progress from an earlier run is kept only if
    * that run had the very same layout; otherwise the files are emptied first.
    */
-  static async open(outPath: string, layout: BundleLayout, splitSize: number | undefined): Promise<BundleFile> {
+  static async open(outPath: string, layout: BundleLayout, splitSize: number | undefined, signal?: AbortSignal): Promise<BundleFile> {
     if (SLOTS_AT + SLOT_BYTES * layout.entries.length > layout.reserve) {
       throw new AirlockError('E_INTERNAL', `the reserved leading space (${layout.reserve} bytes) cannot hold the export's progress`);
     }
     const fingerprint = layoutFingerprint(layout, splitSize);
     const ranges: Array<{ start: number; end: number; path: string }> = [];
     if (splitSize === undefined) ranges.push({ start: 0, end: layout.size, path: outPath });
-    else for (let i = 0, at = 0; at < layout.size; i++, at += splitSize) ranges.push({ start: at, end: Math.min(layout.size, at + splitSize), path: partPath(outPath, i) });
+    else {
+      const count = partCount(layout.size, splitSize);
+      for (let i = 0, at = 0; at < layout.size; i++, at += splitSize) ranges.push({ start: at, end: Math.min(layout.size, at + splitSize), path: partPath(outPath, i, count) });
+    }
+    await removeStalePartials(outPath, new Set(ranges.map((r) => `${basename(r.path)}.partial`)));
 
     const pieces: Piece[] = [];
     try {
@@ -109,7 +141,7 @@ export class BundleFile {
         });
         pieces.push({ ...r, partial, handle });
       }
-      const file = new BundleFile(layout, pieces, []);
+      const file = new BundleFile(layout, pieces, [], signal);
       const head = Buffer.alloc(SLOTS_AT);
       const got = await file.read(head, 0).catch(() => 0);
       const same = got === SLOTS_AT && head.toString('latin1') === `${MAGIC}${fingerprint}\n`.padEnd(SLOTS_AT, '\u0000');
@@ -152,6 +184,7 @@ export class BundleFile {
 
   /** Writes all of `data` at bundle offset `position` (across volumes if need be). */
   async write(data: Uint8Array, position: number): Promise<void> {
+    this.#signal?.throwIfAborted();
     let done = 0;
     while (done < data.length) {
       const at = position + done;
@@ -252,6 +285,7 @@ export class BundleFile {
 
   /** fsync every volume, close, and rename each into its final name (the last rename publishes). */
   async publish(): Promise<void> {
+    this.#signal?.throwIfAborted();
     for (const p of this.#pieces) {
       try {
         await p.handle.sync();

@@ -4,15 +4,16 @@
  * until the bundle is safely renamed into place, so a failed export can be re-run without
  * downloading completed files again.
  */
-import { open, readdir, rm, rmdir } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, rm, rmdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { formatPartsIndex, indexPathFor, PARTS_FORMAT, type PartsIndex } from '../bundle/parts.js';
+import { checkPartCount, formatPartsIndex, indexPathFor, PARTS_FORMAT, type PartsIndex } from '../bundle/parts.js';
+import { holderPid, tryAcquireLock } from '../fs/lock.js';
+import { watchInterrupts } from '../import/interrupt.js';
 import { writeFileAtomic } from '../fs/atomic.js';
 import type { Inventory } from '../cache/inventory.js';
 import { AirlockError, fsError } from '../errors.js';
 import { FORMAT_VERSION, MANIFEST_NAME, payloadEntryName } from '../bundle/format.js';
 import { formatManifest, type Manifest, type ManifestFile, type ManifestRepo } from '../bundle/manifest.js';
-import { END_OF_ARCHIVE_BYTES } from '../bundle/tar-header.js';
 import { BundleFile } from './bundle-file.js';
 import { layOut, leadingBlock, leadingReserve, type BundleLayout, type LayoutEntry } from './bundle-layout.js';
 import { writeTar, type BundleLeading, type WrittenBundle } from '../bundle/writer.js';
@@ -77,6 +78,10 @@ export interface ExportOptions {
    */
   bundleSha256?: boolean | undefined;
   now?: () => Date;
+  /** Stops the export (E_INTERRUPTED): the partial bundle keeps what arrived, for a re-run to resume. */
+  signal?: AbortSignal | undefined;
+  /** Turn SIGINT/SIGTERM into that same stop while the export runs (default false; the CLI sets it). */
+  handleSignals?: boolean | undefined;
 }
 
 export interface ExportedRepo {
@@ -283,8 +288,91 @@ async function* relaidOut(bundle: BundleFile, layout: BundleLayout, leading: Bun
   }
 }
 
+/** The lock beside the output: a dot file, so `cat NAME.tar.*` never picks it up. */
+export function outputLockPath(outPath: string): string {
+  return join(dirname(outPath), `.${basename(outPath)}.lock`);
+}
+
+/** The lock inside the work dir (two exports sharing a --work-dir would remove each other's files). */
+export function workLockPath(workDir: string): string {
+  return join(workDir, '.airlock-export.lock');
+}
+
+/**
+ * Takes the export's exclusive lock at `path` (no waiting: a second export to the same output is
+ * refused, with the holder's pid) and returns its release function.
+ */
+async function lockFor(path: string, what: string, outPath: string): Promise<() => Promise<void>> {
+  const got = await tryAcquireLock(path);
+  if ('release' in got) return got.release;
+  const pid = got.holder === undefined ? undefined : holderPid(got.holder);
+  throw new AirlockError('E_OUTPUT_BUSY', `another export (${pid === undefined ? 'unknown process' : `pid ${pid}`}) is ${what}`, {
+    subject: outPath,
+    hint: `wait for it to finish, or choose another -o${what.includes('work dir') ? ' / --work-dir' : ''}; if no export is running (one on another host sharing this folder?), remove ${path}`,
+  });
+}
+
+/**
+ * Checks every path the export will write before anything is downloaded: the output's folder exists
+ * (created if missing, as `keys generate` and `import` do) and is a folder; the work dir can be
+ * created; an output of an earlier export is a regular file (a directory or device there is refused
+ * even with --force, never removed).
+ */
+async function prepareOutputs(outPath: string, workDir: string): Promise<void> {
+  const outDir = dirname(outPath);
+  await mkdir(outDir, { recursive: true }).catch((error: unknown) => {
+    throw fsError(error, 'create the output folder', outDir);
+  });
+  const self = await lstat(outPath).catch(() => undefined);
+  if (self?.isDirectory() === true) {
+    throw new AirlockError('E_USAGE', `${outPath} is a directory`, {
+      subject: outPath,
+      hint: `name the bundle file, or end the path with / to write <name>.airlock.tar inside it`,
+    });
+  }
+  const partial = await lstat(`${outPath}.partial`).catch(() => undefined);
+  for (const [path, info] of [...(await Promise.all((await existingOutputs(outPath)).map(async (p) => [p, await lstat(p).catch(() => undefined)] as const))), [`${outPath}.partial`, partial] as const]) {
+    if (info !== undefined && !info.isFile()) {
+      throw new AirlockError('E_OUTPUT_EXISTS', `${path} exists and is not a regular file`, {
+        subject: path,
+        hint: 'airlock only replaces files it wrote (not even with --force): move it away, or choose another -o path',
+      });
+    }
+  }
+  await mkdir(workDir, { recursive: true }).catch((error: unknown) => {
+    throw fsError(error, 'create the work dir', workDir);
+  });
+}
+
 export async function exportBundle(options: ExportOptions): Promise<ExportResult> {
   if (options.repos.length === 0) throw new AirlockError('E_USAGE', 'no repository given', { hint: 'airlock export acme/tiny-llm -o tiny.airlock.tar …' });
+  await prepareOutputs(options.outPath, options.workDir);
+  const releases: Array<() => Promise<void>> = [];
+  const interrupts = watchInterrupts(
+    options.signal,
+    options.handleSignals ?? false,
+    `the partial bundle (${basename(options.outPath)}${options.splitSize === undefined ? '' : '.000'}.partial${options.splitSize === undefined ? '' : ', …'}) keeps what was downloaded: run the same export again to resume`,
+  );
+  try {
+    releases.push(await lockFor(outputLockPath(options.outPath), `writing ${options.outPath}`, options.outPath));
+    releases.push(await lockFor(workLockPath(options.workDir), `using the work dir ${options.workDir}`, options.outPath));
+    const { signal } = interrupts;
+    signal.throwIfAborted();
+    const work = exportLocked(options, signal);
+    // an interruption ends the export now; what is in flight is abandoned, as after a kill -9 — the
+    // partial bundle records progress only after each write, so a re-run resumes from it
+    work.catch(() => undefined);
+    const stopped = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true }));
+    stopped.catch(() => undefined);
+    return await Promise.race([work, stopped]);
+  } finally {
+    interrupts.dispose();
+    for (const release of releases.reverse()) await release();
+    if (!options.keepWorkDir) await rmdir(options.workDir).catch(() => undefined);
+  }
+}
+
+async function exportLocked(options: ExportOptions, signal: AbortSignal): Promise<ExportResult> {
   const previous = await existingOutputs(options.outPath);
   if (previous.length > 0 && !options.overwrite) {
     throw new AirlockError('E_OUTPUT_EXISTS', `${previous[0]} already exists`, {
@@ -343,18 +431,21 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
   );
   const indexOf = new Map(layout.entries.map((e, i) => [e.name, i]));
   const entryIndex = (plan: SnapshotPlan, f: RemoteFile): number => indexOf.get(nameOf(plan, f.path))!;
+  // the bundle's size is known now: too many parts is refused before anything is written
+  if (options.splitSize !== undefined) checkPartCount(options.splitSize, layout.size, '--split-size');
 
-  const bundle = await BundleFile.open(options.outPath, layout, options.splitSize);
+  const bundle = await BundleFile.open(options.outPath, layout, options.splitSize, signal);
   let published = false;
   try {
     // What an earlier run of this very export left in the partial bundle.
     const placements = new Map<SnapshotPlan, Placement>();
-    let outputBytes = layout.reserve + END_OF_ARCHIVE_BYTES;
+    // The bundle is written in place at its final size (sparse): it needs its size minus what an
+    // earlier run already wrote into it — once, not a work copy plus a bundle.
+    let writtenEarlier = 0;
     let workBytes = 0;
     for (const [i, plan] of plans.entries()) {
       if (clientOf(planned[i]!).rangeSource === undefined) {
         workBytes += plan.remainingBytes;
-        outputBytes += plan.totalBytes;
         continue;
       }
       const done = new Map<string, Digests>();
@@ -365,8 +456,8 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
         const digests = earlier.complete ? await completedEarlier(bundle, k, f) : undefined;
         if (digests !== undefined) done.set(f.path, digests);
         else remaining += f.size - earlier.kept;
+        writtenEarlier += digests !== undefined ? f.size : earlier.kept;
       }
-      outputBytes += remaining;
       plan.remainingBytes = remaining;
       placements.set(plan, {
         done,
@@ -375,7 +466,7 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
       });
     }
     if (options.spaceCheck !== false) {
-      await checkFreeSpace(options.workDir, dirname(options.outPath), { workBytes, outputBytes }).catch(async (error: unknown) => {
+      await checkFreeSpace(options.workDir, dirname(options.outPath), { workBytes, outputBytes: layout.size - writtenEarlier }).catch(async (error: unknown) => {
         // nothing of an earlier run to keep: do not leave an empty partial bundle behind
         if (layout.entries.every((_, k) => bundle.earlier(k).kept === 0)) await bundle.discard();
         throw error;
@@ -432,7 +523,8 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
       if (sums !== undefined && options.splitSize !== undefined) written.parts = partsIndexOf(options.outPath, options.splitSize, layout.size, sums);
     } else {
       // the leading entries outgrew their reserve (an unusually large signature): copy once behind them
-      written = await writeTar(options.outPath, relaidOut(bundle, layout, leading), options.splitSize);
+      const relaidSize = (await leadingBlock(leading))!.length + layout.size - layout.reserve;
+      written = await writeTar(options.outPath, relaidOut(bundle, layout, leading), options.splitSize, relaidSize);
       published = true;
       await bundle.discard();
     }

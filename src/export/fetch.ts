@@ -121,6 +121,8 @@ export function describeFetchEvent(event: FetchEvent): string {
         event.remaining !== undefined && event.remaining < event.bytes ? `, ${formatBytes(event.remaining)} left to download` : ''
       }`;
     case 'resumed':
+      // every byte arrived but the run ended before marking the file verified: hashed here, not fetched
+      if (event.kept === event.size) return `${event.path}: all ${formatBytes(event.size)} already here, checking them locally`;
       return `${event.path}: resuming, ${formatBytes(event.kept)} of ${formatBytes(event.size)} already here`;
     case 'restarted':
       return `${event.path}: starting over: ${event.reason}`;

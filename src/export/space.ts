@@ -15,8 +15,15 @@ export interface SpaceNeed {
   outputBytes: number;
 }
 
-/** Margin for tar headers, SHA256SUMS, manifest and file-system overhead. */
-const SLACK_BYTES = 64 * 1024 * 1024;
+/**
+ * Margin for file-system overhead (extent and indirect blocks, the work dir's small records): 1 MiB
+ * plus 1/256 of the bytes, at most 64 MiB. The needs themselves are exact — export writes the bundle
+ * in place (tar headers and leading entries are part of its size), so a 67 MiB bundle needs ~68 MiB,
+ * not twice that.
+ */
+export function slackFor(bytes: number): number {
+  return Math.min(64 * 1024 * 1024, 1024 * 1024 + Math.ceil(bytes / 256));
+}
 
 const human = (bytes: number): string => formatBytes(bytes, 1);
 
@@ -47,10 +54,10 @@ export async function checkFreeSpace(
   const out = await freeBytes(await existing(outDir));
   const checks =
     work.device === out.device
-      ? [{ dir: workDir, needed: need.workBytes + need.outputBytes + SLACK_BYTES, free: work.free, what: 'the remaining downloads and the bundle (same file system)' }]
+      ? [{ dir: workDir, needed: need.workBytes + need.outputBytes + slackFor(need.workBytes + need.outputBytes), free: work.free, what: 'the remaining downloads and the bundle (same file system)' }]
       : [
-          { dir: workDir, needed: need.workBytes + SLACK_BYTES, free: work.free, what: 'the remaining downloads' },
-          { dir: outDir, needed: need.outputBytes + SLACK_BYTES, free: out.free, what: 'the bundle' },
+          { dir: workDir, needed: need.workBytes + slackFor(need.workBytes), free: work.free, what: 'the remaining downloads' },
+          { dir: outDir, needed: need.outputBytes + slackFor(need.outputBytes), free: out.free, what: 'the bundle' },
         ];
   for (const c of checks) {
     if (c.needed > c.free) {

@@ -65,3 +65,53 @@ export async function acquireLock(path: string, options: LockOptions = {}): Prom
     if (holder === owner) await unlink(path).catch(() => undefined);
   };
 }
+
+/** The pid in a lock holder's tag (`<host tag>-<pid>-<random>`), if it is one. */
+export function holderPid(holder: string): number | undefined {
+  const m = /^[0-9a-f]{8}-([0-9]+)(?:-|$)/.exec(holder);
+  return m === null ? undefined : Number(m[1]);
+}
+
+/**
+ * Takes the lock at `path` without waiting (export: a second export to the same output is refused,
+ * not queued): its release function, or — when a live process holds it — that holder's tag
+ * (`undefined` if it could not be read). A lock left by a dead process of this host is taken over,
+ * as acquireLock does.
+ */
+export async function tryAcquireLock(path: string): Promise<{ release: () => Promise<void> } | { holder: string | undefined }> {
+  const owner = `${ownerTag()}-${randomSuffix()}`;
+  for (let tries = 0; ; tries++) {
+    try {
+      await symlink(owner, path);
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw fsError(error, 'create lock', path);
+    }
+    const holder = await readlink(path).catch(() => undefined);
+    if (tries < 3 && (holder === undefined || ownerIsDead(holder))) {
+      if (holder !== undefined) {
+        // move it aside first, and drop it only if it is still the dead one (never a fresh lock)
+        const aside = `${path}.stale-${randomSuffix()}`;
+        try {
+          await rename(path, aside);
+          const moved = await readlink(aside).catch(() => undefined);
+          if (moved === holder) await unlink(aside).catch(() => undefined);
+          else await rename(aside, path).catch(() => undefined); // raced with a fresh owner: put it back
+        } catch {
+          // someone else took it over first
+        }
+      }
+      continue;
+    }
+    return { holder };
+  }
+  let released = false;
+  return {
+    release: async () => {
+      if (released) return;
+      released = true;
+      const holder = await readlink(path).catch(() => undefined);
+      if (holder === owner) await unlink(path).catch(() => undefined);
+    },
+  };
+}

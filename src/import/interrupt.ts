@@ -11,13 +11,14 @@ export interface Interrupts {
   dispose(): void;
 }
 
-export function watchInterrupts(external: AbortSignal | undefined, processSignals: boolean): Interrupts {
+/** `hint`: what the user should know after an interruption (default: import's — the cache is unchanged). */
+export function watchInterrupts(external: AbortSignal | undefined, processSignals: boolean, hint = 'nothing was changed in the hub cache; run the command again'): Interrupts {
   const controller = new AbortController();
   const abort = (why: string, cause?: unknown): void => {
     if (controller.signal.aborted) return;
     controller.abort(
       new AirlockError('E_INTERRUPTED', `interrupted (${why})`, {
-        hint: 'nothing was changed in the hub cache; run the command again',
+        hint,
         ...(cause === undefined ? {} : { cause }),
       }),
     );

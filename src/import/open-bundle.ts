@@ -11,7 +11,7 @@ import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { AirlockError, fsError } from '../errors.js';
 import { BUNDLE_READ_CHUNK } from '../bundle/reader.js';
-import { checkPartsPresent, indexPathFor, parsePartsIndex, partPath, readParts, splitBundleOf } from '../bundle/parts.js';
+import { checkPartsPresent, firstPartPaths, partPath, indexPathFor, parsePartsIndex, readParts, splitBundleOf } from '../bundle/parts.js';
 import { pooledStream, readPooled, type ReadPool } from '../bundle/read-pool.js';
 import { findParts, readPartsWithoutIndex, type MissingIndex } from '../bundle/parts-unindexed.js';
 import { verifyDetachedSignature, type TrustPolicy } from '../signing/verify.js';
@@ -26,6 +26,11 @@ export interface OpenBundleOptions {
 
 async function exists(path: string): Promise<boolean> {
   return stat(path).then(() => true, () => false);
+}
+
+async function anyExists(paths: readonly string[]): Promise<boolean> {
+  for (const path of paths) if (await exists(path)) return true;
+  return false;
 }
 
 /** A folder holding exactly one bundle (single tar or split set) stands for it. */
@@ -91,7 +96,7 @@ export async function openBundle(path: string, options: OpenBundleOptions = {}):
   const info = await stat(path).catch(() => undefined);
   if (info?.isDirectory()) target = await bundleInFolder(path);
   const targetInfo = target === path ? info : await stat(target).catch(() => undefined);
-  const split = splitBundleOf(target) ?? (targetInfo === undefined && (await exists(partPath(target, 0))) ? target : undefined);
+  const split = splitBundleOf(target) ?? (targetInfo === undefined && (await anyExists(firstPartPaths(target))) ? target : undefined);
   if (split !== undefined) return openSplit(split, options);
 
   let handle;

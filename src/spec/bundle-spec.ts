@@ -229,7 +229,8 @@ export function resolveSpecPaths(spec: BundleSpec, specPath: string): BundleSpec
   const base = dirname(resolve(specPath));
   return {
     ...spec,
-    ...(spec.output !== undefined ? { output: resolve(base, spec.output) } : {}),
+    // a trailing slash keeps meaning "a folder": the bundle is written inside it under its default name
+    ...(spec.output !== undefined ? { output: `${resolve(base, spec.output)}${/[\\/]$/.test(spec.output) ? '/' : ''}` } : {}),
     ...(spec.signingKey !== undefined ? { signingKey: resolve(base, spec.signingKey) } : {}),
   };
 }

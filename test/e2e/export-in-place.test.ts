@@ -128,7 +128,7 @@ describe('export writes the bundle in place', () => {
       const { out } = await exportTo(name, { signatureBytes, splitSize: 64 * 1024 });
       const files = (await readdir(join(dir, name))).filter((n) => n.startsWith('b.airlock.tar.')).sort();
       assert.ok(files.length >= 6, files.join(', '));
-      assert.deepEqual(files, files.map((_, i) => partPath('b.airlock.tar', i)));
+      assert.deepEqual(files, files.map((_, i) => partPath('b.airlock.tar', i, files.length)));
       const joined = Buffer.concat(await Promise.all(files.map((f) => readFile(join(dir, name, f)))));
       const whole = join(dir, name, 'joined.tar');
       await writeFile(whole, joined);

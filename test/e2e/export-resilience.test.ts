@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startHubServer, type HubServer, type AddedCommit, type HubFaults } from '../support/hub-server.ts';
@@ -310,12 +310,49 @@ describe('across runs: killed at random points and resumed', () => {
     assert.ok(share < 0.01, `fetched again ${again} B = ${(share * 100).toFixed(2)} % of the ${received} B received before`);
   });
 
+  /** Per file (bundle order = path order for one repo), what the partial bundle's progress slots say. */
+  async function progressOf(out: string): Promise<Map<string, { kept: number; complete: boolean; size: number }>> {
+    const ordered = [...first.files].sort((a, b) => compareBytes(a.path, b.path));
+    const progress = await readPartialProgress(`${out}.partial`, ordered.length);
+    return new Map(ordered.map((f, i) => [f.path, { kept: progress[i]?.kept ?? 0, complete: progress[i]?.complete ?? false, size: f.size }]));
+  }
+
+  /**
+   * Starts the CLI on a slow link and SIGKILLs it once the partial bundle shows `ready` — observable
+   * state, not bytes served or time (issue 13: on a loaded machine 8 MiB had been served but only
+   * 63 KiB had reached the disk). The hub is frozen first, so nothing more arrives while it dies.
+   */
+  async function exportKilledWhen(args: string[], out: string, ready: (p: Awaited<ReturnType<typeof progressOf>>) => boolean): Promise<void> {
+    hub.setFaults({ bytesPerSecond: 4 * MiB });
+    const child = spawn(process.execPath, [airlockBin, ...args], { cwd: repoRoot, env: cleanEnv(env()), stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    let done = false;
+    void exited.then(() => (done = true));
+    try {
+      while (!ready(await progressOf(out))) {
+        assert.ok(!done, `the export ended before it could be killed: ${stderr}`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      hub.setFaults({ bytesPerSecond: 4 * MiB, stallAtBytes: hub.contentBytesServed });
+      child.kill('SIGKILL');
+      await exited;
+    } finally {
+      hub.setFaults({});
+    }
+  }
+
+  /** config.json verified, and a shard with at least 1 MiB on disk but not complete. */
+  const smallDoneShardUnderway = (p: Awaited<ReturnType<typeof progressOf>>): boolean =>
+    p.get('config.json')?.complete === true &&
+    [...p].some(([path, f]) => path.endsWith('.safetensors') && !f.complete && f.kept >= MiB && f.kept < f.size);
+
   test('a re-run says it stays pinned; completed files are not fetched again', async () => {
     const out = join(dir, 'pinned.airlock.tar');
     // by tag: the first test moved main on
     const args = ['export', 'acme/big', '--revision', 'v1', '--unsigned', '-o', out, '--keep-work-dir'];
-    // kill once the small files are surely done and the big ones underway
-    await exportKilledAfter(args, 8 * MiB, { bytesPerSecond: 32 * MiB });
+    await exportKilledWhen(args, out, smallDoneShardUnderway);
     const pinned = (await readFile(join(`${out}.work`, 'models--acme--big', 'refs', 'v1'), 'utf8')).trim();
     const start = hub.requests.length;
     const r = await runAirlock(args, { env: env() });
@@ -326,6 +363,30 @@ describe('across runs: killed at random points and resumed', () => {
     const again = hub.requests.slice(start);
     assert.equal(again.filter((q) => q.url.includes('/revision/')).length, 0, 'the revision was not resolved again');
     assert.equal(again.filter((q) => q.url.includes('config.json')).length, 0, 'a completed file is not fetched again');
+  });
+
+  test('a file whose bytes all arrived but was not yet marked verified is hashed locally, without a request', async () => {
+    const out = join(dir, 'unmarked.airlock.tar');
+    const args = ['export', 'acme/big', '--revision', 'v1', '--unsigned', '-o', out];
+    await exportKilledWhen(args, out, smallDoneShardUnderway);
+    // The kill between the last write of config.json and its mark: every byte is there (kept = size),
+    // the "complete" flag is not (slot layout: src/export/bundle-file.ts).
+    const ordered = [...first.files].sort((a, b) => compareBytes(a.path, b.path));
+    const k = ordered.findIndex((f) => f.path === 'config.json');
+    const handle = await open(`${out}.partial`, 'r+');
+    await handle.write(Buffer.from([0]), 0, 1, 128 + k * 16 + 8);
+    await handle.close();
+    const state = (await progressOf(out)).get('config.json')!;
+    assert.deepEqual(state, { kept: state.size, complete: false, size: state.size }, 'all bytes present, not marked');
+
+    const start = hub.requests.length;
+    const r = await runAirlock(args, { env: env() });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /config\.json: all 23 B already here, checking them locally/);
+    const again = hub.requests.slice(start);
+    assert.equal(again.filter((q) => q.url.includes('config.json')).length, 0, 'no request for config.json');
+    const verify = await runAirlock(['verify', out, '--allow-unsigned']);
+    assert.equal(verify.code, 0, verify.stderr);
   });
 });
 

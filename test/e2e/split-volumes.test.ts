@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { startHubServer, type HubServer, type AddedCommit } from '../support/hub-server.ts';
 import { run, runAirlock } from '../support/cli.ts';
 import { sampleModelFiles } from '../support/sample-model.ts';
@@ -29,13 +29,14 @@ const pub = () => join(keys, 'signer.pub.asc');
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'airlock-split-'));
   hub = await startHubServer();
-  added = await hub.addRepo({ id: 'acme/tiny-llm', files: sampleModelFiles() });
+  // 8.5 MiB of weights: split at the 1 MiB minimum (issue 14), the bundle makes 9 parts
+  added = await hub.addRepo({ id: 'acme/tiny-llm', files: [...sampleModelFiles(), { path: 'extra.bin', data: randomBytes(8 * 1024 * 1024 + 500_000) }] });
   keys = join(dir, 'keys');
   assert.equal((await runAirlock(['keys', 'generate', '--user-id', 'Media Ops <media@example.org>', '--out-dir', keys])).code, 0);
   media = join(dir, 'usb');
   await mkdir(media);
-  // 5000 bytes: boundaries fall inside tar headers and inside files
-  const r = await runAirlock(['export', 'acme/tiny-llm', '--sign-key', join(keys, 'signer.key.asc'), '--split-size', '5000', '-o', join(media, 'tiny.airlock.tar')], {
+  // 1 MiB, the smallest split size allowed (test/unit/parts.test.ts cuts inside tar headers too)
+  const r = await runAirlock(['export', 'acme/tiny-llm', '--sign-key', join(keys, 'signer.key.asc'), '--split-size', '1MiB', '-o', join(media, 'tiny.airlock.tar')], {
     env: { HF_ENDPOINT: hub.endpoint },
   });
   assert.equal(r.code, 0, r.stderr);
@@ -54,7 +55,7 @@ describe('split volumes', () => {
     const names = await readdir(media);
     assert.ok(names.includes('tiny.airlock.parts.json') && names.includes('tiny.airlock.parts.json.asc'));
     const datas = await Promise.all(parts.map((p) => readFile(join(media, p))));
-    assert.ok(datas.every((d) => d.length <= 5000));
+    assert.ok(datas.every((d) => d.length <= 1024 * 1024));
     const joined = join(dir, 'joined.tar');
     const cat = await run('sh', ['-c', `cat tiny.airlock.tar.* > '${joined}'`], { cwd: media });
     assert.equal(cat.code, 0, cat.stderr);

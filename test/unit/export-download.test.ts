@@ -220,7 +220,7 @@ describe('free space preflight', () => {
     await checkFreeSpace(work, tmp, { workBytes: 10 << 20, outputBytes: 10 << 20 }, free(200 << 20));
     await assert.rejects(checkFreeSpace(work, tmp, { workBytes: 100 << 20, outputBytes: 100 << 20 }, free(200 << 20)), (e: AirlockError) => {
       assert.equal(e.code, 'E_NO_SPACE');
-      assert.match(e.message, /not enough free space in .*space-work: 264\.0 MiB needed for the remaining downloads and the bundle \(same file system\), 200\.0 MiB free/);
+      assert.match(e.message, /not enough free space in .*space-work: 201\.8 MiB needed for the remaining downloads and the bundle \(same file system\), 200\.0 MiB free/);
       assert.match(e.hint ?? '', /--no-space-check/);
       return true;
     });
@@ -228,6 +228,19 @@ describe('free space preflight', () => {
     let call = 0;
     const split = async () => (call++ === 0 ? { free: 1 << 30, device: 1 } : { free: 1 << 20, device: 2 });
     await assert.rejects(checkFreeSpace(work, tmp, { workBytes: 100 << 20, outputBytes: 100 << 20 }, split), /needed for the bundle/);
+  });
+
+  it('asks for what the in-place writer needs: about 1× the bundle, also with the work dir elsewhere (issue 14)', async () => {
+    const work = join(tmp, 'space-work-1x');
+    await mkdir(work, { recursive: true });
+    const bundle = 67 << 20;
+    // same file system: a 67 MiB bundle written in place fits in 69 MiB (it used to ask for 131 MiB)
+    await checkFreeSpace(work, tmp, { workBytes: 0, outputBytes: bundle }, async () => ({ free: 69 << 20, device: 1 }));
+    await assert.rejects(checkFreeSpace(work, tmp, { workBytes: 0, outputBytes: bundle }, async () => ({ free: 67 << 20, device: 1 })), /68\.3 MiB needed/);
+    // --work-dir on another file system: the work dir holds only small records, the output the bundle
+    let call = 0;
+    const apart = async () => (call++ === 0 ? { free: 2 << 20, device: 1 } : { free: 69 << 20, device: 2 });
+    await checkFreeSpace(work, tmp, { workBytes: 0, outputBytes: bundle }, apart);
   });
 });
 
