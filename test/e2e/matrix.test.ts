@@ -8,6 +8,7 @@
  * Each bundle is built once (before) and shared; each cell copies what it changes. Child processes
  * are capped (LIMIT) so the cells run side by side without swamping the machine.
  */
+import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmod, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -99,6 +100,8 @@ before(async () => {
   hub = await startHubServer();
   ms = await startModelScopeServer();
   await hub.addRepo({ id: 'acme/tiny-llm', files: sampleModelFiles() });
+  // split volumes are at least 1 MiB each: a 4 MiB extra file makes five parts of the split kind
+  await hub.addRepo({ id: 'acme/tiny-llm-xl', files: [...sampleModelFiles(), { path: 'extra/blob.bin', data: randomBytes(4 << 20) }] });
   ms.addRepo({ id: 'qwen/Tiny.Chat-0.5B', files: sampleModelFiles() });
   await Promise.all(
     (['k1', 'k2', 'k3'] as const).map(async (k) => {
@@ -135,7 +138,7 @@ before(async () => {
   await Promise.all([
     exportBundle('single', ['acme/tiny-llm', ...k1], hf, { split: false, pubs: [keys.k1.pub], repos: 1, layouts: ALL_OK }),
     // 5000 bytes: cuts fall inside tar headers, inside files and inside the leading block
-    exportBundle('split', ['acme/tiny-llm', ...k1, '--split-size', '5000'], hf, { split: true, pubs: [keys.k1.pub], repos: 1, layouts: ALL_OK }),
+    exportBundle('split', ['acme/tiny-llm-xl', ...k1, '--split-size', '1MiB'], hf, { split: true, pubs: [keys.k1.pub], repos: 1, layouts: ALL_OK, dirRepo: 'acme/tiny-llm-xl' }),
     exportBundle('gpg-sign', ['acme/tiny-llm', '--gpg-sign', 'agent@example.org', '--gpg-homedir', gnupg], hf, { split: false, pubs: [gpgPub], repos: 1, layouts: ALL_OK }),
     exportBundle('modelscope', ['--source', 'modelscope', 'qwen/Tiny.Chat-0.5B', ...k1], { MODELSCOPE_ENDPOINT: ms.endpoint }, { split: false, pubs: [keys.k1.pub], repos: 1, layouts: ALL_OK }),
     exportBundle('unsigned', ['acme/tiny-llm', '--unsigned'], hf, { split: false, pubs: [], repos: 1, layouts: ALL_OK }),
