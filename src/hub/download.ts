@@ -119,6 +119,11 @@ export interface FileDownloadOptions {
   onResume?: ((keptBytes: number) => void) | undefined;
   /** Started over from byte 0, and why. */
   onRestart?: ((reason: string) => void) | undefined;
+  /**
+   * Downloads in all, each from byte 0, while the finished file fails its hash check (default 1; a
+   * resumed file gets one clean restart on top anyway). ModelScope's SDK makes 3 (spec modelscope.md §2.8).
+   */
+  hashAttempts?: number | undefined;
 }
 
 export function integrityError(what: string, message: string): AirlockError {
@@ -299,6 +304,9 @@ export async function downloadFile(
   let resume = options.resume === true;
   let retriedFresh = false;
   let restarts = 0;
+  /** Downloads from byte 0 that failed their hash check. */
+  let mismatches = 0;
+  const hashAttempts = Math.max(1, options.hashAttempts ?? 1);
   for (;;) {
     try {
       const digests = await attempt(connections, resume);
@@ -320,6 +328,12 @@ export async function downloadFile(
         retriedFresh = true;
         resume = false;
         options.onRestart?.(`the resumed file failed its hash check (${message})`);
+        continue;
+      }
+      mismatches++;
+      if (mismatches < hashAttempts) {
+        resume = false;
+        options.onRestart?.(`the download failed its hash check (${message}); attempt ${mismatches + 1} of ${hashAttempts}`);
         continue;
       }
       throw integrityError(what, message);
