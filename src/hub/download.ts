@@ -303,6 +303,8 @@ export async function downloadFile(
   let connections = options.partsDir === undefined ? 1 : Math.max(1, options.connections ?? 1);
   let resume = options.resume === true;
   let retriedFresh = false;
+  /** Whether the last attempt kept bytes from an earlier one (resuming from nothing is a fresh download). */
+  let keptEarlier = false;
   let restarts = 0;
   /** Downloads from byte 0 that failed their hash check. */
   let mismatches = 0;
@@ -323,7 +325,7 @@ export async function downloadFile(
             ? `sha256 mismatch: expected ${file.lfsSha256}, got ${digests.sha256}`
             : `git blob id mismatch: expected ${file.blobId}, got ${digests.gitSha1 ?? 'none'}`;
       await discard();
-      if (resume && !retriedFresh) {
+      if (keptEarlier && !retriedFresh) {
         // the kept prefix may be what was wrong: one clean restart before blaming the server
         retriedFresh = true;
         resume = false;
@@ -376,6 +378,7 @@ export async function downloadFile(
       }
       await readInto(handle, destination, 0, kept, async (chunk) => digester.update(chunk));
       frontier = kept;
+      keptEarlier = kept > 0;
       if (kept > 0) options.onResume?.(kept);
       if (!resuming) await handle.reset();
 
@@ -398,7 +401,10 @@ export async function downloadFile(
           await truncate(path, 0);
           have = 0;
         }
-        if (have > 0) options.onResume?.(have);
+        if (have > 0) {
+          keptEarlier = true;
+          options.onResume?.(have);
+        }
         const partHandle = await openRw(path);
         const partWriter = new Writer(partHandle, path);
         try {
