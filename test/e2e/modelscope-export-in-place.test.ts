@@ -166,6 +166,18 @@ describe('ModelScope export writes the bundle in place', () => {
     }
   });
 
+  test('a re-run pinned to a commit its branch has left is refused, naming both (files are served by ref name only)', async () => {
+    const work = join(dir, 'placed', 'work'); // the first test kept it: pinned to first.commit
+    const moved = server.addCommit('acme/placed', [{ path: 'config.json', data: '{"model_type":"qwen3"}\n' }]);
+    const out = join(dir, 'placed', 'again.airlock.tar');
+    const r = await runAirlock(['export', '--source', 'modelscope', 'acme/placed', '--unsigned', '-o', out, '--work-dir', work], { env: env() });
+    assert.equal(r.code, 4, r.stderr);
+    assert.match(r.stderr, new RegExp(`E_REVISION_NOT_FOUND`));
+    assert.match(r.stderr, new RegExp(`acme/placed@master moved on: it is commit ${moved.commit} now, this export is pinned to ${first.commit}`));
+    assert.match(r.stderr, /hint: .*delete the work dir/);
+    assert.ok(!existsSync(out) && !existsSync(`${out}.partial`), 'nothing written');
+  });
+
   test('a dataset is written in place too: nothing in the work dir, each byte fetched once, the listing hash checked', async () => {
     const ds = server.addRepo({
       id: 'acme/rows',
@@ -318,7 +330,8 @@ describe('ModelScope export across runs: killed at random points and resumed', (
     assert.match(again.stderr, /config\.json: already downloaded and verified/);
     assert.match(again.stderr, /model-00001-of-00002\.safetensors: resuming, [\d.]+ [KM]iB of [\d.]+ MiB already here/);
     const later = server.requests.slice(start);
-    assert.equal(later.filter((q) => q.url.includes('/revisions')).length, 0, 'the revision was not resolved again');
+    // one look at the revisions, to check the tag still points at the pinned commit (files are served by ref name)
+    assert.equal(later.filter((q) => q.url.includes('/revisions')).length, 1);
     assert.equal(later.filter((q) => fileOf(first.files, q) === config).length, 0, 'a completed file is not fetched again');
     assert.equal(refetched(start, held), 0, 'no byte the partial bundle held was fetched again');
     assert.ok(later.some((q) => q.range === `bytes=${held.get(shard.path)!.kept}-`), 'the shard resumed with an open Range where the disk ended');

@@ -560,7 +560,16 @@ export function createModelScopeClient(options: ModelScopeClientOptions): ModelS
         }
         return listing.files;
       }
-      // ModelScope lists by ref name (1.x never sends a commit); the ref was resolved to `commit` just before
+      // ModelScope lists and serves files by ref name only (1.x never sends a commit). A re-run pinned to
+      // the commit of its first run (fetch.ts) did not resolve the ref: check it still points there, so a
+      // newer snapshot is never bundled under the pinned commit (and the ref's CreatedAt is known again).
+      const current = resolvedRefs.get(refKey(repo))?.commit === commit ? commit : (await resolve(repo)).commit;
+      if (current !== commit) {
+        throw new AirlockError('E_REVISION_NOT_FOUND', `ModelScope model ${repo.id}@${repo.revision} moved on: it is commit ${current} now, this export is pinned to ${commit}`, {
+          subject: formatRepoRef(repo),
+          hint: 'ModelScope serves files by branch or tag name only, so the pinned commit can no longer be fetched; delete the work dir (or pass a fresh --work-dir) to export the current commit',
+        });
+      }
       const query = new URLSearchParams({ Revision: repo.revision, Recursive: 'True' });
       const url = new URL(`${endpoint}/${repoPath(repo)}/repo/files?${query.toString()}`);
       const { data, url: answered } = await getData(url, repo, 'files', snapshotHeader ? { Snapshot: 'True' } : {});
