@@ -127,13 +127,14 @@ describe('ModelScope export writes the bundle in place', () => {
     const from = server.requests.length;
     let during: string[] = [];
     const args = ['export', '--source', 'modelscope', 'acme/placed', '--sign-key', join(keys, 'signer.key.asc'), '-o', out, '--work-dir', work, '--keep-work-dir'];
+    const half = Math.floor(total / 2);
     const r = await exportUntil(
       args,
-      { stallAtBytes: servedBefore + Math.floor(total / 2) },
-      // half the model served and every byte of it in the partial bundle
+      { stallAtBytes: servedBefore + half },
+      // the link stalled at half the model, and every byte served is in the partial bundle
       async () => {
         const held = [...(await onDisk(out, first.files)).values()].reduce((n, p) => n + p.kept, 0);
-        return held > 0 && held === server.contentBytesServed - servedBefore;
+        return server.contentBytesServed - servedBefore === half && held === half;
       },
       {
         finish: true,
@@ -224,8 +225,8 @@ describe('ModelScope export across runs: killed at random points and resumed', (
       files: [
         { path: 'config.json', data: '{"model_type":"qwen2"}\n' },
         { path: 'tokenizer.json', data: randomBytes(300_000).toString('base64') },
-        { path: 'model-00001-of-00002.safetensors', data: safetensorsOf(randomBytes(24 * MiB)) },
-        { path: 'model-00002-of-00002.safetensors', data: safetensorsOf(randomBytes(16 * MiB + 777)) },
+        { path: 'model-00001-of-00002.safetensors', data: safetensorsOf(randomBytes(16 * MiB)) },
+        { path: 'model-00002-of-00002.safetensors', data: safetensorsOf(randomBytes(8 * MiB + 777)) },
       ],
       tags: ['v1'],
     });
@@ -303,6 +304,23 @@ describe('ModelScope export across runs: killed at random points and resumed', (
     );
     assert.ok(received > totalBytes * 0.3, `the interrupted runs got somewhere (${received} B)`);
     assert.ok(share < 0.01, `fetched again ${again} B = ${(share * 100).toFixed(2)} % of the ${received} B received before`);
+  });
+
+  test('--connections-per-file: closed Range requests for the parts, cut and resumed, each byte served once', { timeout: 120_000 }, async () => {
+    const out = join(dir, 'parts.airlock.tar');
+    const shard = first.files.find((f) => f.path === 'model-00001-of-00002.safetensors')!;
+    server.fault(shard.path, { kind: 'cut', after: 2 * MiB });
+    const from = server.requests.length;
+    const servedBefore = server.contentBytesServed;
+    const r = await runAirlock(['export', '--source', 'modelscope', 'acme/big', '--unsigned', '-o', out, '--connections-per-file', '2'], { env: env() });
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok((await payloadBytes(out)).equals(await payloadBytes(reference)), 'payload byte-identical to the one-connection export');
+    assert.equal(server.contentBytesServed - servedBefore, totalBytes, 'nothing fetched twice');
+    // 16 MiB in two parts (at least 8 MiB each): a closed range, then an open one, through the API's redirect to the CDN
+    const half = Math.floor(shard.size / 2);
+    const ranges = server.requests.slice(from).filter((q) => q.host === '127.0.0.2' && fileOf(first.files, q) === shard).map((q) => q.range);
+    for (const part of [`bytes=0-${half - 1}`, `bytes=${half}-`]) assert.ok(ranges.includes(part), `${part} in ${ranges.join(', ')}`);
+    assert.ok(ranges.length >= 3, `the cut part was resumed: ${ranges.join(', ')}`);
   });
 
   test('a re-run stays pinned, skips completed files without a request, resumes the partial one from where the disk says', { timeout: 120_000 }, async () => {
