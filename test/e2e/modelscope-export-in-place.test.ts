@@ -70,6 +70,15 @@ async function filesUnder(root: string): Promise<string[]> {
 }
 
 /**
+ * Whether anything but the pinned commit is in the work dir: downloads copied through it (what
+ * ModelScope exports did before issue 13). The waits below also end on it, so such a regression fails
+ * at once instead of waiting for progress the partial bundle never shows.
+ */
+async function copiesIn(work: string): Promise<boolean> {
+  return (await filesUnder(work)).some((f) => !/\/refs\/[^/]+$/.test(f));
+}
+
+/**
  * Starts the CLI with the link stalled at `network.stallAtBytes`, waits until `ready()` holds (state
  * the test can observe), runs `meanwhile`, then kills it (SIGKILL) — or, with `finish`, heals the link
  * and lets it end. Resolves with the exit code (null when killed) and stderr.
@@ -134,7 +143,7 @@ describe('ModelScope export writes the bundle in place', () => {
       // the link stalled at half the model, and every byte served is in the partial bundle
       async () => {
         const held = [...(await onDisk(out, first.files)).values()].reduce((n, p) => n + p.kept, 0);
-        return server.contentBytesServed - servedBefore === half && held === half;
+        return (server.contentBytesServed - servedBefore === half && held === half) || (await copiesIn(work));
       },
       {
         finish: true,
@@ -273,8 +282,9 @@ describe('ModelScope export across runs: killed at random points and resumed', (
     const killedAfter = async (bytes: number): Promise<void> => {
       const goal = heldBytes() + bytes;
       const network = { bytesPerSecond: 8 * MiB, stallAtBytes: server.contentBytesServed + bytes + 2 * MiB };
-      const r = await exportUntil(args, network, async () => [...(await onDisk(out, first.files)).values()].reduce((n, x) => n + x.kept, 0) >= goal);
+      const r = await exportUntil(args, network, async () => [...(await onDisk(out, first.files)).values()].reduce((n, x) => n + x.kept, 0) >= goal || (await copiesIn(`${out}.work`)));
       assert.equal(r.code, null, r.stderr);
+      assert.ok(!(await copiesIn(`${out}.work`)), 'downloads go into the partial bundle, not the work dir');
       again += refetched(from, held);
       from = server.requests.length;
       held = await onDisk(out, first.files);
@@ -334,9 +344,10 @@ describe('ModelScope export across runs: killed at random points and resumed', (
     const r = await exportUntil(args, { stallAtBytes: server.contentBytesServed + config.size + 3 * MiB }, async () => {
       const progress = await onDisk(out, first.files);
       const kept = progress.get(shard.path)!.kept;
-      return progress.get(config.path)!.complete && kept > 0 && kept === servedFor(first.files, shard, from);
+      return (progress.get(config.path)!.complete && kept > 0 && kept === servedFor(first.files, shard, from)) || (await copiesIn(`${out}.work`));
     });
     assert.equal(r.code, null, r.stderr);
+    assert.ok(!(await copiesIn(`${out}.work`)), 'downloads go into the partial bundle, not the work dir');
     const held = await onDisk(out, first.files);
     const pinned = (await readFile(join(`${out}.work`, 'models--acme--big', 'refs', 'v1'), 'utf8')).trim();
     assert.equal(pinned, first.commit);
