@@ -11,7 +11,9 @@
  *             RSS of every command. Every timed run starts after `sync`. Also one large file alone
  *             (the first shard as repo bench/one-file): export vs a single-stream curl of it. Every
  *             download-side command (export, curl, manual routine, snapshot_download) also reports its
- *             peak disk footprint: bytes allocated under the directories it writes to, sampled.
+ *             peak disk footprint: bytes allocated under the directories it writes to, sampled. The same
+ *             model is also exported from the project's test ModelScope (`--source modelscope`), so the
+ *             peak disk of both sources shows side by side.
  *   files   — a dataset of BENCH_FILES (default 2000) small files: per-file overhead of export/import.
  *   rss     — a BENCH_RSS_GIB (default 0 = skipped; the issue asks for 10) bundle: peak RSS of
  *             export/verify/import as bundles grow.
@@ -27,6 +29,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startHubServer, type HubFileInput, type HubServer } from '../test/support/hub-server.ts';
+import { fileOnDisk, startModelScopeServer, type ModelScopeServer } from '../test/support/modelscope-server.ts';
 import { airlockBin, cleanEnv, repoRoot } from '../test/support/cli.ts';
 import { venvPython } from '../test/support/python.ts';
 
@@ -197,6 +200,7 @@ const dir = process.env['BENCH_DIR'] ?? (await mkdtemp(join(tmpdir(), 'airlock-b
 await mkdir(dir, { recursive: true });
 const hub: HubServer = await startHubServer();
 const env = { HF_ENDPOINT: hub.endpoint };
+const modelscope: ModelScopeServer = await startModelScopeServer();
 try {
   const keys = join(dir, 'keys');
   await rm(keys, { recursive: true, force: true });
@@ -219,6 +223,16 @@ try {
     const out = join(dir, 'out-model');
     const bundle = join(out, 'model.airlock.tar');
     await measure('model', 'airlock export', mib, exportInto(out, 'model.airlock.tar', ['bench/model', '--sign-key', key], env), fresh(out));
+    // the same files from ModelScope (API + signed-URL CDN, streamed from disk): its own output directory
+    {
+      const msFiles = [];
+      for (const f of files) msFiles.push({ path: f.path, data: f.fromFile === undefined ? (f.data ?? '') : await fileOnDisk(f.fromFile) });
+      modelscope.addRepo({ id: 'bench/model', files: msFiles });
+      const msOut = join(dir, 'out-modelscope');
+      await measure('model', 'airlock export --source modelscope', mib,
+        exportInto(msOut, 'model.airlock.tar', ['--source', 'modelscope', 'bench/model', '--sign-key', key], { MODELSCOPE_ENDPOINT: modelscope.endpoint }), fresh(msOut));
+      await rm(msOut, { recursive: true, force: true });
+    }
 
     const dl = join(dir, 'curl');
     const curlAll = files.map((f) => `curl -sfL -o '${dl}/${f.path}' '${hub.endpoint}/bench/model/resolve/main/${f.path}' || exit 1`).join('; ');
@@ -320,11 +334,13 @@ try {
     'verify / openssl dgst': ratio(get('model', 'airlock verify'), get('model', 'openssl dgst -sha256 (hash limit)')),
     'import / dd conv=fsync (write limit)': ratio(get('model', 'airlock import'), get('model', 'dd conv=fsync (write limit)')),
     'export one file / curl one file': ratio(get('model', 'airlock export (one large file)'), get('model', 'curl (one large file, single stream)')),
+    'modelscope export / HF export': ratio(get('model', 'airlock export --source modelscope'), get('model', 'airlock export')),
   };
   // peak disk over the payload size: 1 is the downloads alone; the target for export is ≤ 1.1
   const diskOverSize = (r: Row | undefined) => (r && r.peakDiskMiB !== null ? r.peakDiskMiB / r.mib : null);
   const disk: Record<string, number | null> = {
     'export peak disk / model size': diskOverSize(get('model', 'airlock export')),
+    'modelscope export peak disk / model size': diskOverSize(get('model', 'airlock export --source modelscope')),
     'curl peak disk / model size': diskOverSize(get('model', 'curl (download to disk)')),
     'manual peak disk / model size': diskOverSize(get('model', 'manual: curl + sha256sum + tar c')),
     'snapshot_download peak disk / model size': diskOverSize(get('model', 'huggingface_hub snapshot_download')),
@@ -355,5 +371,6 @@ try {
   w(`\nwritten to ${OUT}\n`);
 } finally {
   await hub.close();
+  await modelscope.close();
   if (!process.env['BENCH_DIR']) await rm(dir, { recursive: true, force: true });
 }

@@ -375,6 +375,7 @@ export async function downloadSnapshot(client: HubClient, plan: SnapshotPlan, op
         minPartBytes: options.minPartBytes,
         partsDir: insidePath(partsDir, file.path),
         throttle: options.throttle,
+        hashAttempts: client.hashAttempts,
         onBytes: (bytes) => {
           counted += bytes;
           onBytes?.(bytes, file.path);

@@ -119,6 +119,11 @@ export interface FileDownloadOptions {
   onResume?: ((keptBytes: number) => void) | undefined;
   /** Started over from byte 0, and why. */
   onRestart?: ((reason: string) => void) | undefined;
+  /**
+   * Downloads in all, each from byte 0, while the finished file fails its hash check (default 1; a
+   * resumed file gets one clean restart on top anyway). ModelScope's SDK makes 3 (spec modelscope.md §2.8).
+   */
+  hashAttempts?: number | undefined;
 }
 
 export function integrityError(what: string, message: string): AirlockError {
@@ -298,7 +303,12 @@ export async function downloadFile(
   let connections = options.partsDir === undefined ? 1 : Math.max(1, options.connections ?? 1);
   let resume = options.resume === true;
   let retriedFresh = false;
+  /** Whether the last attempt kept bytes from an earlier one (resuming from nothing is a fresh download). */
+  let keptEarlier = false;
   let restarts = 0;
+  /** Downloads from byte 0 that failed their hash check. */
+  let mismatches = 0;
+  const hashAttempts = Math.max(1, options.hashAttempts ?? 1);
   for (;;) {
     try {
       const digests = await attempt(connections, resume);
@@ -315,11 +325,17 @@ export async function downloadFile(
             ? `sha256 mismatch: expected ${file.lfsSha256}, got ${digests.sha256}`
             : `git blob id mismatch: expected ${file.blobId}, got ${digests.gitSha1 ?? 'none'}`;
       await discard();
-      if (resume && !retriedFresh) {
+      if (keptEarlier && !retriedFresh) {
         // the kept prefix may be what was wrong: one clean restart before blaming the server
         retriedFresh = true;
         resume = false;
         options.onRestart?.(`the resumed file failed its hash check (${message})`);
+        continue;
+      }
+      mismatches++;
+      if (mismatches < hashAttempts) {
+        resume = false;
+        options.onRestart?.(`the download failed its hash check (${message}); attempt ${mismatches + 1} of ${hashAttempts}`);
         continue;
       }
       throw integrityError(what, message);
@@ -362,6 +378,7 @@ export async function downloadFile(
       }
       await readInto(handle, destination, 0, kept, async (chunk) => digester.update(chunk));
       frontier = kept;
+      keptEarlier = kept > 0;
       if (kept > 0) options.onResume?.(kept);
       if (!resuming) await handle.reset();
 
@@ -384,7 +401,10 @@ export async function downloadFile(
           await truncate(path, 0);
           have = 0;
         }
-        if (have > 0) options.onResume?.(have);
+        if (have > 0) {
+          keptEarlier = true;
+          options.onResume?.(have);
+        }
         const partHandle = await openRw(path);
         const partWriter = new Writer(partHandle, path);
         try {

@@ -51,4 +51,9 @@ export interface HubClient {
    * Validates the path (E_UNSAFE_PATH) before returning.
    */
   rangeSource?(repo: RepoRef, commit: string, file: RemoteFile): OpenRange;
+  /**
+   * Optional: downloads in all of a file that fails its hash check, each from byte 0, before giving
+   * up (`hashAttempts` of ./download.ts; default 1). ModelScope's SDK makes 3.
+   */
+  readonly hashAttempts?: number;
 }

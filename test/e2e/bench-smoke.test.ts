@@ -27,6 +27,7 @@ test('the benchmark suite runs every scenario and reports ratios', { timeout: 18
       'model: tar x + sha256sum -c + mv', 'model: openssl dgst -sha256 (hash limit)', 'model: cat > /dev/null (read limit)',
       'model: dd conv=fsync (write limit)', 'model: airlock export (one large file)', 'model: curl (one large file, single stream)',
       'files: airlock export', 'files: airlock import', 'rss: airlock export', 'rss: airlock verify', 'rss: airlock import',
+      'model: airlock export --source modelscope',
     ]) {
       assert.ok(labels.includes(expected), `${expected} measured (got ${labels.join(', ')})`);
     }
@@ -38,7 +39,7 @@ test('the benchmark suite runs every scenario and reports ratios', { timeout: 18
     const diskSampled = [
       'model: airlock export', 'model: curl (download to disk)', 'model: manual: curl + sha256sum + tar c',
       'model: huggingface_hub snapshot_download', 'model: airlock export (one large file)',
-      'model: curl (one large file, single stream)', 'rss: airlock export',
+      'model: curl (one large file, single stream)', 'rss: airlock export', 'model: airlock export --source modelscope',
     ];
     for (const row of result.rows) {
       const name = `${row.scenario}: ${row.label}`;
@@ -51,6 +52,7 @@ test('the benchmark suite runs every scenario and reports ratios', { timeout: 18
     for (const key of [
       'export peak disk / model size', 'curl peak disk / model size', 'manual peak disk / model size',
       'snapshot_download peak disk / model size', 'export one file peak disk / file size', 'export peak disk / size (rss bundle)',
+      'modelscope export peak disk / model size',
     ]) {
       assert.equal(typeof result.disk[key], 'number', `${key} reported`);
       assert.ok(result.disk[key] > 0, `${key} is positive`);
@@ -58,6 +60,7 @@ test('the benchmark suite runs every scenario and reports ratios', { timeout: 18
     assert.match(r.stdout, /ratios \(airlock \/ peer/);
     assert.match(r.stdout, /peak disk MiB/);
     assert.match(r.stdout, /export peak disk \/ model size/);
+    assert.match(r.stdout, /modelscope export peak disk \/ model size/);
     assert.match(r.stdout, /export one file \/ curl one file/);
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -242,9 +242,10 @@ describe('ModelScope client against the test server', () => {
     await rejectsWith(c.listFiles(bad, commit), 'E_HUB_PROTOCOL', (e) => assert.match(e.message, /Sha256 is missing/));
     const evil = model('acme/evil');
     server.overrideListing('acme/evil', { Files: [{ Name: 'x', Path: '../x', Type: 'blob', Size: 1, Sha256: 'a'.repeat(64), Revision: commit }] });
-    await rejectsWith(c.listFiles(evil, await c.resolveCommit(evil)), 'E_UNSAFE_PATH');
+    const evilCommit = await c.resolveCommit(evil);
+    await rejectsWith(c.listFiles(evil, evilCommit), 'E_UNSAFE_PATH');
     server.overrideListing('acme/evil', { Files: null });
-    assert.deepEqual(await c.listFiles(evil, commit), []);
+    assert.deepEqual(await c.listFiles(evil, evilCommit), []);
   });
 
   it('reports an unreachable endpoint as E_NETWORK after retrying', async () => {

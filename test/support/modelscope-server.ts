@@ -19,17 +19,53 @@
  * - `cdnOrigin` (127.0.0.2): LFS bytes behind signed, expiring URLs; never needs (and records) credentials.
  *
  * The token is accepted from the cookie `m_session_id=<token>` (1.x) or `Authorization: Bearer` (msh).
- * Faults can be injected per file path to exercise retries, resume and integrity checks.
+ * Faults can be injected per file path to exercise retries, resume and integrity checks; `setNetwork`
+ * makes the link slow or stalls it at an exact byte count (a point to kill a client at), and
+ * `contentBytesServed` / each record's `bodyBytes` count the file bytes handed to sockets, so a test can
+ * tell how much a resumed export fetched again (as hub-server.ts does for the Hugging Face side).
+ * Files added with `fileOnDisk` are streamed from disk, never held in memory (the bench).
  */
 import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export interface MsFileInput {
   path: string;
-  data: Buffer | string;
+  /** The content, or (from `fileOnDisk`) a file on disk streamed when served. */
+  data: Buffer | string | MsDiskFile;
   /** Default: true for *.safetensors, *.bin, *.pt, *.pth, *.gguf, *.onnx or size >= 10 MiB. */
   lfs?: boolean;
+}
+
+/** A file on disk served by streaming, with its size and sha256 (`fileOnDisk` computes them). */
+export interface MsDiskFile {
+  kind: 'disk';
+  path: string;
+  size: number;
+  sha256: string;
+}
+
+/** Hashes a file on disk once, for `data` of a `MsFileInput` that is never read into memory. */
+export async function fileOnDisk(path: string): Promise<MsDiskFile> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of createReadStream(path)) {
+    hash.update(chunk as Buffer);
+    size += (chunk as Buffer).length;
+  }
+  return { kind: 'disk', path, size, sha256: hash.digest('hex') };
+}
+
+/** How the link behaves for file bytes (API and CDN alike). `{}` is a healthy link. */
+export interface MsNetwork {
+  /** Content bytes per second, per response: a slow link. */
+  bytesPerSecond?: number;
+  /**
+   * Stop sending content once `contentBytesServed` reaches this total (every connection then hangs
+   * until `setNetwork` is called again or the client goes away): a precise point to kill a client at.
+   */
+  stallAtBytes?: number;
 }
 
 export interface MsFileInfo {
@@ -84,6 +120,8 @@ export interface MsRequestRecord {
   userAgent: string | undefined;
   requestId: string | undefined;
   status: number;
+  /** File content bytes written for this request (0 for everything but file bytes). */
+  bodyBytes: number;
 }
 
 export interface ModelScopeServer {
@@ -99,6 +137,10 @@ export interface ModelScopeServer {
   overrideListing(id: string, data: unknown, type?: 'model' | 'dataset'): void;
   /** The numeric hub id of a dataset (what its listing is addressed by). */
   datasetHubId(id: string): number;
+  /** Replaces how the link behaves for file bytes (`{}` heals it). */
+  setNetwork(network: MsNetwork): void;
+  /** File content bytes handed to sockets so far, over every request. */
+  readonly contentBytesServed: number;
   close(): Promise<void>;
 }
 
@@ -111,9 +153,14 @@ export interface ModelScopeServerOptions {
 
 const LFS_EXTENSIONS = ['.safetensors', '.bin', '.pt', '.pth', '.gguf', '.onnx'];
 const LFS_SIZE_THRESHOLD = 10 * 1024 * 1024;
+const STREAM_CHUNK = 1024 * 1024;
+/** A slow link sends small chunks often (little is ever in flight, as on a real slow link). */
+const SLOW_CHUNK = 16 * 1024;
+
+type Content = { kind: 'buffer'; data: Buffer } | MsDiskFile;
 
 interface StoredFile extends MsFileInfo {
-  data: Buffer;
+  content: Content;
   committedDate: number;
 }
 
@@ -149,6 +196,22 @@ interface Ctx {
   res: ServerResponse;
   record: MsRequestRecord;
   requestId: string;
+  network(): MsNetwork;
+  /** Counts content bytes handed to the socket. */
+  served(bytes: number): void;
+  totalServed(): number;
+}
+
+function waitDrain(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }
 
 function writeHead(ctx: Ctx, status: number, headers: OutgoingHttpHeaders): void {
@@ -166,7 +229,7 @@ function sendEnvelope(ctx: Ctx, status: number, code: number, message: string, d
   sendBody(ctx, status, { 'Content-Type': 'application/json;charset=UTF-8', ...headers }, Buffer.from(JSON.stringify(body), 'utf8'));
 }
 
-function isLfs(input: MsFileInput, size: number): boolean {
+function isLfs(input: { path: string; lfs?: boolean | undefined }, size: number): boolean {
   if (input.lfs !== undefined) return input.lfs;
   const lower = input.path.toLowerCase();
   return size >= LFS_SIZE_THRESHOLD || LFS_EXTENSIONS.some((ext) => lower.endsWith(ext));
@@ -207,7 +270,9 @@ export async function startModelScopeServer(options: ModelScopeServerOptions = {
   const datasetsByHubId = new Map<number, RepoState>();
   const storeOf = (type: 'model' | 'dataset' = 'model'): Map<string, RepoState> => (type === 'dataset' ? datasets : repos);
   const faults = new Map<string, Array<MsFault & { left: number }>>();
-  const cdnObjects = new Map<string, Buffer>();
+  const cdnObjects = new Map<string, Content>();
+  let network: MsNetwork = {};
+  let contentBytesServed = 0;
   const requests: MsRequestRecord[] = [];
   const signingKey = randomBytes(32);
   let endpoint = '';
@@ -229,11 +294,13 @@ export async function startModelScopeServer(options: ModelScopeServerOptions = {
     const files = new Map(base);
     for (const path of remove) files.delete(path);
     for (const input of inputs) {
-      const data = typeof input.data === 'string' ? Buffer.from(input.data, 'utf8') : input.data;
-      const sha256 = createHash('sha256').update(data).digest('hex');
-      const lfs = isLfs(input, data.length);
-      files.set(input.path, { path: input.path, size: data.length, sha256, lfs, lastCommit: commit, data, committedDate: clock });
-      if (lfs) cdnObjects.set(sha256, data);
+      const content: Content =
+        typeof input.data === 'string' ? { kind: 'buffer', data: Buffer.from(input.data, 'utf8') } : Buffer.isBuffer(input.data) ? { kind: 'buffer', data: input.data } : input.data;
+      const size = content.kind === 'buffer' ? content.data.length : content.size;
+      const sha256 = content.kind === 'buffer' ? createHash('sha256').update(content.data).digest('hex') : content.sha256;
+      const lfs = isLfs(input, size);
+      files.set(input.path, { path: input.path, size, sha256, lfs, lastCommit: commit, content, committedDate: clock });
+      if (lfs) cdnObjects.set(sha256, content);
     }
     const snapshot: Snapshot = { commit, createdAt: clock, files };
     repo.branches.set(branch, snapshot);
@@ -302,29 +369,82 @@ export async function startModelScopeServer(options: ModelScopeServerOptions = {
     return entries;
   }
 
-  function sendBytes(ctx: Ctx, data: Buffer, fault: MsFault | undefined): void {
+  /**
+   * Serves file bytes with Range support, chunk by chunk: counted (`contentBytesServed`), paced and
+   * stalled as `setNetwork` says, cut or corrupted as a fault says.
+   */
+  async function sendBytes(ctx: Ctx, content: Content, fault: MsFault | undefined): Promise<void> {
+    const size = content.kind === 'buffer' ? content.data.length : content.size;
     const base: OutgoingHttpHeaders = { 'Accept-Ranges': 'bytes', 'Content-Type': 'application/octet-stream' };
-    const range = fault?.kind === 'no-range' ? 'full' : parseRange(ctx.req.headers.range, data.length);
+    const range = fault?.kind === 'no-range' ? 'full' : parseRange(ctx.req.headers.range, size);
     if (range === 'unsatisfiable') {
-      sendBody(ctx, 416, { ...base, 'Content-Range': `bytes */${data.length}` }, Buffer.alloc(0));
+      sendBody(ctx, 416, { ...base, 'Content-Range': `bytes */${size}` }, Buffer.alloc(0));
       return;
     }
     const start = range === 'full' ? 0 : range.start;
-    const end = range === 'full' ? data.length - 1 : range.end;
-    let body = data.subarray(start, end + 1);
-    if (fault?.kind === 'corrupt' && body.length > 0) {
-      body = Buffer.from(body);
-      body[body.length - 1] = (body[body.length - 1] as number) ^ 0xff;
-    }
-    const headers: OutgoingHttpHeaders = { ...base, 'Content-Length': String(body.length) };
-    if (range !== 'full') headers['Content-Range'] = `bytes ${start}-${end}/${data.length}`;
+    const end = range === 'full' ? size - 1 : range.end;
+    const length = end - start + 1;
+    const headers: OutgoingHttpHeaders = { ...base, 'Content-Length': String(length) };
+    if (range !== 'full') headers['Content-Range'] = `bytes ${start}-${end}/${size}`;
     writeHead(ctx, range === 'full' ? 200 : 206, headers);
-    if (fault?.kind === 'cut') {
-      // FIN, not RST: the bytes sent so far reach the client, then the body ends early
-      ctx.res.write(body.subarray(0, Math.min(fault.after, body.length)), () => setTimeout(() => ctx.res.socket?.end(), 20));
+    const res = ctx.res;
+    if (ctx.req.method === 'HEAD' || length <= 0) {
+      res.end();
       return;
     }
-    ctx.res.end(body);
+    const slow = ctx.network().bytesPerSecond;
+    const step = slow !== undefined ? SLOW_CHUNK : STREAM_CHUNK;
+    const chunks: AsyncIterable<Buffer> =
+      content.kind === 'buffer'
+        ? (async function* () {
+            const data = content.data.subarray(start, end + 1);
+            for (let at = 0; at < data.length; at += step) yield data.subarray(at, at + step);
+          })()
+        : createReadStream(content.path, { start, end, highWaterMark: step });
+    const cutAt = fault?.kind === 'cut' ? Math.min(fault.after, length) : undefined;
+    const started = Date.now();
+    let sent = 0;
+    try {
+      for await (const raw of chunks) {
+        let chunk = raw;
+        if (fault?.kind === 'corrupt' && sent + chunk.length === length) {
+          chunk = Buffer.from(chunk);
+          chunk[chunk.length - 1] = (chunk[chunk.length - 1] as number) ^ 0xff;
+        }
+        if (cutAt !== undefined) chunk = chunk.subarray(0, Math.max(0, cutAt - sent));
+        while (chunk.length > 0) {
+          if (res.destroyed) return;
+          // a stall point splits the chunk: send up to it, then hang until the network changes
+          const stallAt = ctx.network().stallAtBytes;
+          const room = stallAt === undefined ? chunk.length : Math.max(0, stallAt - ctx.totalServed());
+          if (room === 0) {
+            const stalledBy = ctx.network();
+            while (ctx.network() === stalledBy && !res.destroyed) await new Promise((resolve) => setTimeout(resolve, 5));
+            continue;
+          }
+          const piece = chunk.subarray(0, Math.min(room, chunk.length));
+          chunk = chunk.subarray(piece.length);
+          const ok = res.write(piece);
+          sent += piece.length;
+          ctx.served(piece.length);
+          if (!ok) await waitDrain(res);
+        }
+        if (cutAt !== undefined && sent >= cutAt) {
+          // FIN, not RST: the bytes sent so far reach the client, then the body ends early
+          res.write(Buffer.alloc(0), () => setTimeout(() => res.socket?.end(), 20));
+          return;
+        }
+        if (slow !== undefined) {
+          const wait = started + (sent * 1000) / slow - Date.now();
+          if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        }
+      }
+      res.end();
+    } catch {
+      res.destroy();
+    } finally {
+      if (content.kind === 'disk') (chunks as ReturnType<typeof createReadStream>).destroy();
+    }
   }
 
   async function routeApi(ctx: Ctx): Promise<void> {
@@ -404,7 +524,7 @@ export async function startModelScopeServer(options: ModelScopeServerOptions = {
         ctx.res.end();
         return;
       }
-      sendBytes(ctx, file.data, fault);
+      await sendBytes(ctx, file.content, fault);
       return;
     }
     throw new HttpError(404, 'Not Found');
@@ -414,13 +534,13 @@ export async function startModelScopeServer(options: ModelScopeServerOptions = {
     const raw = ctx.req.url ?? '/';
     const q = raw.indexOf('?');
     const m = /^\/oss\/([0-9a-f]{64})$/.exec(q < 0 ? raw : raw.slice(0, q));
-    const data = m === null ? undefined : cdnObjects.get(m[1] as string);
-    if (m === null || data === undefined) throw new HttpError(404, 'NoSuchKey');
+    const content = m === null ? undefined : cdnObjects.get(m[1] as string);
+    if (m === null || content === undefined) throw new HttpError(404, 'NoSuchKey');
     const query = new URLSearchParams(q < 0 ? '' : raw.slice(q + 1));
     const expected = createHmac('sha256', signingKey).update(`${m[1] as string}:${query.get('Expires') ?? ''}`).digest('hex');
     if (query.get('Signature') !== expected) throw new HttpError(403, 'AccessDenied: bad signature');
     if (!(Number(query.get('Expires')) * 1000 > Date.now())) throw new HttpError(403, 'AccessDenied: request has expired');
-    sendBytes(ctx, data, takeFault(`cdn:${m[1] as string}`));
+    await sendBytes(ctx, content, takeFault(`cdn:${m[1] as string}`));
   }
 
   function handler(serverHost: string, route: (ctx: Ctx) => Promise<void>, envelope: boolean) {
@@ -441,9 +561,21 @@ export async function startModelScopeServer(options: ModelScopeServerOptions = {
         userAgent: header('user-agent'),
         requestId: header('x-request-id'),
         status: 0,
+        bodyBytes: 0,
       };
       requests.push(record);
-      const ctx: Ctx = { req, res, record, requestId: randomUUID().replace(/-/g, '') };
+      const ctx: Ctx = {
+        req,
+        res,
+        record,
+        requestId: randomUUID().replace(/-/g, ''),
+        network: () => network,
+        served: (bytes) => {
+          record.bodyBytes += bytes;
+          contentBytesServed += bytes;
+        },
+        totalServed: () => contentBytesServed,
+      };
       route(ctx).catch((err: unknown) => {
         if (res.headersSent) {
           res.destroy();
@@ -502,6 +634,12 @@ export async function startModelScopeServer(options: ModelScopeServerOptions = {
       const repo = datasets.get(id);
       if (repo === undefined) throw new Error(`modelscope-server: no dataset ${id}`);
       return repo.numericId;
+    },
+    setNetwork(next: MsNetwork): void {
+      network = { ...next };
+    },
+    get contentBytesServed(): number {
+      return contentBytesServed;
     },
     async close(): Promise<void> {
       await Promise.all([closeServer(apiServer), closeServer(cdnServer)]);

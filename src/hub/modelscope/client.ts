@@ -2,8 +2,9 @@
  * ModelScope (modelscope.cn, or a mirror) as a HubClient, per spec modelscope.md §2.10:
  * revisions → the requested branch/tag (default `master`, as modelscope ≥ 1.33 picks it) and its
  * CommitId; the recursive file listing at that ref; per file a GET of `repo?Revision=&FilePath=`
- * (redirects followed), resumed with an open Range (appending only on 206), checked against the
- * listing's SHA-256, 3 attempts.
+ * (redirects followed) as a `rangeSource` for the shared resumable downloader (../download.ts), so
+ * export writes ModelScope files in place into the bundle like Hugging Face files: resumed with an
+ * open Range (appending only on 206), checked against the listing's SHA-256, 3 attempts on a mismatch.
  *
  * Datasets (§2.9): the ref (default `master`) is passed through, never tag-resolved; `GET
  * /api/v1/datasets/{owner}/{name}` gives the numeric hub id, the listing is `GET
@@ -17,17 +18,19 @@
  * object-storage redirect target (those URLs are signed).
  */
 import { randomUUID } from 'node:crypto';
-import { constants, type FileHandle, open, rm, stat } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
+import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request, type Dispatcher } from 'undici';
 import type { SourceKind } from '../../bundle/manifest.js';
-import { AirlockError, fsError, redact } from '../../errors.js';
+import { AirlockError, redact } from '../../errors.js';
 import { unsafeRelativePathReason } from '../../fs/safe-path.js';
-import { Digester, type Digests } from '../../integrity/digest.js';
+import type { Digests } from '../../integrity/digest.js';
 import { toolVersion } from '../../version.js';
+import { downloadFile, integrityError, type ByteRange, type FileBody, type OpenRange } from '../download.js';
 import { defaultDispatcher, displayUrl, headerValue, type RequestLog } from '../http.js';
 import { formatRepoRef } from '../repo-ref.js';
+import { markTransient, type RetryPolicy as DownloadRetryPolicy } from '../retry.js';
 import type { DownloadProgress, HubClient, RemoteFile, RepoRef } from '../types.js';
 import { modelScopeErrorFromResponse, type ModelScopeStage } from './errors.js';
 import {
@@ -66,7 +69,6 @@ const REDIRECT_STATUSES: ReadonlySet<number> = new Set([301, 302, 303, 307, 308]
 const RETRY_STATUSES: ReadonlySet<number> = new Set([429, 500, 502, 503, 504]);
 const MAX_JSON_BYTES = 64 * 1024 * 1024;
 const MAX_ERROR_BODY_BYTES = 64 * 1024;
-const WRITE_CHUNK_BYTES = 1024 * 1024;
 
 function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value.trim() === '' ? undefined : value.trim();
@@ -196,6 +198,8 @@ export function createModelScopeClient(options: ModelScopeClientOptions): ModelS
   const dispatcher = options.dispatcher ?? defaultDispatcher();
   const attempts = Math.max(1, options.retry?.attempts ?? 3);
   const baseDelay = options.retry?.baseDelayMs ?? 500;
+  /** `download`'s retries per Range request, in the shared downloader's terms (export passes its own). */
+  const downloadPolicy: DownloadRetryPolicy = { attempts, baseMs: baseDelay, maxMs: baseDelay * 2 ** Math.max(0, attempts - 2), maxServerDelayMs: 30_000 };
   const snapshotHeader = options.snapshotHeader ?? true;
   const pageSize = Math.max(1, Math.floor(options.datasetPageSize ?? MODELSCOPE_DATASET_PAGE_SIZE));
   const resolvedRefs = new Map<string, ModelScopeResolved>();
@@ -442,125 +446,89 @@ export function createModelScopeClient(options: ModelScopeClientOptions): ModelS
     return resolved;
   }
 
-  /** One attempt at one file, appending to `have` bytes already on disk when the server answers 206. */
-  async function attemptFile(repo: RepoRef, file: ModelScopeRemoteFile, destination: string, have: number, onProgress?: DownloadProgress): Promise<Digests> {
-    const what = `${formatRepoRef(repo, false)}/${file.path}`;
-    const integrity = (message: string): AirlockError =>
-      new AirlockError('E_DOWNLOAD_INTEGRITY', `${what}: ${message}`, {
-        subject: what,
-        hint: 'the file changed on the way or the hub serves other bytes than it lists; nothing was kept — run the export again',
-      });
+  /** The file's URL: models `repo?Revision=&FilePath=`; datasets as 1.x builds it (§2.9). */
+  function fileUrl(repo: RepoRef, file: RemoteFile): URL {
     // datasets: Source=SDK first and View=False after FilePath, as 1.x builds it (§2.9)
     const query =
       repo.type === 'dataset'
         ? new URLSearchParams([['Source', 'SDK'], ['Revision', repo.revision], ['FilePath', file.path], ['View', 'False']])
         : new URLSearchParams({ Revision: repo.revision, FilePath: file.path });
-    const url = new URL(`${endpoint}/${repoPath(repo)}/repo?${query.toString()}`);
-    const headers: Record<string, string> = { 'snapshot-identifier': randomUUID() };
-    if (have > 0) headers['range'] = `bytes=${have}-`;
-    let resp: Resp;
-    try {
-      resp = await send(url, headers);
-    } catch (error) {
-      if (error instanceof AirlockError && error.code === 'E_NETWORK') throw new RetryableError(error, undefined);
-      throw error;
-    }
-    let append = false;
-    if (resp.status === 206 && have > 0) {
-      const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(headerValue(resp.headers, 'content-range') ?? '');
-      if (range === null || Number(range[1]) !== have) {
-        resp.body.destroy();
-        resp.done(0);
-        throw new RetryableError(integrity(`the server answered the resume request with another range (${headerValue(resp.headers, 'content-range') ?? 'none'})`), undefined);
-      }
-      append = true;
-    } else if (resp.status !== 200) {
-      const error = await failure(resp, repo, 'file', file.path);
-      if (RETRY_STATUSES.has(resp.status) || resp.status === 416) throw new RetryableError(error, retryAfterMs(resp.headers));
-      throw error;
-    }
-    const encoding = headerValue(resp.headers, 'content-encoding');
-    if (encoding !== undefined && encoding.toLowerCase() !== 'identity') {
-      resp.body.destroy();
-      resp.done(0);
-      throw integrity(`${displayUrl(resp.url)} sent it with content-encoding ${encoding} although identity was asked for`);
-    }
-
-    const digester = new Digester();
-    let handle: FileHandle | undefined;
-    let received = append ? have : 0;
-    try {
-      try {
-        const flags = constants.O_RDWR | constants.O_CREAT | (append ? 0 : constants.O_TRUNC) | (constants.O_NOFOLLOW ?? 0);
-        handle = await open(destination, flags, 0o666);
-      } catch (error) {
-        throw fsError(error, 'create', destination);
-      }
-      if (append) {
-        // hash what is already there, then append after it
-        const buffer = Buffer.allocUnsafe(WRITE_CHUNK_BYTES);
-        let offset = 0;
-        while (offset < have) {
-          const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, have - offset), offset);
-          if (bytesRead === 0) break;
-          digester.update(buffer.subarray(0, bytesRead));
-          offset += bytesRead;
-        }
-        if (offset !== have) throw new RetryableError(integrity('the partial file shrank while resuming'), undefined);
-        await handle.truncate(have);
-      }
-      let position = append ? have : 0;
-      const chunks = (resp.body as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
-      try {
-        for (;;) {
-          let step: IteratorResult<Buffer>;
-          try {
-            step = await chunks.next();
-          } catch (error) {
-            throw new RetryableError(networkError(error, resp.url), undefined);
-          }
-          if (step.done === true) break;
-          const chunk = step.value;
-          received += chunk.length;
-          if (received > file.size) throw integrity(`the server sent more than the ${file.size} bytes the listing says`);
-          digester.update(chunk);
-          try {
-            await handle.write(chunk, 0, chunk.length, position);
-          } catch (error) {
-            throw fsError(error, 'write', destination);
-          }
-          position += chunk.length;
-          onProgress?.(chunk.length);
-        }
-      } catch (error) {
-        resp.body.destroy();
-        throw error;
-      } finally {
-        resp.done(received - (append ? have : 0));
-      }
-      await handle.close().catch((error: unknown) => {
-        throw fsError(error, 'close', destination);
-      });
-      handle = undefined;
-      const digests = digester.digest();
-      if (digests.size !== file.size) throw new RetryableError(integrity(`expected ${file.size} bytes, got ${digests.size}`), undefined);
-      if (digests.sha256 !== file.lfsSha256) {
-        await rm(destination, { force: true }).catch(() => undefined);
-        throw new RetryableError(integrity(`sha256 mismatch: the listing says ${file.lfsSha256}, got ${digests.sha256}`), undefined);
-      }
-      return digests;
-    } finally {
-      await handle?.close().catch(() => undefined);
-    }
+    return new URL(`${endpoint}/${repoPath(repo)}/repo?${query.toString()}`);
   }
 
-  async function bytesOnDisk(path: string): Promise<number> {
-    try {
-      const info = await stat(path);
-      return info.isFile() ? info.size : 0;
-    } catch {
-      return 0;
+  /**
+   * Opens a byte range of one file (the seam the shared resumable downloader, ../download.ts, pulls
+   * from): an open `Range: bytes=N-` to resume, a closed one for a part of a split download, none for
+   * the whole file (§2.7); the header rides along the redirect to the CDN. A 200 to a Range request is
+   * handed back as it is (start 0), and the downloader starts over: bytes are only ever appended on a
+   * 206 whose Content-Range starts where asked.
+   */
+  async function openRange(url: URL, repo: RepoRef, file: ModelScopeRemoteFile, range: ByteRange): Promise<FileBody | { kind: 'unsatisfiable'; size: number | undefined }> {
+    const what = `${formatRepoRef(repo, false)}/${file.path}`;
+    if (file.size === 0) {
+      // zero-byte files are made locally, without a request (both SDKs do); the sha256 is still checked
+      return { kind: 'body', start: 0, length: 0, body: Readable.from([]), cancel: () => undefined, done: () => undefined, networkError: (error) => networkError(error, url) };
     }
+    const headers: Record<string, string> = { 'snapshot-identifier': randomUUID() };
+    if (range.start > 0 || range.end < file.size) headers['range'] = range.end >= file.size ? `bytes=${range.start}-` : `bytes=${range.start}-${range.end - 1}`;
+    const resp = await send(url, headers); // E_NETWORK: transient for the downloader's retries
+    if (resp.status === 416) {
+      const contentRange = headerValue(resp.headers, 'content-range');
+      await resp.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+      resp.done(0);
+      const total = /\/(\d+)\s*$/.exec(contentRange ?? '')?.[1];
+      return { kind: 'unsatisfiable', size: total === undefined ? undefined : Number(total) };
+    }
+    if (resp.status !== 200 && resp.status !== 206) {
+      const error = await failure(resp, repo, 'file', file.path);
+      if (RETRY_STATUSES.has(resp.status)) markTransient(error, { status: resp.status, retryAfterMs: retryAfterMs(resp.headers) });
+      throw error;
+    }
+    const abandon = (problem: string): never => {
+      resp.body.destroy();
+      resp.done(0);
+      throw integrityError(what, problem);
+    };
+    const encoding = headerValue(resp.headers, 'content-encoding');
+    if (encoding !== undefined && encoding.toLowerCase() !== 'identity') {
+      abandon(`${displayUrl(resp.url)} sent it with content-encoding ${encoding} although identity was asked for`);
+    }
+    let start = 0;
+    let length = file.size;
+    if (resp.status === 206) {
+      const m = /^bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/.exec(headerValue(resp.headers, 'content-range') ?? '');
+      if (m === null) return abandon(`${displayUrl(resp.url)} answered 206 without a usable Content-Range`);
+      if (m[3] !== '*' && Number(m[3]) !== file.size) abandon(`${displayUrl(resp.url)} now serves ${m[3]} bytes, the listing says ${file.size}`);
+      start = Number(m[1]);
+      length = Number(m[2]) - start + 1;
+      if (start !== range.start || length <= 0) abandon(`${displayUrl(resp.url)} answered bytes ${m[1]}-${m[2]} to a request for ${range.start}-${range.end - 1}`);
+    }
+    const announced = headerValue(resp.headers, 'content-length');
+    if (announced !== undefined && announced !== String(length)) {
+      abandon(`${displayUrl(resp.url)} announced ${announced} bytes, the listing says ${resp.status === 206 ? `${length} remain` : file.size}`);
+    }
+    return {
+      kind: 'body',
+      start,
+      length,
+      body: resp.body as AsyncIterable<Buffer>,
+      cancel: () => resp.body.destroy(),
+      done: (bytes) => resp.done(bytes),
+      networkError: (error) => networkError(error, resp.url),
+    };
+  }
+
+  function rangeSourceOf(repo: RepoRef, commit: string, remote: RemoteFile): OpenRange {
+    checkRepo(repo);
+    if (!COMMIT_RE.test(commit)) throw new AirlockError('E_INTERNAL', `download needs a full commit hash, got ${JSON.stringify(commit)}`);
+    const reason = unsafeRelativePathReason(remote.path);
+    if (reason !== undefined) {
+      throw new AirlockError('E_UNSAFE_PATH', `${formatRepoRef(repo, false)}: unsafe file path ${JSON.stringify(remote.path)} (${reason})`, { subject: remote.path });
+    }
+    if (remote.lfsSha256 === undefined) throw new AirlockError('E_INTERNAL', `${remote.path}: a ModelScope file needs its listed sha256`);
+    const file = remote as ModelScopeRemoteFile;
+    const url = fileUrl(repo, file);
+    return (range) => openRange(url, repo, file, range);
   }
 
   return {
@@ -592,7 +560,16 @@ export function createModelScopeClient(options: ModelScopeClientOptions): ModelS
         }
         return listing.files;
       }
-      // ModelScope lists by ref name (1.x never sends a commit); the ref was resolved to `commit` just before
+      // ModelScope lists and serves files by ref name only (1.x never sends a commit). A re-run pinned to
+      // the commit of its first run (fetch.ts) did not resolve the ref: check it still points there, so a
+      // newer snapshot is never bundled under the pinned commit (and the ref's CreatedAt is known again).
+      const current = resolvedRefs.get(refKey(repo))?.commit === commit ? commit : (await resolve(repo)).commit;
+      if (current !== commit) {
+        throw new AirlockError('E_REVISION_NOT_FOUND', `ModelScope model ${repo.id}@${repo.revision} moved on: it is commit ${current} now, this export is pinned to ${commit}`, {
+          subject: formatRepoRef(repo),
+          hint: 'ModelScope serves files by branch or tag name only, so the pinned commit can no longer be fetched; delete the work dir (or pass a fresh --work-dir) to export the current commit',
+        });
+      }
       const query = new URLSearchParams({ Revision: repo.revision, Recursive: 'True' });
       const url = new URL(`${endpoint}/${repoPath(repo)}/repo/files?${query.toString()}`);
       const { data, url: answered } = await getData(url, repo, 'files', snapshotHeader ? { Snapshot: 'True' } : {});
@@ -600,40 +577,19 @@ export function createModelScopeClient(options: ModelScopeClientOptions): ModelS
     },
 
     async download(repo: RepoRef, commit: string, remote: RemoteFile, destination: string, onProgress?: DownloadProgress): Promise<Digests> {
-      checkRepo(repo);
-      if (!COMMIT_RE.test(commit)) throw new AirlockError('E_INTERNAL', `download needs a full commit hash, got ${JSON.stringify(commit)}`);
-      const reason = unsafeRelativePathReason(remote.path);
-      if (reason !== undefined) {
-        throw new AirlockError('E_UNSAFE_PATH', `${formatRepoRef(repo, false)}: unsafe file path ${JSON.stringify(remote.path)} (${reason})`, { subject: remote.path });
-      }
-      if (remote.lfsSha256 === undefined) throw new AirlockError('E_INTERNAL', `${remote.path}: a ModelScope file needs its listed sha256`);
-      const file = remote as ModelScopeRemoteFile;
-      if (file.size === 0) {
-        // zero-byte files are made locally, without a request (both SDKs do)
-        const digests = new Digester().digest();
-        if (digests.sha256 !== file.lfsSha256) {
-          throw new AirlockError('E_DOWNLOAD_INTEGRITY', `${formatRepoRef(repo, false)}/${file.path}: listed as 0 bytes but with the sha256 of other content`, { subject: file.path });
-        }
-        let handle: FileHandle | undefined;
-        try {
-          handle = await open(destination, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | (constants.O_NOFOLLOW ?? 0), 0o666);
-        } catch (error) {
-          throw fsError(error, 'create', destination);
-        } finally {
-          await handle?.close().catch(() => undefined);
-        }
-        return digests;
-      }
-      try {
-        return await withRetries(async (n) => {
-          // resume only what a previous attempt of this call left (a hash mismatch removed its file)
-          const have = n === 1 ? 0 : await bytesOnDisk(destination);
-          return attemptFile(repo, file, destination, have < file.size ? have : 0, onProgress);
-        });
-      } catch (error) {
-        await rm(destination, { force: true }).catch(() => undefined);
-        throw error instanceof RetryableError ? error.error : error;
-      }
+      // the same downloader as every other path (export uses `rangeSource` with its own policy)
+      return downloadFile(rangeSourceOf(repo, commit, remote), `${formatRepoRef(repo, false)}/${remote.path}`, remote, destination, {
+        retry: downloadPolicy,
+        hashAttempts: attempts,
+        onBytes: onProgress,
+      });
     },
+
+    rangeSource(repo: RepoRef, commit: string, file: RemoteFile): OpenRange {
+      return rangeSourceOf(repo, commit, file);
+    },
+
+    // a file failing its SHA-256 check is fetched again from byte 0, 3 attempts in all (§2.8)
+    hashAttempts: attempts,
   };
 }
