@@ -95,11 +95,14 @@ async function keptIn(partial: string, entries: number): Promise<number> {
   return (await readPartialProgress(partial, entries)).reduce((n, e) => n + e.kept, 0);
 }
 
-/** An export of acme/big held mid-download: the hub stalls after 1 MiB of content, some of it on disk. */
+/**
+ * An export of acme/big held mid-download: the hub stalls after 1 MiB of content, and the shard
+ * (model.safetensors, entry 1 in bundle order) has bytes on disk.
+ */
 async function startHeld(args: string[], partial: string): Promise<Running> {
   hub.setFaults({ stallAtBytes: hub.contentBytesServed + 1 * MiB });
   const running = start(args);
-  await until(running, 'some bytes reached the partial bundle', async () => (await keptIn(partial, 2)) > 0);
+  await until(running, 'shard bytes reached the partial bundle', async () => ((await readPartialProgress(partial, 2))[1]?.kept ?? 0) > 0);
   return running;
 }
 

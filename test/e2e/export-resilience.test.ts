@@ -215,30 +215,6 @@ describe('across runs: killed at random points and resumed', () => {
     assert.equal(r.code, 0, r.stderr);
   });
 
-  /**
-   * Starts the CLI and kills it (SIGKILL) the moment the hub has served `bytes` more content bytes. The
-   * hub stalls at exactly that point (it would otherwise keep sending while the process dies, bytes
-   * no client could have kept); whatever the client had received but not yet written is lost with it.
-   */
-  async function exportKilledAfter(args: string[], bytes: number, faults: HubFaults): Promise<void> {
-    const target = hub.contentBytesServed + bytes;
-    hub.setFaults({ ...faults, stallAtBytes: target });
-    const child = spawn(process.execPath, [airlockBin, ...args], { cwd: repoRoot, env: cleanEnv(env()), stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-    let done = false;
-    void exited.then(() => (done = true));
-    try {
-      while (!done && hub.contentBytesServed < target) await new Promise((r) => setTimeout(r, 1));
-      assert.ok(!done, `the export ended before it could be killed: ${stderr}`);
-      child.kill('SIGKILL');
-      await exited;
-    } finally {
-      hub.setFaults({});
-    }
-  }
-
   /** Per file, the bytes the partial bundle holds (its verified prefix; export writes in place). */
   async function onDisk(out: string): Promise<Map<string, number>> {
     // one repo: bundle order is path order
@@ -265,7 +241,17 @@ describe('across runs: killed at random points and resumed', () => {
     const args = ['export', 'acme/big', '--unsigned', '-o', out];
     // Three kills at random points of a slow link (8 MiB/s per connection), the second run also
     // suffering dropped connections that it resumes by itself.
+    // Each kill comes once the partial bundle holds that many more bytes (observable state: on a
+    // loaded machine bytes served run far ahead of bytes on disk); the hub stalls a little past the
+    // point, so the export cannot finish before it is killed.
     const points = [0.1 + Math.random() * 0.15, 0.15 + Math.random() * 0.15, 0.15 + Math.random() * 0.15].map((f) => Math.floor(f * totalBytes));
+    const onDiskTotal = async (): Promise<number> => [...(await progressOf(out)).values()].reduce((n, f) => n + f.kept, 0);
+    const killedAfter = async (bytes: number, faults: HubFaults): Promise<void> => {
+      const now = await onDiskTotal();
+      const goal = now + bytes;
+      const slack = Math.min(8 * MiB, Math.floor((totalBytes - goal) / 2));
+      await exportKilledWhen(args, out, (p) => [...p.values()].reduce((n, f) => n + f.kept, 0) >= goal, faults, bytes + slack);
+    };
     const servedBefore = hub.contentBytesServed;
     let again = 0;
     let from = hub.requests.length;
@@ -276,12 +262,12 @@ describe('across runs: killed at random points and resumed', () => {
       from = hub.requests.length;
       held = await onDisk(out);
     };
-    await run(() => exportKilledAfter(args, points[0]!, { bytesPerSecond: 8 * MiB }));
+    await run(() => killedAfter(points[0]!, { bytesPerSecond: 8 * MiB }));
     // the branch moves on: the re-runs must stay on the commit the first run resolved
     await hub.addCommit({ id: 'acme/big' }, [{ path: 'config.json', data: '{"model_type":"other"}\n' }]);
     from = hub.requests.length;
-    await run(() => exportKilledAfter(args, points[1]!, { bytesPerSecond: 8 * MiB, dropAfterBytes: 1 * MiB + Math.floor(Math.random() * 3 * MiB), dropTimes: 2 }));
-    await run(() => exportKilledAfter(args, points[2]!, { bytesPerSecond: 8 * MiB }));
+    await run(() => killedAfter(points[1]!, { bytesPerSecond: 8 * MiB, dropAfterBytes: 1 * MiB + Math.floor(Math.random() * 3 * MiB), dropTimes: 2 }));
+    await run(() => killedAfter(points[2]!, { bytesPerSecond: 8 * MiB }));
     const servedBeforeFinal = hub.contentBytesServed - servedBefore;
     const received = [...held.values()].reduce((n, x) => n + x, 0);
     assert.ok(existsSync(`${out}.partial`), 'the partial bundle was kept');
@@ -322,8 +308,15 @@ describe('across runs: killed at random points and resumed', () => {
    * state, not bytes served or time (issue 13: on a loaded machine 8 MiB had been served but only
    * 63 KiB had reached the disk). The hub is frozen first, so nothing more arrives while it dies.
    */
-  async function exportKilledWhen(args: string[], out: string, ready: (p: Awaited<ReturnType<typeof progressOf>>) => boolean): Promise<void> {
-    hub.setFaults({ bytesPerSecond: 4 * MiB });
+  async function exportKilledWhen(
+    args: string[],
+    out: string,
+    ready: (p: Awaited<ReturnType<typeof progressOf>>) => boolean,
+    faults: HubFaults = { bytesPerSecond: 4 * MiB },
+    /** Content bytes the hub may serve before it stalls (so the export cannot finish before the kill). */
+    cap?: number,
+  ): Promise<void> {
+    hub.setFaults({ ...faults, ...(cap === undefined ? {} : { stallAtBytes: hub.contentBytesServed + cap }) });
     const child = spawn(process.execPath, [airlockBin, ...args], { cwd: repoRoot, env: cleanEnv(env()), stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
@@ -335,7 +328,7 @@ describe('across runs: killed at random points and resumed', () => {
         assert.ok(!done, `the export ended before it could be killed: ${stderr}`);
         await new Promise((r) => setTimeout(r, 5));
       }
-      hub.setFaults({ bytesPerSecond: 4 * MiB, stallAtBytes: hub.contentBytesServed });
+      hub.setFaults({ ...faults, stallAtBytes: hub.contentBytesServed });
       child.kill('SIGKILL');
       await exited;
     } finally {
