@@ -56,7 +56,15 @@ export interface ContentVerdict extends ContentAnalysis {
 const SNIFF = 16;
 /** The legacy torch format's first pickle: PROTO 2, LONG1 of torch's magic number 0x1950a86a20f9469cfc6c, STOP. */
 const LEGACY_MAGIC = Buffer.from([0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e]);
-const COMPRESSED = ['ZF', 'x', '\x1f\x8b', 'BZ', '\xfd7zXZ', ']\x00', '\x04"M\x18'].map((p) => Buffer.from(p, 'latin1'));
+/**
+ * What joblib (and friends) compress with, by magic: zlib (a valid 2-byte header), joblib's old 'ZF0x',
+ * gzip, bzip2, xz, lzma-alone, lz4 frames. Tight enough that random data rarely matches.
+ */
+function compressedMagic(head: Buffer): boolean {
+  const starts = (s: string): boolean => head.subarray(0, s.length).equals(Buffer.from(s, 'latin1'));
+  if (head[0] === 0x78 && head.byteLength > 1 && [0x01, 0x5e, 0x9c, 0xda].includes(head[1]!)) return true;
+  return ['ZF0x', '\x1f\x8b\x08', '\xfd7zXZ\x00', ']\x00\x00', '\x04"M\x18'].some(starts) || /^BZh[1-9]/.test(head.subarray(0, 4).toString('latin1'));
+}
 /** Extensions that only pickle-based loaders read: a file so named that fails to parse is unscannable, not data. */
 const PICKLE_EXT = /\.(pkl|pickle|joblib|jbl|pt|pth|ckpt|p|pck|pcl)$/i;
 const PICKLEISH_NAME = /\.(pkl|pickle|joblib|jbl|pt|pth|ckpt|bin|npy|dat|data)(\.|$)/i;
@@ -116,6 +124,17 @@ export class ContentScanner {
     if (this.#walker.kind !== 'fixed') this.#walker.machine.push(chunk);
   }
 
+  /** Bytes the scanner would skip unread right now: a caller with random access may seek past them (see analyseAt). */
+  get skippable(): number {
+    const w = this.#walker;
+    return w === undefined || w.kind === 'fixed' ? 0 : w.machine.skipPending;
+  }
+
+  skip(n: number): void {
+    const w = this.#walker;
+    if (w !== undefined && w.kind !== 'fixed') w.machine.skipped(n);
+  }
+
   #choose(head: Buffer): Walker {
     const path = this.#path;
     const starts = (s: string | Buffer): boolean => head.subarray(0, s.length).equals(typeof s === 'string' ? Buffer.from(s, 'latin1') : s);
@@ -128,7 +147,7 @@ export class ContentScanner {
     }
     if (starts('\x93NUMPY')) return { kind: 'npy', machine: new ByteMachine(walkNpy(this.#size)) };
     if (starts('GGUF')) return { kind: 'gguf', machine: new ByteMachine(walkGguf(this.#size)) };
-    if (COMPRESSED.some((p) => starts(p)) && PICKLEISH_NAME.test(path)) {
+    if (compressedMagic(head) && PICKLEISH_NAME.test(path)) {
       return fixed('compressed', ['the file is compressed (joblib or similar): its pickle cannot be analysed without decompressing it']);
     }
     if (JSON_EXT.test(path)) return fixed('json');
@@ -197,12 +216,12 @@ function empty(format: ContentFormat): ContentAnalysis {
  */
 function addPickle(out: ContentAnalysis, scan: PickleScan, claimed: boolean, where: string | undefined): void {
   const prefix = where === undefined ? '' : `${where}: `;
+  if (scan.status !== 'ok' && scan.status !== 'limit' && !claimed && !scan.sawImport) return;
   out.globals.push(...scan.globals);
   if (scan.status === 'ok') {
     out.pickles += scan.pickles;
     return;
   }
-  if (scan.status !== 'limit' && !claimed && !scan.sawImport) return;
   out.pickles += Math.max(1, scan.pickles);
   out.problems.push(`${prefix}${scan.status === 'truncated' ? 'truncated pickle' : scan.status === 'limit' ? 'analysis limit reached' : 'not a valid pickle'}: ${scan.problem ?? ''}`.trim());
 }
@@ -224,5 +243,31 @@ export function verdictOf(analysis: ContentAnalysis, allowed: AllowList): Conten
 export function analyseBytes(path: string, bytes: Uint8Array, chunk = 64 * 1024): ContentAnalysis {
   const scanner = new ContentScanner(path, bytes.byteLength);
   for (let at = 0; at < bytes.byteLength && !scanner.done; at += chunk) scanner.update(bytes.subarray(at, at + chunk));
+  return scanner.result();
+}
+
+/** Reads up to `buffer.length` bytes at `position` of one file; 0 at its end. */
+export type ReadAt = (buffer: Buffer, position: number) => Promise<number>;
+
+/**
+ * Analyses a file through random access (export's read of what it wrote): only the bytes the walkers
+ * ask for are read; what they would skip (tensor data of known length) is seeked past.
+ */
+export async function analyseAt(path: string, size: number, read: ReadAt): Promise<ContentAnalysis> {
+  const scanner = new ContentScanner(path, size);
+  const buffer = Buffer.allocUnsafe(1024 * 1024);
+  let position = 0;
+  while (!scanner.done && position < size) {
+    const skip = Math.min(scanner.skippable, size - position);
+    if (skip > 0) {
+      scanner.skip(skip);
+      position += skip;
+      continue;
+    }
+    const n = await read(buffer.subarray(0, Math.min(buffer.length, size - position)), position);
+    if (n === 0) break;
+    scanner.update(buffer.subarray(0, n));
+    position += n;
+  }
   return scanner.result();
 }

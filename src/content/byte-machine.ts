@@ -126,6 +126,19 @@ export class ByteMachine<R> {
     return rest.byteLength;
   }
 
+  /** Bytes the parser asks to skip right now (0 unless it waits on a skip): a reader with random access may seek past them. */
+  get skipPending(): number {
+    return this.#request?.t === 'skip' ? this.#skipLeft : 0;
+  }
+
+  /** The caller moved past `n` (≤ skipPending) bytes without reading them. */
+  skipped(n: number): void {
+    if (this.#request?.t !== 'skip' || n > this.#skipLeft || n <= 0) return;
+    this.#skipLeft -= n;
+    this.position += n;
+    if (this.#skipLeft === 0) this.#advance(true);
+  }
+
   /** The input ended: every pending and later request is answered with its end-of-input value. */
   end(): R {
     this.#ended = true;

@@ -62,7 +62,12 @@ export interface PickleScan {
   opcodes: number;
   /** Highest PROTO seen (0 when none). */
   protocol: number;
-  /** Whether any opcode that imports (GLOBAL, INST, STACK_GLOBAL, EXT*) was read. */
+  /**
+   * Whether an opcode was read that would make Python import something: GLOBAL / INST / STACK_GLOBAL
+   * naming dotted identifiers, or a STACK_GLOBAL whose operands we cannot see. (Names that are not
+   * identifiers, literal non-str operands and EXT codes of the empty default registry make Python
+   * raise before anything is imported: they are recorded as globals but do not count here.)
+   */
   sawImport: boolean;
 }
 
@@ -73,10 +78,13 @@ export interface WalkOptions {
 }
 
 const MARK = Symbol('mark');
+/** A literal that is not a str (None, numbers, bytes, containers built from literals). */
 const OTHER = Symbol('value');
+/** What a call or construction returned: at run time it could be anything, a str included. */
+const DYNAMIC = Symbol('dynamic');
 /** A str too long to keep: a STACK_GLOBAL naming it cannot be resolved. */
 const LONG_STR = Symbol('long-str');
-type Item = string | typeof OTHER | typeof LONG_STR;
+type Item = string | typeof OTHER | typeof DYNAMIC | typeof LONG_STR;
 
 class PickleFailure extends Error {
   constructor(
@@ -113,8 +121,8 @@ export function* walkPickles(options: WalkOptions = {}): ByteParser<PickleScan> 
   const maxPickles = Math.min(options.pickles ?? limits.maxPickles, limits.maxPickles);
   const globals = new Set<string>();
   const scan: PickleScan = { status: 'ok', globals: [], pickles: 0, opcodes: 0, protocol: 0, sawImport: false };
-  const addGlobal = (g: string): void => {
-    scan.sawImport = true;
+  const addGlobal = (g: string, imports: boolean): void => {
+    if (imports) scan.sawImport = true;
     if (!globals.has(g) && globals.size < 10_000) globals.add(g);
   };
   try {
@@ -133,7 +141,7 @@ export function* walkPickles(options: WalkOptions = {}): ByteParser<PickleScan> 
   return scan;
 }
 
-function* walkOne(scan: PickleScan, limits: PickleLimits, addGlobal: (g: string) => void): Generator<import('./byte-machine.js').ByteRequest, void, import('./byte-machine.js').ByteAnswer> {
+function* walkOne(scan: PickleScan, limits: PickleLimits, addGlobal: (g: string, imports: boolean) => void): Generator<import('./byte-machine.js').ByteRequest, void, import('./byte-machine.js').ByteAnswer> {
   let stack: Item[] = [];
   const meta: Item[][] = [];
   let depthItems = 0; // items on the metastack's saved stacks
@@ -401,26 +409,27 @@ function* walkOne(scan: PickleScan, limits: PickleLimits, addGlobal: (g: string)
         break;
       // --- what imports or calls
       case 0x63: { // GLOBAL
-        const module = decodeName(yield* line());
-        const name = decodeName(yield* line());
-        addGlobal(globalName(module, name));
-        push(OTHER);
+        const module = yield* line();
+        const name = yield* line();
+        addGlobal(globalName(decodeName(module), decodeName(name)), importable(module, name));
+        push(DYNAMIC);
         break;
       }
       case 0x69: { // INST: Python imports the class before it looks for the MARK
-        const module = decodeName(yield* line());
-        const name = decodeName(yield* line());
-        addGlobal(globalName(module, name));
+        const module = yield* line();
+        const name = yield* line();
+        addGlobal(globalName(decodeName(module), decodeName(name)), importable(module, name));
         popMark();
-        push(OTHER);
+        push(DYNAMIC);
         break;
       }
       case 0x93: { // STACK_GLOBAL
         const name = pop();
         const module = pop();
-        if (typeof name === 'string' && typeof module === 'string') addGlobal(globalName(module, name));
-        else addGlobal(`<unresolved STACK_GLOBAL at opcode ${scan.opcodes}>`);
-        push(OTHER);
+        if (typeof name === 'string' && typeof module === 'string') addGlobal(globalName(module, name), IDENT.test(module) && IDENT.test(name));
+        else if (name === OTHER || module === OTHER) invalid('STACK_GLOBAL requires str');
+        else addGlobal(`<unresolved STACK_GLOBAL at opcode ${scan.opcodes}>`, true);
+        push(DYNAMIC);
         break;
       }
       case 0x82: // EXT1
@@ -428,14 +437,14 @@ function* walkOne(scan: PickleScan, limits: PickleLimits, addGlobal: (g: string)
       case 0x84: { // EXT4: copyreg's extension registry names a global we cannot see
         const n = op === 0x82 ? 1 : op === 0x83 ? 2 : 4;
         const code = u(yield* take(n), n);
-        addGlobal(`<extension code ${code}>`);
-        push(OTHER);
+        addGlobal(`<extension code ${code}>`, false);
+        push(DYNAMIC);
         break;
       }
       case 0x52: // REDUCE
         pop();
         top();
-        stack[stack.length - 1] = OTHER;
+        stack[stack.length - 1] = DYNAMIC;
         break;
       case 0x62: // BUILD
         pop();
@@ -444,32 +453,40 @@ function* walkOne(scan: PickleScan, limits: PickleLimits, addGlobal: (g: string)
       case 0x6f: { // OBJ
         const items = popMark();
         if (items.length === 0) invalid('OBJ without a class');
-        push(OTHER);
+        push(DYNAMIC);
         break;
       }
       case 0x81: // NEWOBJ
         pop();
         pop();
-        push(OTHER);
+        push(DYNAMIC);
         break;
       case 0x92: // NEWOBJ_EX
         pop();
         pop();
         pop();
-        push(OTHER);
+        push(DYNAMIC);
         break;
       case 0x50: // PERSID
         yield* line();
-        push(OTHER);
+        push(DYNAMIC);
         break;
       case 0x51: // BINPERSID
         pop();
-        push(OTHER);
+        push(DYNAMIC);
         break;
       default:
         invalid(`unknown opcode 0x${op.toString(16).padStart(2, '0')}`);
     }
   }
+}
+
+/** A module or attribute path Python could import: dotted identifiers (ASCII; enough to tell names from noise). */
+const IDENT = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/;
+
+function importable(module: Uint8Array, name: Uint8Array): boolean {
+  // Python 3 decodes GLOBAL operands as UTF-8 and fails on anything else; non-identifiers cannot be imported modules
+  return IDENT.test(latin1.decode(module)) && IDENT.test(latin1.decode(name).replace(/\r$/, ''));
 }
 
 /** GLOBAL/INST operands: Python decodes them (utf-8 / ascii); we keep them printable for reports. */

@@ -10,6 +10,9 @@ import { commitToHfCache } from '../cache/hf-hub.js';
 import { commitToModelScopeCache } from '../cache/modelscope.js';
 import { commitToPlainDir } from '../cache/plain-dir.js';
 import { WeightCheckingSink } from '../integrity/weights.js';
+import { DEFAULT_CONTENT_POLICY, refusal, type ContentPolicy } from '../content/index.js';
+import { ContentCheckingSink } from './content-sink.js';
+import type { ContentOutcome } from './summary.js';
 import { createStaging } from '../fs/staging.js';
 import type { TrustedKey, TrustPolicy, VerifiedSigner } from '../signing/verify.js';
 import { watchInterrupts } from './interrupt.js';
@@ -38,6 +41,13 @@ export interface ImportOptions {
   weightCheck?: boolean;
   /** Default true: refuse before the payload when it does not fit on the target's file system. */
   spaceCheck?: boolean;
+  /**
+   * What loading the files would execute (pickle globals), analysed while they stream: unsafe or
+   * unscannable files are refused unless `allowUnsafe`. Default: the built-in allow-list, refuse.
+   */
+  contentPolicy?: ContentPolicy;
+  /** Default true. Off only for measurements (bench): no verdicts at all. */
+  contentCheck?: boolean;
   /** Free bytes at a directory (tests). */
   freeBytes?: (dir: string) => Promise<number>;
   signal?: AbortSignal;
@@ -72,6 +82,8 @@ export interface ImportResult {
   bytes: number;
   /** Non-fatal problems after a successful commit (e.g. staging could not be fully removed). */
   warnings: string[];
+  /** Every file's content verdict (undefined when the check was off). */
+  content: ContentOutcome | undefined;
 }
 
 export async function importBundle(options: ImportOptions): Promise<ImportResult> {
@@ -100,7 +112,10 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
         repos: options.repos,
         ...(options.freeBytes === undefined ? {} : { freeBytes: options.freeBytes }),
       });
-      const sink = options.weightCheck === false ? staged : new WeightCheckingSink(staged);
+      const weighed = options.weightCheck === false ? staged : new WeightCheckingSink(staged);
+      const policy = options.contentPolicy ?? DEFAULT_CONTENT_POLICY;
+      const checked = options.contentCheck === false ? undefined : new ContentCheckingSink(weighed, policy.allowGlobals);
+      const sink = checked ?? weighed;
       const verified = await readBundle(source, {
         trust: options.trust ?? { keys: options.trustedKeys ?? [] },
         allowUnsigned: options.allowUnsigned ?? false,
@@ -112,6 +127,9 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
       }).catch(async (error: unknown) => {
         throw await explainReadFailure(source, error);
       });
+      // every file judged on this side: an unsafe or unscannable one stops the import before the cache is touched
+      const refused = checked === undefined ? undefined : refusal(checked.files, policy);
+      if (refused !== undefined) throw refused;
       // the whole stream verified and every staged file is durable: only now does anything reach the cache
       await staged.flush();
       const repos = staged.plan(verified.manifest);
@@ -142,6 +160,7 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
         files: verified.files,
         bytes: verified.bytes,
         warnings: [],
+        content: checked === undefined ? undefined : { allowUnsafe: policy.allowUnsafe, allowGlobals: policy.allowGlobals, files: checked.files },
       };
     } finally {
       const leftovers = await staging.cleanup();

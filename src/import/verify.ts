@@ -4,7 +4,9 @@ import type { TrustedKey, TrustPolicy, VerifiedSigner } from '../signing/verify.
 import { openBundle } from './open-bundle.js';
 import { BUNDLE_POOL, ReadPool } from '../bundle/read-pool.js';
 import { explainReadFailure, hashWhole } from '../bundle/parts.js';
-import { summarizeRepos, type RepoSummary } from './summary.js';
+import { summarizeRepos, type ContentOutcome, type RepoSummary } from './summary.js';
+import { DEFAULT_CONTENT_POLICY, refusal, type ContentPolicy } from '../content/index.js';
+import { ContentCheckingSink } from './content-sink.js';
 
 export interface VerifyOptions {
   bundlePath: string;
@@ -16,6 +18,10 @@ export interface VerifyOptions {
   signal?: AbortSignal;
   /** Also compute the whole bundle's SHA-256 (one more hash pass); see ReadBundleOptions. */
   bundleSha256?: boolean;
+  /** As for import: unsafe or unscannable files fail the verification unless `allowUnsafe`. */
+  contentPolicy?: ContentPolicy;
+  /** Default true. */
+  contentCheck?: boolean;
 }
 
 export interface VerifyResult {
@@ -31,23 +37,29 @@ export interface VerifyResult {
   files: number;
   /** Payload bytes verified. */
   bytes: number;
+  /** Every file's content verdict (undefined when the check was off). */
+  content: ContentOutcome | undefined;
 }
 
 export async function verifyBundle(options: VerifyOptions): Promise<VerifyResult> {
   // reused read buffers: the reader releases each one once the sink is done with its bytes
   const pool = new ReadPool(BUNDLE_POOL);
   const source = await openBundle(options.bundlePath, { trust: options.trust ?? { keys: options.trustedKeys ?? [] }, allowUnsigned: options.allowUnsigned, pool });
+  const policy = options.contentPolicy ?? DEFAULT_CONTENT_POLICY;
+  const checked = options.contentCheck === false ? undefined : new ContentCheckingSink(discardSink, policy.allowGlobals);
   const verified = await readBundle(source, {
     trust: options.trust ?? { keys: options.trustedKeys ?? [] },
     allowUnsigned: options.allowUnsigned ?? false,
     subject: options.bundlePath,
-    sink: discardSink,
+    sink: checked ?? discardSink,
     bundleSha256: options.bundleSha256 === true,
     pool,
     ...(options.signal === undefined ? {} : { signal: options.signal }),
   }).catch(async (error: unknown) => {
     throw await explainReadFailure(source, error);
   });
+  const refused = checked === undefined ? undefined : refusal(checked.files, policy);
+  if (refused !== undefined) throw refused;
   return {
     bundlePath: options.bundlePath,
     bundleSha256: verified.bundleSha256,
@@ -57,6 +69,7 @@ export async function verifyBundle(options: VerifyOptions): Promise<VerifyResult
     repos: summarizeRepos(verified.manifest),
     files: verified.files,
     bytes: verified.bytes,
+    content: checked === undefined ? undefined : { allowUnsafe: policy.allowUnsafe, allowGlobals: policy.allowGlobals, files: checked.files },
   };
 }
 

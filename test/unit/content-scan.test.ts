@@ -230,6 +230,24 @@ describe('content: hostile pickles, one per technique', () => {
     // a stream that fails where Python would, before any import, is plain data when nothing claims it is a pickle
     assert.equal(judge('openvino_model.bin', garbage).verdict, 'no-code');
   });
+
+  test('random data under generic names is never mistaken for a pickle (no false refusals)', () => {
+    let state = 0x9e3779b9;
+    const next = (): number => {
+      state ^= state << 13;
+      state ^= state >>> 17;
+      state ^= state << 5;
+      return state >>> 0;
+    };
+    for (let i = 0; i < 2000; i++) {
+      const bytes = Buffer.alloc(256);
+      for (let j = 0; j < bytes.length; j += 4) bytes.writeUInt32LE(next(), j);
+      for (const name of ['weights.bin', 'data', 'shard-00001']) {
+        const v = judge(name, bytes);
+        assert.equal(v.verdict, 'no-code', `${name} #${i} ${bytes.subarray(0, 16).toString('hex')}: ${JSON.stringify(v)}`);
+      }
+    }
+  });
 });
 
 describe('content: zip tricks on a real torch checkpoint', () => {
