@@ -63,6 +63,11 @@ export interface PickleScan {
   /** Highest PROTO seen (0 when none). */
   protocol: number;
   /**
+   * Torch's persistent ids `('storage', torch.XStorage, key, location, numel)`: bytes per storage key.
+   * A hint for skipping the zip members that hold them (checked against the data descriptor there).
+   */
+  storages: Map<string, number>;
+  /**
    * Whether an opcode was read that would make Python import something: GLOBAL / INST / STACK_GLOBAL
    * naming dotted identifiers, or a STACK_GLOBAL whose operands we cannot see. (Names that are not
    * identifiers, literal non-str operands and EXT codes of the empty default registry make Python
@@ -84,7 +89,29 @@ const OTHER = Symbol('value');
 const DYNAMIC = Symbol('dynamic');
 /** A str too long to keep: a STACK_GLOBAL naming it cannot be resolved. */
 const LONG_STR = Symbol('long-str');
-type Item = string | typeof OTHER | typeof DYNAMIC | typeof LONG_STR;
+/** Small literals kept only to read torch's persistent ids: ints, flat 5-tuples, and globals. */
+type Kept = { int: number } | { tuple: Item[] } | { global: string };
+type Item = string | typeof OTHER | typeof DYNAMIC | typeof LONG_STR | Kept;
+
+/** Element sizes of torch's typed storage classes (bytes). */
+const STORAGE_BYTES: Record<string, number> = {
+  'torch.FloatStorage': 4, 'torch.DoubleStorage': 8, 'torch.HalfStorage': 2, 'torch.BFloat16Storage': 2,
+  'torch.LongStorage': 8, 'torch.IntStorage': 4, 'torch.ShortStorage': 2, 'torch.CharStorage': 1,
+  'torch.ByteStorage': 1, 'torch.BoolStorage': 1, 'torch.ComplexFloatStorage': 8, 'torch.ComplexDoubleStorage': 16,
+  'torch.QInt8Storage': 1, 'torch.QUInt8Storage': 1, 'torch.QInt32Storage': 4, 'torch.QUInt4x2Storage': 1,
+  'torch.QUInt2x4Storage': 1, 'torch.UntypedStorage': 1,
+};
+
+function storageOf(pid: Item): [string, number] | undefined {
+  if (typeof pid !== 'object' || !('tuple' in pid) || pid.tuple.length !== 5) return undefined;
+  const [kind, cls, key, , numel] = pid.tuple;
+  if (kind !== 'storage' || typeof key !== 'string' || typeof cls !== 'object' || !('global' in cls) || typeof numel !== 'object' || !('int' in numel)) return undefined;
+  const each = STORAGE_BYTES[cls.global];
+  return each === undefined ? undefined : [key, numel.int * each];
+}
+
+/** A str for STACK_GLOBAL; anything else Python refuses (`requires str`) unless it could be a str at run time. */
+const isLiteral = (item: Item): boolean => item === OTHER || (typeof item === 'object' && !('global' in item));
 
 class PickleFailure extends Error {
   constructor(
@@ -120,7 +147,7 @@ export function* walkPickles(options: WalkOptions = {}): ByteParser<PickleScan> 
   const limits = { ...DEFAULT_PICKLE_LIMITS, ...options.limits };
   const maxPickles = Math.min(options.pickles ?? limits.maxPickles, limits.maxPickles);
   const globals = new Set<string>();
-  const scan: PickleScan = { status: 'ok', globals: [], pickles: 0, opcodes: 0, protocol: 0, sawImport: false };
+  const scan: PickleScan = { status: 'ok', globals: [], pickles: 0, opcodes: 0, protocol: 0, sawImport: false, storages: new Map() };
   const addGlobal = (g: string, imports: boolean): void => {
     if (imports) scan.sawImport = true;
     if (!globals.has(g) && globals.size < 10_000) globals.add(g);
@@ -247,17 +274,16 @@ function* walkOne(scan: PickleScan, limits: PickleLimits, addGlobal: (g: string,
         yield* line();
         push(OTHER);
         break;
-      case 0x4a: // BININT
-        yield* take(4);
-        push(OTHER);
+      case 0x4a: { // BININT
+        const b = yield* take(4);
+        push({ int: new DataView(b.buffer, b.byteOffset, 4).getInt32(0, true) });
         break;
+      }
       case 0x4b: // BININT1
-        yield* take(1);
-        push(OTHER);
+        push({ int: (yield* take(1))[0]! });
         break;
       case 0x4d: // BININT2
-        yield* take(2);
-        push(OTHER);
+        push({ int: u(yield* take(2), 2) });
         break;
       case 0x47: // BINFLOAT
         yield* take(8);
@@ -265,8 +291,9 @@ function* walkOne(scan: PickleScan, limits: PickleLimits, addGlobal: (g: string,
         break;
       case 0x8a: { // LONG1
         const n = (yield* take(1))[0]!;
-        yield* take(n);
-        push(OTHER);
+        const b = yield* take(n);
+        // small non-negative longs (storage sizes over 2 GiB) are kept; others are just values
+        push(n > 0 && n <= 6 && (b[n - 1]! & 0x80) === 0 ? { int: u(b, n) } : OTHER);
         break;
       }
       case 0x8b: { // LONG4
@@ -341,8 +368,12 @@ function* walkOne(scan: PickleScan, limits: PickleLimits, addGlobal: (g: string,
         popMark();
         top();
         break;
+      case 0x74: { // TUPLE: only flat 5-tuples (torch's persistent ids) are kept, so what is kept stays small
+        const items = popMark();
+        push(items.length === 5 && items.every((i) => typeof i !== 'object' || !('tuple' in i)) ? { tuple: items } : OTHER);
+        break;
+      }
       case 0x6c: // LIST
-      case 0x74: // TUPLE
       case 0x64: // DICT
       case 0x91: // FROZENSET
         popMark();
@@ -411,8 +442,9 @@ function* walkOne(scan: PickleScan, limits: PickleLimits, addGlobal: (g: string,
       case 0x63: { // GLOBAL
         const module = yield* line();
         const name = yield* line();
-        addGlobal(globalName(decodeName(module), decodeName(name)), importable(module, name));
-        push(DYNAMIC);
+        const g = globalName(decodeName(module), decodeName(name));
+        addGlobal(g, importable(module, name));
+        push({ global: g });
         break;
       }
       case 0x69: { // INST: Python imports the class before it looks for the MARK
@@ -426,9 +458,14 @@ function* walkOne(scan: PickleScan, limits: PickleLimits, addGlobal: (g: string,
       case 0x93: { // STACK_GLOBAL
         const name = pop();
         const module = pop();
-        if (typeof name === 'string' && typeof module === 'string') addGlobal(globalName(module, name), IDENT.test(module) && IDENT.test(name));
-        else if (name === OTHER || module === OTHER) invalid('STACK_GLOBAL requires str');
-        else addGlobal(`<unresolved STACK_GLOBAL at opcode ${scan.opcodes}>`, true);
+        if (typeof name === 'string' && typeof module === 'string') {
+          const g = globalName(module, name);
+          addGlobal(g, IDENT.test(module) && IDENT.test(name));
+          push({ global: g });
+          break;
+        }
+        if (isLiteral(name) || isLiteral(module)) invalid('STACK_GLOBAL requires str');
+        addGlobal(`<unresolved STACK_GLOBAL at opcode ${scan.opcodes}>`, true);
         push(DYNAMIC);
         break;
       }
@@ -471,10 +508,12 @@ function* walkOne(scan: PickleScan, limits: PickleLimits, addGlobal: (g: string,
         yield* line();
         push(DYNAMIC);
         break;
-      case 0x51: // BINPERSID
-        pop();
+      case 0x51: { // BINPERSID
+        const storage = storageOf(pop());
+        if (storage !== undefined && scan.storages.size < limits.maxMemo) scan.storages.set(storage[0], storage[1]);
         push(DYNAMIC);
         break;
+      }
       default:
         invalid(`unknown opcode 0x${op.toString(16).padStart(2, '0')}`);
     }

@@ -140,7 +140,7 @@ class MemberSniffer {
     const npy = result as { pickle?: PickleScan; problem?: string };
     const scan: MemberScan = { name: this.#name, kind: 'npy' };
     if (npy.pickle !== undefined) scan.pickle = npy.pickle;
-    else if (npy.problem !== undefined) scan.pickle = { status: 'invalid', problem: npy.problem, globals: [], pickles: 0, opcodes: 0, protocol: 0, sawImport: false };
+    else if (npy.problem !== undefined) scan.pickle = { status: 'invalid', problem: npy.problem, globals: [], pickles: 0, opcodes: 0, protocol: 0, sawImport: false, storages: new Map() };
     return scan;
   }
 }
@@ -153,11 +153,20 @@ export function* walkZip(fileSize: number): ByteParser<ZipScan> {
   const central: Array<{ name: string; offset: number; method: number; compressedSize: number }> = [];
   let position = 0;
   let sawEnd = false;
+  /** Storage bytes per member name, from the torch `data.pkl` walked before them (a hint, checked at the descriptor). */
+  const expected = new Map<string, number>();
   /** Bytes read ahead (after a data descriptor found by search) that belong to what follows. */
   let pending: Uint8Array = new Uint8Array(0);
   const fail = (p: string): ZipScan => {
     problems.push(p);
     return { members, problems };
+  };
+  /** Records a walked member; a torch data.pkl's storage sizes become hints for the members after it. */
+  const add = (member: MemberScan): void => {
+    members.push(member);
+    if (!/(^|\/)data\.pkl$/.test(member.name) || member.pickle === undefined) return;
+    const prefix = member.name.slice(0, member.name.length - 'data.pkl'.length);
+    for (const [key, bytes] of member.pickle.storages) expected.set(`${prefix}data/${key}`, bytes);
   };
 
   function* take(n: number): Step<Uint8Array | null> {
@@ -205,7 +214,8 @@ export function* walkZip(fileSize: number): ByteParser<ZipScan> {
     for (;;) {
       const next = yield* piece(PIECE);
       if (next === null) return undefined;
-      const buf = Buffer.from(carry.byteLength === 0 ? next : Buffer.concat([carry, next]));
+      // a view, not a copy (tensor data passes through here); only a few carried bytes are ever concatenated
+      const buf = carry.byteLength === 0 ? Buffer.from(next.buffer, next.byteOffset, next.byteLength) : Buffer.concat([carry, next]);
       carry = new Uint8Array(0);
       let from = 0;
       let found = false;
@@ -274,11 +284,33 @@ export function* walkZip(fileSize: number): ByteParser<ZipScan> {
       const trailing = (flags & 8) !== 0;
       if (csize < 0 || position + csize > fileSize) return fail(`member ${name} claims ${csize} bytes, past the end of the file`);
       if (method === 0 && trailing && csize === 0) {
+        const hint = expected.get(name);
+        if (hint !== undefined && hint >= 8 && position + hint <= fileSize) {
+          // torch's data.pkl said how long this storage is: sniff its head, skip the rest unread, and
+          // require the data descriptor right there (a lie cannot hide bytes: the central directory is checked)
+          const sniffer = new MemberSniffer(name, hint);
+          const head = yield* take(8);
+          if (head === null) return fail(`member ${name} is truncated`);
+          sniffer.push(head);
+          if (!(yield* skip(hint - 8))) return fail(`member ${name} is truncated`);
+          const desc = yield* take(16);
+          if (desc === null || u32(desc, 0) !== 0x08074b50) return fail(`member ${name}: no data descriptor where data.pkl says its storage ends`);
+          const fits32 = u32(desc, 8) === hint && u32(desc, 12) === hint;
+          if (!fits32) {
+            const more = yield* take(8);
+            if (more === null || u64(desc, 8) !== hint || u64(Buffer.concat([desc.subarray(16), more]), 0) !== hint) {
+              return fail(`member ${name}: its data descriptor does not give the ${hint} bytes data.pkl says`);
+            }
+          }
+          locals.set(at, { offset: at, name, method, compressedSize: hint });
+          add(sniffer.finish());
+          continue;
+        }
         const sniffer = new MemberSniffer(name, Number.MAX_SAFE_INTEGER);
         const size = yield* descriptorDelimited(sniffer);
         if (size === undefined) return fail(`member ${name}: no data descriptor matching its length was found`);
         locals.set(at, { offset: at, name, method, compressedSize: size });
-        members.push(sniffer.finish());
+        add(sniffer.finish());
         continue;
       }
       if (trailing && csize === 0) return fail(`member ${name} is compressed and gives its size only after its data: it cannot be analysed while streaming`);
@@ -294,7 +326,7 @@ export function* walkZip(fileSize: number): ByteParser<ZipScan> {
           left -= next.byteLength;
         }
         if (left > 0 && !(yield* skip(left))) return fail(`member ${name} is truncated`);
-        members.push(sniffer.finish());
+        add(sniffer.finish());
       } else if (method === 8) {
         if (csize > ZIP_LIMITS.deflatedBytes) return fail(`member ${name} is deflated and ${csize} bytes: too large to inflate for analysis`);
         const packed = yield* take(csize);
@@ -307,7 +339,7 @@ export function* walkZip(fileSize: number): ByteParser<ZipScan> {
         }
         const sniffer = new MemberSniffer(name, inflated.byteLength);
         for (let p = 0; p < inflated.byteLength && sniffer.wantsBytes; p += PIECE) sniffer.push(inflated.subarray(p, p + PIECE));
-        members.push(sniffer.finish());
+        add(sniffer.finish());
       } else {
         return fail(`member ${name} uses compression method ${method}, which cannot be analysed`);
       }

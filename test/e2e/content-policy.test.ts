@@ -15,6 +15,9 @@ import { startHubServer, type HubServer } from '../support/hub-server.ts';
 import { runAirlock } from '../support/cli.ts';
 import { runPython } from '../support/python.ts';
 import { formatTree, snapshotTree, stagingLeftovers } from '../support/cache-snapshot.ts';
+import { makeTestKey, writeBundleFile } from '../support/bundle-builder.ts';
+import { importBundle, verifyBundle } from '../../src/import/index.ts';
+import { isAirlockError } from '../../src/errors.ts';
 
 let hub: HubServer;
 let dir: string;
@@ -165,6 +168,13 @@ describe('content policy: a checkpoint that would run os.system', () => {
     assert.match(verify.stdout, /UNSAFE:\s+acme\/evil-bert@\w+ pytorch_model\.bin: os\.system \(let through: --allow-unsafe-pickle\)/);
     const blob = await readFile(join(cache, 'models--acme--evil-bert', 'snapshots', commits['acme/evil-bert']!, 'pytorch_model.bin'));
     assert.ok(blob.length > 0);
+    // cache verify re-hashes and re-judges what is in the cache
+    const cacheVerify = await runAirlock(['cache', 'verify', '--cache-dir', cache]);
+    assert.equal(cacheVerify.code, 0, cacheVerify.stderr);
+    assert.match(cacheVerify.stdout, /content acme\/evil-bert pytorch_model\.bin \(torch-zip\): UNSAFE: would import os\.system/);
+    // inspect shows what the exporter recorded, and says it is the exporter's judgement
+    const inspect = await runAirlock(['inspect', bundle]);
+    assert.match(inspect.stdout, /pytorch_model\.bin .*\[unsafe: .*os\.system.* — as the exporter judged; verify\/import judge again\]/);
   });
 });
 
@@ -190,5 +200,62 @@ describe('content policy: a site widens the allow-list for its own globals', () 
     const bad = await runAirlock(['verify', bundle, '--trusted-keys', pub, '--allow-global', 'mysite.*']);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /not a module\.name global: "mysite\.\*"/);
+  });
+});
+
+describe('content policy: the offline side never trusts the exporter\'s verdict', () => {
+  test('a signed manifest calling os.system "safe", a truncated GGUF, a zip trick: refused, nothing written', async () => {
+    const key = await makeTestKey();
+    const evilZip = Buffer.concat([
+      // a one-member zip whose central directory names the member differently from its local header
+      ...(() => {
+        const name = Buffer.from('archive/data.pkl');
+        const local = Buffer.alloc(30);
+        local.writeUInt32LE(0x04034b50, 0);
+        local.writeUInt32LE(EVIL.length, 18);
+        local.writeUInt32LE(EVIL.length, 22);
+        local.writeUInt16LE(name.length, 26);
+        const cd = Buffer.alloc(46);
+        cd.writeUInt32LE(0x02014b50, 0);
+        cd.writeUInt32LE(EVIL.length, 20);
+        cd.writeUInt32LE(EVIL.length, 24);
+        cd.writeUInt16LE(name.length, 28);
+        const cdName = Buffer.from('archive/data.txt');
+        const end = Buffer.alloc(22);
+        end.writeUInt32LE(0x06054b50, 0);
+        end.writeUInt16LE(1, 8);
+        end.writeUInt16LE(1, 10);
+        end.writeUInt32LE(46 + cdName.length, 12);
+        end.writeUInt32LE(30 + name.length + EVIL.length, 16);
+        return [local, name, EVIL, cd, cdName, end];
+      })(),
+    ]);
+    const gguf = Buffer.concat([Buffer.from('GGUF'), Buffer.from([3, 0, 0, 0]), Buffer.alloc(8, 0), Buffer.from([1, 0, 0, 0, 0, 0, 0, 0])]);
+    const cases = [
+      { path: 'model.pkl', data: EVIL, claim: 'safe', expect: /model\.pkl \(pickle\) would import os\.system/ },
+      { path: 'model.gguf', data: gguf, claim: 'no-code', expect: /model\.gguf \(gguf\) cannot be fully analysed/ },
+      { path: 'weights.zip', data: evilZip, claim: 'no-code', expect: /weights\.zip \(torch-zip\) would import os\.system/ },
+    ];
+    for (const c of cases) {
+      const bundle = join(dir, `lie-${c.path}.airlock.tar`);
+      await writeBundleFile(bundle, {
+        repos: [{ id: 'acme/liar', files: [{ path: 'README.md', data: '# hi\n' }, { path: c.path, data: c.data, lfs: true }] }],
+        signer: key.signer,
+        editManifest: (m) => {
+          for (const f of m.repos[0]!.files) f.content = { verdict: c.claim as 'safe', format: 'pickle' };
+        },
+      });
+      const cache = join(dir, `cache-lie-${c.path}`);
+      const beforeTree = await snapshotTree(cache);
+      await assert.rejects(importBundle({ bundlePath: bundle, trustedKeys: key.trustedKeys, cacheDir: cache, handleSignals: false }), (error: unknown) => {
+        assert.ok(isAirlockError(error, 'E_UNSAFE_CONTENT'), String(error));
+        assert.match(error.message, c.expect);
+        return true;
+      });
+      assert.equal(formatTree(await snapshotTree(cache)), formatTree(beforeTree));
+      await assert.rejects(verifyBundle({ bundlePath: bundle, trustedKeys: key.trustedKeys }), (error: unknown) => isAirlockError(error, 'E_UNSAFE_CONTENT'));
+      const allowed = await verifyBundle({ bundlePath: bundle, trustedKeys: key.trustedKeys, contentPolicy: { allowGlobals: [], allowUnsafe: true } });
+      assert.equal(allowed.content?.files.find((f) => f.path === c.path)?.verdict !== 'safe', true);
+    }
   });
 });

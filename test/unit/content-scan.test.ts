@@ -305,6 +305,18 @@ with zipfile.ZipFile("crc.pt", "a") as z: z.writestr("state/payload.pkl", evil)`
     assert.equal(judge('state.pt', benign).verdict, 'safe');
   });
 
+  test('storage sizes from data.pkl let tensor data be skipped unread, and a lie about them is caught', async () => {
+    const good = await file('state.pt');
+    // 'w' is a FloatStorage of 12 elements: say 13 in data.pkl (BININT1 12 before the TUPLE closing the persistent id)
+    const lied = Buffer.from(good);
+    const at = lied.indexOf(Buffer.from([0x4b, 12, 0x74]));
+    assert.ok(at > 0);
+    lied[at + 1] = 13;
+    const v = judge('state.pt', lied);
+    assert.equal(v.verdict, 'unscannable');
+    assert.match(v.problems.join(), /does not give the 52 bytes data\.pkl says|no data descriptor where data\.pkl says/);
+  });
+
   test('a member only the central directory knows, truncation and trailing data make it unscannable', async () => {
     const good = await file('state.pt');
     assert.equal(judge('state.pt', good.subarray(0, good.length - 30)).verdict, 'unscannable');
