@@ -9,10 +9,11 @@
  * cannot slip past: it makes the file unscannable. CRCs and flag bits are not checked (PyTorch does
  * not either): we read as leniently as PyTorch, and scan what it would load.
  *
- * Deflated members are inflated (capped) only to sniff and walk them; bit 3 (sizes after the data)
- * on a stored member, encryption, or other methods make the file unscannable.
+ * Deflated members are sniffed from their inflated start; only those that could be unpickled are inflated
+ * whole (capped) and walked. Encryption, other compression methods, or a compressed member whose size
+ * comes only after its data make the file unscannable.
  */
-import { inflateRawSync } from 'node:zlib';
+import { constants as zlibConstants, inflateRawSync } from 'node:zlib';
 import { ByteMachine, type ByteAnswer, type ByteParser, type ByteRequest } from './byte-machine.js';
 import { walkNpy } from './npy.js';
 import { walkPickles, type PickleScan } from './pickle.js';
@@ -328,18 +329,35 @@ export function* walkZip(fileSize: number): ByteParser<ZipScan> {
         if (left > 0 && !(yield* skip(left))) return fail(`member ${name} is truncated`);
         add(sniffer.finish());
       } else if (method === 8) {
-        if (csize > ZIP_LIMITS.deflatedBytes) return fail(`member ${name} is deflated and ${csize} bytes: too large to inflate for analysis`);
-        const packed = yield* take(csize);
-        if (packed === null) return fail(`member ${name} is truncated`);
-        let inflated: Buffer;
+        // inflate the start only to sniff it: what could be unpickled (a .pkl/.npy name, or content that
+        // starts like a pickle or an .npy) is inflated whole (capped) and walked; anything else is data,
+        // skipped unread
+        const first = yield* take(Math.min(PIECE, csize));
+        if (first === null) return fail(`member ${name} is truncated`);
+        let head: Buffer;
         try {
-          inflated = inflateRawSync(packed, { maxOutputLength: ZIP_LIMITS.inflatedBytes });
+          head = inflateRawSync(first, { finishFlush: zlibConstants.Z_SYNC_FLUSH, maxOutputLength: PIECE });
         } catch (error) {
           return fail(`member ${name} does not inflate: ${(error as Error).message}`);
         }
-        const sniffer = new MemberSniffer(name, inflated.byteLength);
-        for (let p = 0; p < inflated.byteLength && sniffer.wantsBytes; p += PIECE) sniffer.push(inflated.subarray(p, p + PIECE));
-        add(sniffer.finish());
+        const npy = /\.npy$/i.test(name) || head.subarray(0, 6).equals(Buffer.from('\x93NUMPY', 'latin1'));
+        if (!looksLikePickleName(name) && !npy && head[0] !== 0x80) {
+          if (!(yield* skip(csize - first.byteLength))) return fail(`member ${name} is truncated`);
+          add({ name, kind: 'data' });
+        } else {
+          if (csize > ZIP_LIMITS.deflatedBytes) return fail(`member ${name} is deflated and ${csize} bytes: too large to inflate for analysis`);
+          const rest = yield* take(csize - first.byteLength);
+          if (rest === null) return fail(`member ${name} is truncated`);
+          let inflated: Buffer;
+          try {
+            inflated = inflateRawSync(Buffer.concat([first, rest]), { maxOutputLength: ZIP_LIMITS.inflatedBytes });
+          } catch (error) {
+            return fail(`member ${name} does not inflate within ${ZIP_LIMITS.inflatedBytes} bytes: ${(error as Error).message}`);
+          }
+          const sniffer = new MemberSniffer(name, inflated.byteLength);
+          for (let p = 0; p < inflated.byteLength && sniffer.wantsBytes; p += PIECE) sniffer.push(inflated.subarray(p, p + PIECE));
+          add(sniffer.finish());
+        }
       } else {
         return fail(`member ${name} uses compression method ${method}, which cannot be analysed`);
       }

@@ -305,6 +305,19 @@ with zipfile.ZipFile("crc.pt", "a") as z: z.writestr("state/payload.pkl", evil)`
     assert.equal(judge('state.pt', benign).verdict, 'safe');
   });
 
+  test('deflated members: data is skipped from its inflated start, a deflated pickle is inflated and walked', async () => {
+    const bytes = await zipVariant(
+      `with zipfile.ZipFile("deflated.zip", "w", zipfile.ZIP_DEFLATED) as z:
+    z.writestr("blob.bin", os.urandom(300000))
+    z.writestr("inner/payload", evil)
+with zipfile.ZipFile("deflated-benign.zip", "w", zipfile.ZIP_DEFLATED) as z:
+    z.writestr("blob.bin", os.urandom(300000))`,
+      'deflated.zip',
+    );
+    assert.deepEqual(judge('deflated.zip', bytes, 5000).unsafeGlobals, ['os.system']);
+    assert.equal(judge('archive.zip', await file('deflated-benign.zip')).verdict, 'no-code');
+  });
+
   test('storage sizes from data.pkl let tensor data be skipped unread, and a lie about them is caught', async () => {
     const good = await file('state.pt');
     // 'w' is a FloatStorage of 12 elements: say 13 in data.pkl (BININT1 12 before the TUPLE closing the persistent id)
