@@ -17,6 +17,10 @@
  *   files   — a dataset of BENCH_FILES (default 2000) small files: per-file overhead of export/import.
  *   rss     — a BENCH_RSS_GIB (default 0 = skipped; the issue asks for 10) bundle: peak RSS of
  *             export/verify/import as bundles grow.
+ *   pickle  — a torch.save zip checkpoint of BENCH_TORCH_MIB (default BENCH_SIZE_MIB) written by the
+ *             venv's torch: import with the content analysis on vs off (issue 17: within 5 %).
+ *
+ *   BENCH_SCENARIOS=model,files,rss,pickle  which scenarios run (default all)
  *
  *   BENCH_REPS=3  repetitions (median reported); BENCH_DIR=…  data location (needs ~4× the size free)
  *   BENCH_OUT=bench/results/bench.json  where the JSON goes
@@ -38,6 +42,9 @@ const FILES = Number(process.env['BENCH_FILES'] ?? 2000);
 const RSS_GIB = Number(process.env['BENCH_RSS_GIB'] ?? 0);
 const REPS = Math.max(1, Number(process.env['BENCH_REPS'] ?? 3));
 const OUT = process.env['BENCH_OUT'] ?? join(repoRoot, 'bench', 'results', 'bench.json');
+const TORCH_MIB = Number(process.env['BENCH_TORCH_MIB'] ?? SIZE_MIB);
+const SCENARIOS = new Set((process.env['BENCH_SCENARIOS'] ?? 'model,files,rss,pickle').split(',').map((s) => s.trim()));
+const want = (scenario: string): boolean => SCENARIOS.has(scenario);
 const SHARDS = 4;
 const MiB = 1024 * 1024;
 /** How often the disk sampler walks a command's directories (plus the walk itself). */
@@ -209,7 +216,7 @@ try {
   const pub = join(keys, 'signer.pub.asc');
 
   // ---- model: a sharded model, the common case -------------------------------------------------
-  {
+  if (want('model')) {
     const shardBytes = Math.floor((SIZE_MIB * MiB) / SHARDS);
     const files: HubFileInput[] = [{ path: 'config.json', data: '{"model_type": "llama"}\n' }];
     for (let s = 1; s <= SHARDS; s++) {
@@ -289,7 +296,7 @@ try {
   }
 
   // ---- files: many small files, where per-file overhead shows ----------------------------------
-  if (FILES > 0) {
+  if (FILES > 0 && want('files')) {
     const files: HubFileInput[] = [];
     for (let i = 0; i < FILES; i++) files.push({ path: `data/shard-${String(Math.floor(i / 100)).padStart(3, '0')}/row-${i}.json`, data: `{"i": ${i}, "text": "${'x'.repeat(i % 512)}"}\n` });
     await hub.addRepo({ id: 'bench/many-files', type: 'dataset', files });
@@ -307,7 +314,7 @@ try {
   }
 
   // ---- rss: a big bundle, memory must stay flat -----------------------------------------------
-  if (RSS_GIB > 0) {
+  if (RSS_GIB > 0 && want('rss')) {
     const bytes = Math.floor(RSS_GIB * 1024 * MiB);
     const path = join(dir, 'big.safetensors');
     if (!existsSync(path)) await randomFile(path, bytes);
@@ -323,8 +330,44 @@ try {
     await rm(cache, { recursive: true, force: true });
   }
 
+  // ---- pickle: a torch zip checkpoint, import with the content analysis on vs off ---------------
+  if (want('pickle')) {
+    if (!existsSync(venvPython)) throw new Error('bench pickle: no .venv (bash scripts/ensure-python.sh)');
+    const path = join(dir, `pytorch_model-${TORCH_MIB}.bin`);
+    if (!existsSync(path)) {
+      // 16 MiB tensors, like a model's layers; written by torch itself (flag-bit-3 zip members, data descriptors)
+      const made = await timed(venvPython, ['-c', `import torch, collections
+n = max(1, ${TORCH_MIB} // 16)
+sd = collections.OrderedDict((f"layers.{i}.weight", torch.empty(4 * 1024 * 1024).uniform_()) for i in range(n))
+torch.save(sd, ${JSON.stringify(path)})`]);
+      process.stderr.write(`bench: pickle: wrote ${path} in ${made.seconds.toFixed(1)} s\n`);
+    }
+    await hub.addRepo({ id: 'bench/torch', files: [{ path: 'config.json', data: '{"model_type": "bert"}\n' }, { path: 'pytorch_model.bin', fromFile: path }] });
+    const mib = (await lstat(path)).size / MiB;
+    const out = join(dir, 'out-torch');
+    await fresh(out)();
+    const bundle = join(out, 'torch.airlock.tar');
+    await airlock(['export', 'bench/torch', '--sign-key', key, '-o', bundle, '--work-dir', join(out, 'work')], env);
+    const cache = join(dir, 'torch-cache');
+    const helper = join(repoRoot, 'bench', 'import-content.ts');
+    // alternate on/off runs so drift on a shared machine hits both alike
+    for (let i = 0; i < REPS; i++) {
+      await measure('pickle', 'import torch zip, analysis on', mib, () => timed(process.execPath, ['--import', 'tsx', helper, 'on', bundle, cache, pub]), fresh(cache), 1);
+      await measure('pickle', 'import torch zip, analysis off', mib, () => timed(process.execPath, ['--import', 'tsx', helper, 'off', bundle, cache, pub]), fresh(cache), 1);
+    }
+    await rm(out, { recursive: true, force: true });
+    await rm(cache, { recursive: true, force: true });
+  }
+
   const get = (scenario: string, label: string) => rows.find((r) => r.scenario === scenario && r.label === label);
   const ratio = (a: Row | undefined, b: Row | undefined) => (a && b ? a.mibPerSecond / b.mibPerSecond : null);
+  /** Median of each alternating run's rows (measure() adds one row per run here). */
+  function pickleRatio(): number | null {
+    const secs = (label: string) => rows.filter((r) => r.scenario === 'pickle' && r.label === label).map((r) => r.seconds);
+    const on = secs('import torch zip, analysis on');
+    const off = secs('import torch zip, analysis off');
+    return on.length > 0 && off.length > 0 ? median(off) / median(on) : null;
+  }
   const ratios: Record<string, number | null> = {
     'export / curl to disk': ratio(get('model', 'airlock export'), get('model', 'curl (download to disk)')),
     'export / manual curl+sha256sum+tar': ratio(get('model', 'airlock export'), get('model', 'manual: curl + sha256sum + tar c')),
@@ -335,6 +378,7 @@ try {
     'import / dd conv=fsync (write limit)': ratio(get('model', 'airlock import'), get('model', 'dd conv=fsync (write limit)')),
     'export one file / curl one file': ratio(get('model', 'airlock export (one large file)'), get('model', 'curl (one large file, single stream)')),
     'modelscope export / HF export': ratio(get('model', 'airlock export --source modelscope'), get('model', 'airlock export')),
+    'import torch zip: analysis on / off': pickleRatio(),
   };
   // peak disk over the payload size: 1 is the downloads alone; the target for export is ≤ 1.1
   const diskOverSize = (r: Row | undefined) => (r && r.peakDiskMiB !== null ? r.peakDiskMiB / r.mib : null);

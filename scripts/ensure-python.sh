@@ -7,7 +7,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 py="$venv/bin/python"
-packages=('torch==2.13.0+cpu' 'transformers>=5' 'huggingface_hub>=1.5,<2')
+packages=('torch==2.13.0+cpu' 'transformers>=5' 'huggingface_hub>=1.5,<2' 'gguf' 'joblib')
 
 log() { printf 'ensure-python: %s\n' "$*" >&2; }
 
@@ -17,6 +17,7 @@ check() {
 import re, sys
 from importlib.metadata import version
 import torch, transformers, huggingface_hub  # noqa: F401  (must import, not just be listed)
+import gguf, joblib  # noqa: F401  (content-analysis tests: a real GGUF writer, compressed joblib)
 
 def parts(v):
     return tuple(int(m.group()) for m in (re.match(r"\d+", p) for p in v.split("+")[0].split(".")) if m)

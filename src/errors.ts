@@ -48,6 +48,8 @@ const codeClass = {
   E_ENTRY_TYPE: 'verification',
   /** A `*.safetensors` header that does not parse or does not cover the file, or an index naming a missing shard. */
   E_WEIGHTS_INVALID: 'verification',
+  /** A file whose loading would import globals outside the allow-list (pickle), or that cannot be fully analysed. */
+  E_UNSAFE_CONTENT: 'verification',
 
   // source: the hub or the network
   E_REPO_NOT_FOUND: 'source',

@@ -28,11 +28,24 @@ export interface ManifestFile {
   /** For `*.safetensors` files checked at export: tensor count and tensors per dtype (from the header). */
   safetensors?: { tensors: number; dtypes: Record<string, number> };
   /**
+   * What loading the file would execute, as the exporting side judged it (issue 17). Informational: the
+   * offline side analyses every file again and never relies on this.
+   */
+  content?: ManifestContent;
+  /**
    * Delta bundles (`export --have`): the file is NOT in this bundle (nor in SHA256SUMS); the target
    * cache must already hold blob `etag` of this repo, which import re-hashes before committing.
    * Only LFS files (etag = sha256) are left out this way.
    */
   reference?: true;
+}
+
+export interface ManifestContent {
+  verdict: 'safe' | 'unsafe' | 'unscannable' | 'no-code';
+  /** What the file was recognised as (torch-zip, torch-legacy, pickle, npy, gguf, safetensors, json, data, …). */
+  format: string;
+  /** The globals a load would import, `module.name`, when there are any. */
+  globals?: string[];
 }
 
 export interface ManifestSource {

@@ -10,6 +10,7 @@ import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import { fsError } from '../errors.js';
 import { Digester } from '../integrity/digest.js';
 import { COMMIT_RE } from '../fs/safe-path.js';
+import { allowList, ContentScanner, verdictOf, type ContentVerdict } from '../content/index.js';
 
 export type CacheRepoType = 'model' | 'dataset' | 'space' | 'kernel';
 
@@ -191,11 +192,15 @@ export async function scanHfCache(cacheDir: string): Promise<CacheScan> {
 const READ_CHUNK = 1024 * 1024;
 
 /** Hashes a blob the way its name says: 40 hex → git blob SHA-1, 64 hex → SHA-256. */
-export async function blobMatchesName(path: string, etag: string, size: number): Promise<{ ok: boolean; actual: string } | undefined> {
+export async function blobMatchesName(path: string, etag: string, size: number, scanner?: ContentScanner): Promise<{ ok: boolean; actual: string } | undefined> {
   const git = /^[0-9a-f]{40}$/.test(etag);
   if (!git && !/^[0-9a-f]{64}$/.test(etag)) return undefined;
   const digester = new Digester(git ? size : undefined);
-  for await (const chunk of createReadStream(path, { highWaterMark: READ_CHUNK })) digester.update(chunk as Buffer);
+  for await (const chunk of createReadStream(path, { highWaterMark: READ_CHUNK })) {
+    digester.update(chunk as Buffer);
+    // what loading the file would run, judged in the same read
+    if (scanner !== undefined && !scanner.done) scanner.update(chunk as Buffer);
+  }
   const digests = digester.digest();
   const actual = git ? digests.gitSha1! : digests.sha256;
   return { ok: actual === etag && digests.size === size, actual };
@@ -204,6 +209,8 @@ export async function blobMatchesName(path: string, etag: string, size: number):
 export interface CacheVerifyReport extends CacheScan {
   blobsChecked: number;
   bytesChecked: number;
+  /** Content verdicts of the blobs that hold pickles or could not be analysed (built-in allow-list); named by a snapshot path. */
+  content: Array<{ repo: string; path: string; blob: string } & Pick<ContentVerdict, 'verdict' | 'format' | 'globals' | 'unsafeGlobals' | 'problems' | 'notes'>>;
 }
 
 /** Re-hashes every blob against its name, offline; adds corrupted blobs to the scan's problems. */
@@ -211,12 +218,20 @@ export async function verifyHfCache(cacheDir: string, onBlob?: (blob: CachedBlob
   const scan = await scanHfCache(cacheDir);
   let blobsChecked = 0;
   let bytesChecked = 0;
+  const content: CacheVerifyReport['content'] = [];
+  const allowed = allowList();
   for (const repo of scan.repos) {
+    const pathOf = new Map<string, string>();
+    for (const revision of repo.revisions) for (const f of revision.files) if (f.blob !== undefined && !pathOf.has(f.blob)) pathOf.set(f.blob, f.path);
     for (const blob of repo.blobs) {
       onBlob?.(blob);
       let result: Awaited<ReturnType<typeof blobMatchesName>>;
+      const path = pathOf.get(blob.etag) ?? blob.etag;
+      const scanner = new ContentScanner(path, blob.size);
       try {
-        result = await blobMatchesName(blob.path, blob.etag, blob.size);
+        result = await blobMatchesName(blob.path, blob.etag, blob.size, scanner);
+        const { verdict, format, globals, unsafeGlobals, problems, notes } = verdictOf(scanner.result(), allowed);
+        if (verdict !== 'no-code' || notes.length > 0) content.push({ repo: `${repo.type === 'dataset' ? 'datasets/' : ''}${repo.id}`, path, blob: blob.etag, verdict, format, globals, unsafeGlobals, problems, notes });
       } catch (error) {
         scan.problems.push({ kind: 'unreadable', path: relative(cacheDir, blob.path), message: `cannot read blob: ${(error as Error).message}` });
         continue;
@@ -233,5 +248,5 @@ export async function verifyHfCache(cacheDir: string, onBlob?: (blob: CachedBlob
       }
     }
   }
-  return { ...scan, blobsChecked, bytesChecked };
+  return { ...scan, blobsChecked, bytesChecked, content };
 }

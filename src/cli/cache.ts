@@ -62,6 +62,12 @@ export function registerCache(program: Command, context: CommandContext): void {
       }
       if (out.json) return printJson(out, { ok: true, ...report });
       out.stdout(`OK: ${summary}; no problems\n`);
+      // what loading the files would run (built-in allow-list), judged in the same read; reported, not refused
+      for (const c of report.content) {
+        const what = c.verdict === 'unsafe' ? `UNSAFE: would import ${c.unsafeGlobals.join(', ')}` : c.verdict === 'unscannable' ? `UNSCANNABLE: ${c.problems.slice(0, 2).join('; ')}` : c.verdict === 'safe' ? `safe: ${c.globals.length} allow-listed global(s)` : 'no code';
+        out.stdout(`  content ${c.repo} ${c.path} (${c.format}): ${what}\n`);
+        for (const n of c.notes) out.stdout(`    note: ${n}\n`);
+      }
     });
 
   cache

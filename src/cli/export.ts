@@ -293,7 +293,7 @@ export function registerExport(program: Command, context: CommandContext): void 
         handleSignals: true,
         ...(progress === undefined ? {} : { onProgress: progress.event, onBytes: progress.bytes, onPlanned: progress.planned }),
       }).finally(() => progress?.stop());
-      if (out.json) return printJson(out, { ok: true, bundle: result.bundle, repos: result.repos, signer: result.signer ?? null, signed: result.signer !== undefined });
+      if (out.json) return printJson(out, { ok: true, bundle: result.bundle, repos: result.repos, signer: result.signer ?? null, signed: result.signer !== undefined, content: result.content });
       const files = result.repos.reduce((n, r) => n + r.files, 0);
       const bytes = result.repos.reduce((n, r) => n + r.bytes, 0);
       const parts = result.bundle.parts;
@@ -312,6 +312,12 @@ export function registerExport(program: Command, context: CommandContext): void 
       if (referenced > 0) {
         out.stdout(`  delta: ${referenced} files, ${formatBytes(referencedBytes)} left out — the offline cache already holds them (import checks they are still there)\n`);
       }
+      // recorded in the signed manifest; the offline side judges again and refuses unsafe files by default
+      for (const c of result.content.filter((x) => x.verdict === 'unsafe' || x.verdict === 'unscannable')) {
+        out.stdout(`  content: ${c.repo} ${c.path} is ${c.verdict.toUpperCase()}${c.unsafeGlobals.length > 0 ? `: loading it would import ${c.unsafeGlobals.join(', ')}` : `: ${c.problems.slice(0, 2).join('; ')}`} — import will refuse it unless allowed\n`);
+      }
+      for (const c of result.content) for (const n of c.notes) out.stdout(`  content: ${c.repo} ${c.path}: ${n}\n`);
+      if (result.content.length > 0) out.stdout(`  content: ${result.content.filter((c) => c.verdict === 'safe').length} pickle file(s) safe, ${result.content.filter((c) => c.verdict === 'no-code').length} carry no code\n`);
       if (result.signer) out.stdout(`  signed by ${spacedFingerprint(result.signer.fingerprint)} ${result.signer.userIds.join(', ')}\n`);
       else out.stdout('  UNSIGNED (--unsigned): importers will refuse it unless told otherwise\n');
     });

@@ -15,6 +15,7 @@ import { toolVersion } from '../version.js';
 import { formatBytes, printJson, type Output } from './render.js';
 import { jsonOption, type CommandContext } from './main.js';
 import { spacedFingerprint } from './keys.js';
+import { addContentOptions, contentPolicyFrom, renderContent, type ContentFlags } from './content-options.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
@@ -127,21 +128,22 @@ async function withReport<T extends NonNullable<Outcome>>(
 }
 
 export function registerVerify(program: Command, context: CommandContext): void {
-  addTrustOptions(
+  const command = addTrustOptions(
     program
       .command('verify')
       .description('check a bundle completely (signature, manifest, every file hash) without writing anything')
       .argument('<bundle...>', 'the .airlock.tar file; for split volumes the first part, NAME.tar.*, the parts index or their folder'),
   )
     .addOption(new Option('--quiet', 'print only the verdict line, not the auditor summary'))
-    .addOption(jsonOption())
-    .action(async (bundles: string[], flags: TrustFlags & { quiet?: boolean }) => {
+    .addOption(jsonOption());
+  addContentOptions(command).action(async (bundles: string[], flags: TrustFlags & ContentFlags & { quiet?: boolean }) => {
       const bundle = oneBundle(bundles);
       const out = context.output(Boolean(flags.json));
       const trust = await trustFrom(flags);
+      const contentPolicy = await contentPolicyFrom(flags);
       const bundlePath = resolve(bundle);
       const { result, record } = await withReport('verify', bundlePath, flags, trust, undefined, () =>
-        verifyBundle({ bundlePath, trust: trust.policy, allowUnsigned: Boolean(flags.allowUnsigned), bundleSha256: wantsBundleSha256(flags) }),
+        verifyBundle({ bundlePath, trust: trust.policy, allowUnsigned: Boolean(flags.allowUnsigned), bundleSha256: wantsBundleSha256(flags), contentPolicy }),
       );
       if (out.json) return printJson(out, { ok: true, ...result });
       out.stdout(`Verified ${bundle}\n${bundleShaLine(result.bundleSha256)}`);
@@ -151,12 +153,13 @@ export function registerVerify(program: Command, context: CommandContext): void 
         out.stdout(`  ${repo.type} ${repo.id}@${repo.revision} (commit ${repo.commit}): ${repo.files} files, ${formatBytes(repo.bytes)}${repo.referenced > 0 ? ` — delta: ${repo.referenced} of them are not in the bundle; import takes them from the cache after re-hashing them` : ''}\n`);
       }
       out.stdout(`  ${result.files} files, ${formatBytes(result.bytes)}: every hash matches the signed SHA256SUMS\n`);
+      renderContent(out, result.content);
       if (!flags.quiet) out.stdout(`\n${auditSummary(record)}`);
     });
 }
 
 export function registerImport(program: Command, context: CommandContext): void {
-  addTrustOptions(
+  const command = addTrustOptions(
     program
       .command('import')
       .description('verify a bundle, then commit it atomically into the Hugging Face hub cache')
@@ -168,8 +171,8 @@ export function registerImport(program: Command, context: CommandContext): void 
     .option('--no-weight-check', 'skip the safetensors header and shard-index checks (also: AIRLOCK_NO_WEIGHT_CHECK=1)')
     .option('--no-space-check', 'skip the free-space check before the payload is read')
     .option('--repo <repo>', 'import only this repo of a multi-repo bundle (repeatable: org/name, datasets/org/name, org/name@rev); the whole bundle is still verified', collect, [])
-    .addOption(jsonOption())
-    .action(async (bundles: string[], flags: TrustFlags & { cacheDir?: string; layout?: string; localDir?: string; weightCheck: boolean; spaceCheck: boolean; repo: string[] }) => {
+    .addOption(jsonOption());
+  addContentOptions(command).action(async (bundles: string[], flags: TrustFlags & ContentFlags & { cacheDir?: string; layout?: string; localDir?: string; weightCheck: boolean; spaceCheck: boolean; repo: string[] }) => {
       const bundle = oneBundle(bundles);
       const out = context.output(Boolean(flags.json));
       if (flags.layout !== undefined && !['hf', 'modelscope', 'dir'].includes(flags.layout)) {
@@ -181,6 +184,7 @@ export function registerImport(program: Command, context: CommandContext): void 
       }
       if (flags.localDir !== undefined && flags.cacheDir !== undefined) throw new AirlockError('E_USAGE', '--local-dir and --cache-dir contradict each other', { hint: 'drop one of them' });
       const trust = await trustFrom(flags);
+      const contentPolicy = await contentPolicyFrom(flags);
       const bundlePath = resolve(bundle);
       let layout = flags.layout as ImportLayout | undefined;
       if (layout === undefined && flags.localDir !== undefined) layout = 'dir';
@@ -203,6 +207,7 @@ export function registerImport(program: Command, context: CommandContext): void 
           spaceCheck: flags.spaceCheck,
           repos: flags.repo,
           bundleSha256: wantsBundleSha256(flags),
+          contentPolicy,
         }),
       );
       if (out.json) return printJson(out, { ok: true, cacheDir, layout, ...result });
@@ -215,6 +220,7 @@ export function registerImport(program: Command, context: CommandContext): void 
             ` — ${repo.filesWritten} written, ${repo.filesReused} already present\n`,
         );
       }
+      renderContent(out, result.content);
     });
 }
 
@@ -241,7 +247,8 @@ export function registerInspect(program: Command, context: CommandContext): void
         out.stdout(`  ${repo.type} ${repo.id}@${repo.revision} → ${repo.commit} from ${repo.source.kind} ${repo.source.endpoint}: ${repo.files.length} files, ${formatBytes(bytes)}\n`);
         for (const f of repo.files) {
           const st = f.safetensors === undefined ? '' : `  ${f.safetensors.tensors} tensors (${Object.entries(f.safetensors.dtypes).map(([d, n]) => `${d} ×${n}`).join(', ')})`;
-          out.stdout(`    ${f.path}  ${formatBytes(f.size)}${f.lfs ? '  (lfs)' : ''}${st}\n`);
+          const ct = f.content === undefined || f.content.verdict === 'no-code' ? '' : `  [${f.content.verdict}${f.content.globals === undefined ? '' : `: ${f.content.globals.join(', ')}`} — as the exporter judged; verify/import judge again]`;
+          out.stdout(`    ${f.path}  ${formatBytes(f.size)}${f.lfs ? '  (lfs)' : ''}${st}${ct}\n`);
         }
       }
     });

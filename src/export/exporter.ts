@@ -23,6 +23,8 @@ import type { Signer } from '../signing/sign.js';
 import { etagOf, type HubClient, type RemoteFile, type RepoRef } from '../hub/types.js';
 import { checkIndexAt, checkSafetensorsAt, isSafetensorsPath, isShardIndexPath, type TensorInfo } from '../integrity/weights.js';
 import type { ModelScopeClient } from '../hub/modelscope/client.js';
+import { allowList, analyseAt, verdictOf, type FileContent } from '../content/index.js';
+import type { ManifestContent } from '../bundle/manifest.js';
 import type { ModelScopeRemoteFile } from '../hub/modelscope/wire.js';
 import { toolVersion } from '../version.js';
 import { downloadSnapshot, planSnapshot, repoWorkDir, snapshotWorkDir, verifiedRecordPath, type FetchOptions, type FetchProgress, type Placement, type SnapshotPlan } from './fetch.js';
@@ -45,6 +47,8 @@ export interface ExportOptions {
   exclude: readonly string[];
   /** Default true: check every `*.safetensors` header and every shard index before writing the bundle. */
   weightCheck?: boolean | undefined;
+  /** Default true: record in the manifest what loading each file would execute (pickle globals); never refuses. */
+  contentCheck?: boolean | undefined;
   outPath: string;
   workDir: string;
   /** Undefined only when the user asked for an unsigned bundle explicitly. */
@@ -101,6 +105,8 @@ export interface ExportResult {
   repos: ExportedRepo[];
   signer: { fingerprint: string; userIds: readonly string[] } | undefined;
   manifestSha256: string;
+  /** Each bundled file's content verdict (empty when the check was off). */
+  content: FileContent[];
 }
 
 
@@ -173,6 +179,13 @@ function leaveOutHeld(plan: SnapshotPlan, have: Inventory | undefined, reference
 const PLACEHOLDER_SHA256 = '0'.repeat(64);
 /** A generous single-dtype summary: most shards have one dtype and fewer than 100,000 tensors. */
 const PLACEHOLDER_TENSORS: TensorInfo = { tensors: 99999, dtypes: { BF16: 99999 } };
+/** Room for a content record: pickle-ish files usually import fewer than a dozen globals (more only costs a relayout). */
+const PICKLEISH = /\.(bin|pt|pth|ckpt|pkl|pickle|joblib|npy|npz|p|pck|dat|data)$/i;
+function placeholderContent(path: string): ManifestContent {
+  return PICKLEISH.test(path) || !/\.[a-z0-9]+$/i.test(path)
+    ? { verdict: 'unscannable', format: 'torch-legacy', globals: Array.from({ length: 12 }, () => 'x'.repeat(40)) }
+    : { verdict: 'unscannable', format: 'torch-legacy' };
+}
 
 /** The manifest's repos for these plans, with each file's sha256 and safetensors summary from the callbacks. */
 function describeRepos(
@@ -181,6 +194,7 @@ function describeRepos(
   references: Map<SnapshotPlan, RemoteFile[]>,
   sha256Of: (plan: SnapshotPlan, file: RemoteFile) => string,
   tensorsOf: (file: RemoteFile, plan: SnapshotPlan) => TensorInfo | undefined,
+  contentOf: (file: RemoteFile, plan: SnapshotPlan) => ManifestContent | undefined = () => undefined,
 ): ManifestRepo[] {
   return plans.map((plan, i) => {
     const client = clients[i]!;
@@ -191,6 +205,8 @@ function describeRepos(
       if (client.kind === 'modelscope' && typeof lastCommit === 'string' && /^[0-9a-f]{40}$/.test(lastCommit)) entry.lastCommit = lastCommit;
       const tensors = tensorsOf(f, plan);
       if (tensors !== undefined) entry.safetensors = tensors;
+      const content = contentOf(f, plan);
+      if (content !== undefined) entry.content = content;
       return entry;
     });
     for (const f of references.get(plan) ?? []) {
@@ -421,7 +437,9 @@ async function exportLocked(options: ExportOptions, signal: AbortSignal): Promis
   // Every size is known: lay the bundle out now, with placeholders where hashes will go.
   const nameOf = (plan: SnapshotPlan, path: string): string => payloadEntryName(plan.repo.type, plan.repo.id, plan.commit, path);
   const draftSha256 = (_plan: SnapshotPlan, f: RemoteFile): string => f.lfsSha256 ?? PLACEHOLDER_SHA256;
-  const draft = describeRepos(plans, planned.map(clientOf), references, draftSha256, (f) => (isSafetensorsPath(f.path) ? PLACEHOLDER_TENSORS : undefined));
+  const draft = describeRepos(plans, planned.map(clientOf), references, draftSha256, (f) => (isSafetensorsPath(f.path) ? PLACEHOLDER_TENSORS : undefined), (f) =>
+    options.contentCheck === false ? undefined : placeholderContent(f.path),
+  );
   const draftSums = sumsOf(plans, draftSha256, nameOf, PLACEHOLDER_SHA256);
   const draftManifest = formatManifest(manifestOf(draft, createdAt));
   const reserve = leadingReserve(draftSums.byteLength, draftManifest.byteLength, options.signer !== undefined);
@@ -503,7 +521,25 @@ async function exportLocked(options: ExportOptions, signal: AbortSignal): Promis
       }
     }
 
-    const repos = describeRepos(plans, planned.map(clientOf), references, (plan, f) => digestsOf.get(nameOf(plan, f.path))!.sha256, (f, plan) => tensors.get(nameOf(plan, f.path)));
+    // what loading each file would execute, recorded for the offline side to compare (it judges again itself)
+    const content = new Map<string, FileContent>();
+    if (options.contentCheck !== false) {
+      const allowed = allowList();
+      for (const plan of plans) {
+        const where = `${plan.repo.type === 'dataset' ? 'datasets/' : ''}${plan.repo.id}@${plan.commit}`;
+        for (const f of plan.selected) {
+          const entry = layout.entries[entryIndex(plan, f)]!;
+          const read = (buffer: Buffer, position: number): Promise<number> =>
+            bundle.read(buffer.subarray(0, Math.max(0, Math.min(buffer.length, f.size - position))), entry.dataAt + position);
+          content.set(entry.name, { repo: where, path: f.path, ...verdictOf(await analyseAt(f.path, f.size, read), allowed) });
+        }
+      }
+    }
+    const contentOf = (f: RemoteFile, plan: SnapshotPlan): ManifestContent | undefined => {
+      const c = content.get(nameOf(plan, f.path));
+      return c === undefined ? undefined : { verdict: c.verdict, format: c.format, ...(c.globals.length > 0 ? { globals: c.globals } : {}) };
+    };
+    const repos = describeRepos(plans, planned.map(clientOf), references, (plan, f) => digestsOf.get(nameOf(plan, f.path))!.sha256, (f, plan) => tensors.get(nameOf(plan, f.path)), contentOf);
     const manifestBytes = formatManifest(manifestOf(repos, createdAt));
     const manifestSha256 = sha256Hex(manifestBytes);
     const sumsBytes = sumsOf(plans, (plan, f) => digestsOf.get(nameOf(plan, f.path))!.sha256, nameOf, manifestSha256);
@@ -530,13 +566,14 @@ async function exportLocked(options: ExportOptions, signal: AbortSignal): Promis
     }
     if (written.parts !== undefined) await writePartsIndex(options.outPath, written.parts, options.signer);
     if (!options.keepWorkDir) await removeWorkFiles(options.workDir, options.repos, repos);
-    return result(written, repos, manifestSha256);
+    return result(written, repos, manifestSha256, [...content.values()]);
   } finally {
     if (!published) await bundle.close();
   }
 
-  function result(bundleWritten: WrittenBundle, repos: ManifestRepo[], manifestSha256: string): ExportResult {
+  function result(bundleWritten: WrittenBundle, repos: ManifestRepo[], manifestSha256: string, content: FileContent[]): ExportResult {
   return {
+    content,
     bundle: bundleWritten,
     manifestSha256,
     signer: options.signer ? { fingerprint: options.signer.fingerprint, userIds: options.signer.userIds } : undefined,

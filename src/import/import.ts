@@ -11,6 +11,9 @@ import { commitToHfCache } from '../cache/hf-hub.js';
 import { commitToModelScopeCache } from '../cache/modelscope.js';
 import { commitToPlainDir } from '../cache/plain-dir.js';
 import { WeightCheckingSink } from '../integrity/weights.js';
+import { DEFAULT_CONTENT_POLICY, refusal, type ContentPolicy } from '../content/index.js';
+import { ContentCheckingSink } from './content-sink.js';
+import type { ContentOutcome } from './summary.js';
 import { createStaging } from '../fs/staging.js';
 import type { TrustedKey, TrustPolicy, VerifiedSigner } from '../signing/verify.js';
 import { watchInterrupts } from './interrupt.js';
@@ -40,6 +43,13 @@ export interface ImportOptions {
   weightCheck?: boolean;
   /** Default true: refuse before the payload when it does not fit on the target's file system. */
   spaceCheck?: boolean;
+  /**
+   * What loading the files would execute (pickle globals), analysed while they stream: unsafe or
+   * unscannable files are refused unless `allowUnsafe`. Default: the built-in allow-list, refuse.
+   */
+  contentPolicy?: ContentPolicy;
+  /** Default true. Off only for measurements (bench): no verdicts at all. */
+  contentCheck?: boolean;
   /** Free bytes at a directory (tests). */
   freeBytes?: (dir: string) => Promise<number>;
   signal?: AbortSignal;
@@ -76,6 +86,8 @@ export interface ImportResult {
   warnings: string[];
   /** Split volumes read without their parts index (missing or unsigned): verified as one stream. */
   splitWithoutIndex?: UnindexedRead;
+  /** Every file's content verdict (undefined when the check was off). */
+  content: ContentOutcome | undefined;
 }
 
 export async function importBundle(options: ImportOptions): Promise<ImportResult> {
@@ -104,7 +116,10 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
         repos: options.repos,
         ...(options.freeBytes === undefined ? {} : { freeBytes: options.freeBytes }),
       });
-      const sink = options.weightCheck === false ? staged : new WeightCheckingSink(staged);
+      const weighed = options.weightCheck === false ? staged : new WeightCheckingSink(staged);
+      const policy = options.contentPolicy ?? DEFAULT_CONTENT_POLICY;
+      const checked = options.contentCheck === false ? undefined : new ContentCheckingSink(weighed, policy.allowGlobals);
+      const sink = checked ?? weighed;
       const verified = await readBundle(source, {
         trust: options.trust ?? { keys: options.trustedKeys ?? [] },
         allowUnsigned: options.allowUnsigned ?? false,
@@ -116,6 +131,9 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
       }).catch(async (error: unknown) => {
         throw await explainReadFailure(source, error);
       });
+      // every file judged on this side: an unsafe or unscannable one stops the import before the cache is touched
+      const refused = checked === undefined ? undefined : refusal(checked.files, policy);
+      if (refused !== undefined) throw refused;
       // the whole stream verified and every staged file is durable: only now does anything reach the cache
       await staged.flush();
       const repos = staged.plan(verified.manifest);
@@ -147,6 +165,7 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
         bytes: verified.bytes,
         warnings: [],
         ...withoutIndex(source),
+        content: checked === undefined ? undefined : { allowUnsafe: policy.allowUnsafe, allowGlobals: policy.allowGlobals, files: checked.files },
       };
     } finally {
       const leftovers = await staging.cleanup();

@@ -6,5 +6,5 @@
 export { importBundle, type ImportOptions, type ImportResult, type ImportedRepo } from './import.js';
 export { verifyBundle, type VerifyOptions, type VerifyResult } from './verify.js';
 export { inspectBundle, type InspectResult } from './inspect.js';
-export { auditSummary, verificationRecord, type RecordInput, type RepoSummary, type VerificationRecord } from './summary.js';
+export { auditSummary, verificationRecord, type ContentOutcome, type RecordInput, type RepoSummary, type VerificationRecord } from './summary.js';
 export { hashFile } from './verify.js';

@@ -1,6 +1,27 @@
 /** Per-repo summaries shared by the verify and import results, and the evidence record built from them. */
 import type { Manifest, RepoType } from '../bundle/manifest.js';
 import type { TrustPolicy, VerifiedSigner } from '../signing/verify.js';
+import type { FileContent } from '../content/index.js';
+
+/** What verify/import found about what loading the files would execute, and the policy applied. */
+export interface ContentOutcome {
+  /** `--allow-unsafe-pickle`: unsafe and unscannable files were let through. */
+  allowUnsafe: boolean;
+  /** Globals this site added to the allow-list. */
+  allowGlobals: string[];
+  files: FileContent[];
+}
+
+/** The record's per-file content entries: files that hold code or could not be analysed (no-code files are counted). */
+function contentRecord(content: ContentOutcome): NonNullable<VerificationRecord['content']> {
+  const shown = content.files.filter((f) => f.verdict !== 'no-code' || f.notes.length > 0);
+  return {
+    allowUnsafe: content.allowUnsafe,
+    allowGlobals: content.allowGlobals,
+    noCodeFiles: content.files.length - shown.length,
+    files: shown.map((f) => ({ repo: f.repo, path: f.path, verdict: f.verdict, format: f.format, globals: f.globals, unsafeGlobals: f.unsafeGlobals, problems: f.problems, notes: f.notes })),
+  };
+}
 
 export interface RepoSummary {
   type: RepoType;
@@ -53,6 +74,13 @@ export interface VerificationRecord {
   files: number | null;
   bytes: number | null;
   cacheDir?: string;
+  /** Content analysis (issue 17): verdicts of the files that hold pickles or could not be analysed. */
+  content?: {
+    allowUnsafe: boolean;
+    allowGlobals: string[];
+    noCodeFiles: number;
+    files: Array<Pick<FileContent, 'repo' | 'path' | 'verdict' | 'format' | 'globals' | 'unsafeGlobals' | 'problems' | 'notes'>>;
+  };
   error?: { code: string; message: string; subject?: string };
 }
 
@@ -67,7 +95,7 @@ export interface RecordInput {
   allowUnsigned: boolean;
   cacheDir?: string;
   /** The successful result… */
-  result?: { bundleSha256: string | undefined; bundleBytes: number; signed: boolean; signers: VerifiedSigner[]; repos: RepoSummary[]; files: number; bytes: number };
+  result?: { bundleSha256: string | undefined; bundleBytes: number; signed: boolean; signers: VerifiedSigner[]; repos: RepoSummary[]; files: number; bytes: number; content?: ContentOutcome | undefined };
   /** …or the refusal (with the bundle's hash when it could be read). */
   failure?: { code: string; message: string; subject?: string | undefined; bundleSha256?: string | undefined; bundleBytes?: number | undefined };
 }
@@ -100,6 +128,7 @@ export function verificationRecord(input: RecordInput): VerificationRecord {
     files: input.result?.files ?? null,
     bytes: input.result?.bytes ?? null,
     ...(input.cacheDir === undefined ? {} : { cacheDir: input.cacheDir }),
+    ...(input.result?.content === undefined ? {} : { content: contentRecord(input.result.content) }),
     ...(input.failure === undefined
       ? {}
       : { error: { code: input.failure.code, message: input.failure.message, ...(input.failure.subject === undefined ? {} : { subject: input.failure.subject }) } }),
@@ -128,6 +157,14 @@ export function auditSummary(record: VerificationRecord): string {
   add('policy', `${record.trust.requireSignatures} trusted signature(s) required; ${record.trust.pins === null ? 'no fingerprint pins' : `${record.trust.pins.length} pinned fingerprint(s)`}`);
   for (const r of record.repos) add('repo', `${r.type} ${r.id} @ ${r.revision} = commit ${r.commit} (${r.files} files, ${r.bytes} bytes)`);
   if (record.files !== null) add('checked', `${record.files} files, ${record.bytes} bytes: every sha256 matches the signed SHA256SUMS`);
+  if (record.content !== undefined) {
+    const c = record.content;
+    add('content', `${c.files.filter((f) => f.verdict === 'safe').length} pickle file(s) safe (allow-list${c.allowGlobals.length > 0 ? ` + ${c.allowGlobals.join(', ')}` : ''}), ${c.noCodeFiles} file(s) carry no code`);
+    for (const f of c.files.filter((x) => x.verdict === 'unsafe' || x.verdict === 'unscannable')) {
+      add(`  ${f.verdict.toUpperCase()}`, `${f.repo} ${f.path}${f.unsafeGlobals.length > 0 ? `: ${f.unsafeGlobals.join(', ')}` : ''}${c.allowUnsafe ? ' (let through: --allow-unsafe-pickle)' : ''}`);
+    }
+    for (const f of c.files) for (const n of f.notes) add('  note', `${f.repo} ${f.path}: ${n}`);
+  }
   if (record.cacheDir !== undefined) add('cache', record.cacheDir);
   if (record.error !== undefined) add('refused', `${record.error.code}: ${record.error.message}`);
   add('tool', `model-airlock ${record.tool.version} on ${record.host}`);

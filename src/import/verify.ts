@@ -5,7 +5,9 @@ import { openBundle } from './open-bundle.js';
 import { BUNDLE_POOL, ReadPool } from '../bundle/read-pool.js';
 import { explainReadFailure, hashWhole } from '../bundle/parts.js';
 import { unindexedReadOf, type UnindexedRead } from '../bundle/parts-unindexed.js';
-import { summarizeRepos, type RepoSummary } from './summary.js';
+import { summarizeRepos, type ContentOutcome, type RepoSummary } from './summary.js';
+import { DEFAULT_CONTENT_POLICY, refusal, type ContentPolicy } from '../content/index.js';
+import { ContentCheckingSink } from './content-sink.js';
 
 export interface VerifyOptions {
   bundlePath: string;
@@ -17,6 +19,10 @@ export interface VerifyOptions {
   signal?: AbortSignal;
   /** Also compute the whole bundle's SHA-256 (one more hash pass); see ReadBundleOptions. */
   bundleSha256?: boolean;
+  /** As for import: unsafe or unscannable files fail the verification unless `allowUnsafe`. */
+  contentPolicy?: ContentPolicy;
+  /** Default true. */
+  contentCheck?: boolean;
 }
 
 export interface VerifyResult {
@@ -34,17 +40,21 @@ export interface VerifyResult {
   bytes: number;
   /** Split volumes read without their parts index (missing or unsigned): verified as one stream. */
   splitWithoutIndex?: UnindexedRead;
+  /** Every file's content verdict (undefined when the check was off). */
+  content: ContentOutcome | undefined;
 }
 
 export async function verifyBundle(options: VerifyOptions): Promise<VerifyResult> {
   // reused read buffers: the reader releases each one once the sink is done with its bytes
   const pool = new ReadPool(BUNDLE_POOL);
   const source = await openBundle(options.bundlePath, { trust: options.trust ?? { keys: options.trustedKeys ?? [] }, allowUnsigned: options.allowUnsigned, pool });
+  const policy = options.contentPolicy ?? DEFAULT_CONTENT_POLICY;
+  const checked = options.contentCheck === false ? undefined : new ContentCheckingSink(discardSink, policy.allowGlobals);
   const verified = await readBundle(source, {
     trust: options.trust ?? { keys: options.trustedKeys ?? [] },
     allowUnsigned: options.allowUnsigned ?? false,
     subject: options.bundlePath,
-    sink: discardSink,
+    sink: checked ?? discardSink,
     bundleSha256: options.bundleSha256 === true,
     pool,
     ...(options.signal === undefined ? {} : { signal: options.signal }),
@@ -52,6 +62,8 @@ export async function verifyBundle(options: VerifyOptions): Promise<VerifyResult
     throw await explainReadFailure(source, error);
   });
   const unindexed = unindexedReadOf(source);
+  const refused = checked === undefined ? undefined : refusal(checked.files, policy);
+  if (refused !== undefined) throw refused;
   return {
     bundlePath: options.bundlePath,
     bundleSha256: verified.bundleSha256,
@@ -62,6 +74,7 @@ export async function verifyBundle(options: VerifyOptions): Promise<VerifyResult
     files: verified.files,
     bytes: verified.bytes,
     ...(unindexed === undefined ? {} : { splitWithoutIndex: unindexed }),
+    content: checked === undefined ? undefined : { allowUnsafe: policy.allowUnsafe, allowGlobals: policy.allowGlobals, files: checked.files },
   };
 }
 
