@@ -3,10 +3,12 @@ import { resolve } from 'node:path';
 import { Option, type Command } from 'commander';
 import { AirlockError, isAirlockError } from '../errors.js';
 import { splitBundleOf } from '../bundle/parts.js';
+import { isRereadable, STDIN_BUNDLE } from '../import/open-bundle.js';
 import { auditSummary, hashFile, importBundle, inspectBundle, verificationRecord, verifyBundle, type VerificationRecord } from '../import/index.js';
 import { resolveHfCacheDir } from '../cache/hf-hub.js';
 import { resolveModelScopeCacheDir } from '../cache/modelscope.js';
 import type { ImportLayout } from '../import/staging-sink.js';
+import type { Manifest } from '../bundle/manifest.js';
 import { writeFileAtomic } from '../fs/atomic.js';
 import { loadTrustPolicy, type LoadedTrust } from '../signing/keyring.js';
 import type { VerifiedSigner } from '../signing/verify.js';
@@ -29,6 +31,9 @@ function oneBundle(args: readonly string[]): string {
     hint: 'name one .airlock.tar, or the parts of one split bundle (NAME.tar.*)',
   });
 }
+
+/** A bundle argument as a path; `-` stays `-` (standard input). */
+const bundleArgPath = (arg: string): string => (arg === STDIN_BUNDLE ? STDIN_BUNDLE : resolve(arg));
 
 interface TrustFlags {
   trustedKeys: string[];
@@ -112,7 +117,8 @@ async function withReport<T extends NonNullable<Outcome>>(
     result = await work();
   } catch (error) {
     if (flags.report !== undefined) {
-      const file = await hashFile(bundlePath);
+      // a pipe cannot be read a second time: the record then has no sha256 of the refused bytes
+      const file = (await isRereadable(bundlePath)) ? await hashFile(bundlePath) : undefined;
       const failure = isAirlockError(error)
         ? { code: error.code, message: error.message, subject: error.subject }
         : { code: 'E_INTERNAL', message: (error as Error)?.message ?? String(error) };
@@ -120,7 +126,8 @@ async function withReport<T extends NonNullable<Outcome>>(
     }
     throw error;
   }
-  const record = verificationRecord({ ...base, finishedAt: new Date(), result });
+  const chosen = 'cacheDir' in result && typeof result.cacheDir === 'string' ? { cacheDir: result.cacheDir } : {};
+  const record = verificationRecord({ ...base, ...chosen, finishedAt: new Date(), result });
   await write(record);
   return { result, record };
 }
@@ -130,7 +137,7 @@ export function registerVerify(program: Command, context: CommandContext): void 
     program
       .command('verify')
       .description('check a bundle completely (signature, manifest, every file hash) without writing anything')
-      .argument('<bundle...>', 'the .airlock.tar file; for split volumes the first part, NAME.tar.*, the parts index or their folder'),
+      .argument('<bundle...>', 'the .airlock.tar file (`-`: read it from standard input, e.g. a pipe); for split volumes the first part, NAME.tar.*, the parts index or their folder'),
   )
     .addOption(new Option('--quiet', 'print only the verdict line, not the auditor summary'))
     .addOption(jsonOption())
@@ -138,7 +145,7 @@ export function registerVerify(program: Command, context: CommandContext): void 
       const bundle = oneBundle(bundles);
       const out = context.output(Boolean(flags.json));
       const trust = await trustFrom(flags);
-      const bundlePath = resolve(bundle);
+      const bundlePath = bundleArgPath(bundle);
       const { result, record } = await withReport('verify', bundlePath, flags, trust, undefined, () =>
         verifyBundle({ bundlePath, trust: trust.policy, allowUnsigned: Boolean(flags.allowUnsigned), bundleSha256: wantsBundleSha256(flags) }),
       );
@@ -158,7 +165,7 @@ export function registerImport(program: Command, context: CommandContext): void 
     program
       .command('import')
       .description('verify a bundle, then commit it atomically into the Hugging Face hub cache')
-      .argument('<bundle...>', 'the .airlock.tar file; for split volumes the first part, NAME.tar.*, the parts index or their folder'),
+      .argument('<bundle...>', 'the .airlock.tar file (`-`: read it from standard input, e.g. a pipe); for split volumes the first part, NAME.tar.*, the parts index or their folder'),
   )
     .option('--layout <layout>', 'hf (hub cache), modelscope (modelscope cache) or dir (plain files in --local-dir); default: modelscope for a bundle from ModelScope, else hf')
     .option('--cache-dir <dir>', 'target cache (hf default: $HF_HUB_CACHE, $HUGGINGFACE_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub; modelscope: $MODELSCOPE_CACHE, else ~/.cache/modelscope/hub)')
@@ -179,32 +186,32 @@ export function registerImport(program: Command, context: CommandContext): void 
       }
       if (flags.localDir !== undefined && flags.cacheDir !== undefined) throw new AirlockError('E_USAGE', '--local-dir and --cache-dir contradict each other', { hint: 'drop one of them' });
       const trust = await trustFrom(flags);
-      const bundlePath = resolve(bundle);
-      let layout = flags.layout as ImportLayout | undefined;
-      if (layout === undefined && flags.localDir !== undefined) layout = 'dir';
-      if (layout === undefined) {
-        // only picks the default target; everything imported is checked against the signed manifest. A
-        // bundle whose head cannot be read falls back to hf: the import itself then names the damage precisely.
-        const head = await inspectBundle(bundlePath).catch(() => undefined);
-        layout = head !== undefined && head.manifest.repos.every((r) => r.source.kind === 'modelscope') ? 'modelscope' : 'hf';
-      }
-      const cacheDir =
-        layout === 'dir' ? resolve(flags.localDir!) : layout === 'modelscope' ? resolveModelScopeCacheDir(flags.cacheDir, process.env) : resolveHfCacheDir(flags.cacheDir, process.env);
-      const { result } = await withReport('import', bundlePath, flags, trust, cacheDir, () =>
+      const bundlePath = bundleArgPath(bundle);
+      let given = flags.layout as ImportLayout | undefined;
+      if (given === undefined && flags.localDir !== undefined) given = 'dir';
+      const targetOf = (layout: ImportLayout): { layout: ImportLayout; cacheDir: string } => ({
+        layout,
+        cacheDir:
+          layout === 'dir' ? resolve(flags.localDir!) : layout === 'modelscope' ? resolveModelScopeCacheDir(flags.cacheDir, process.env) : resolveHfCacheDir(flags.cacheDir, process.env),
+      });
+      // without --layout the default depends on the bundle (modelscope for a bundle from ModelScope):
+      // decided from the verified manifest during the one read, so a pipe works as well as a file
+      const chooseTarget = (manifest: Manifest): { layout: ImportLayout; cacheDir: string } =>
+        targetOf(given ?? (manifest.repos.every((r) => r.source.kind === 'modelscope') ? 'modelscope' : 'hf'));
+      const { result } = await withReport('import', bundlePath, flags, trust, given === undefined ? undefined : targetOf(given).cacheDir, () =>
         importBundle({
           bundlePath,
           trust: trust.policy,
           allowUnsigned: Boolean(flags.allowUnsigned),
-          cacheDir,
-          layout,
+          chooseTarget,
           weightCheck: flags.weightCheck && !['1', 'on', 'yes', 'true'].includes((process.env['AIRLOCK_NO_WEIGHT_CHECK'] ?? '').trim().toLowerCase()),
           spaceCheck: flags.spaceCheck,
           repos: flags.repo,
           bundleSha256: wantsBundleSha256(flags),
         }),
       );
-      if (out.json) return printJson(out, { ok: true, cacheDir, layout, ...result });
-      out.stdout(`Imported ${bundle} into ${cacheDir} (layout ${layout})\n${bundleShaLine(result.bundleSha256)}`);
+      if (out.json) return printJson(out, { ok: true, ...result });
+      out.stdout(`Imported ${bundle} into ${result.cacheDir} (layout ${result.layout})\n${bundleShaLine(result.bundleSha256)}`);
       renderSigners(out, result.signers);
       for (const repo of result.repos) {
         out.stdout(
@@ -219,12 +226,12 @@ export function registerInspect(program: Command, context: CommandContext): void
   program
     .command('inspect')
     .description('show what a bundle holds, without keys (the signature is NOT checked)')
-    .argument('<bundle...>', 'the .airlock.tar file; for split volumes the first part, NAME.tar.*, the parts index or their folder')
+    .argument('<bundle...>', 'the .airlock.tar file (`-`: read it from standard input, e.g. a pipe); for split volumes the first part, NAME.tar.*, the parts index or their folder')
     .addOption(jsonOption())
     .action(async (bundles: string[], flags: { json?: boolean }) => {
       const bundle = oneBundle(bundles);
       const out = context.output(Boolean(flags.json));
-      const result = await inspectBundle(resolve(bundle));
+      const result = await inspectBundle(bundleArgPath(bundle));
       if (out.json) return printJson(out, { ok: true, ...result });
       const m = result.manifest;
       out.stdout(`${bundle}: airlock bundle format ${m.formatVersion}, made by model-airlock ${m.tool.version} at ${m.createdAt}\n`);

@@ -8,11 +8,37 @@ export interface Output {
   stderr: (text: string) => void;
 }
 
+let guarded = false;
+
+/**
+ * `airlock … | head -1`: the reader may go away at any time. A write to a closed pipe fails with EPIPE
+ * (node ignores SIGPIPE), reported as an 'error' event that would otherwise crash the process with a
+ * stack trace — possibly after an import committed. From then on output to that stream is dropped: the
+ * command finishes its work, and its exit status says how the work went, not whether anyone read it.
+ */
+export function guardStandardStreams(): void {
+  if (guarded) return;
+  guarded = true;
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', () => {
+      // EPIPE, or any other failure of the terminal/pipe itself: nothing left to tell it
+      closed.add(stream);
+    });
+  }
+}
+
+const closed = new Set<NodeJS.WriteStream>();
+
+function writeTo(stream: NodeJS.WriteStream, text: string): void {
+  if (closed.has(stream) || stream.destroyed) return;
+  stream.write(text);
+}
+
 export function processOutput(json: boolean): Output {
   return {
     json,
-    stdout: (text) => process.stdout.write(text),
-    stderr: (text) => process.stderr.write(text),
+    stdout: (text) => writeTo(process.stdout, text),
+    stderr: (text) => writeTo(process.stderr, text),
   };
 }
 
