@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { AirlockError, fsError } from '../errors.js';
+import { AirlockError, inputFileError } from '../errors.js';
 import { exportBundle } from '../export/exporter.js';
 import { describeFetchEvent, type FetchEvent, type SnapshotPlan } from '../export/fetch.js';
 import { ProgressModel } from '../export/progress.js';
@@ -121,7 +121,7 @@ async function readInventory(path: string): Promise<Inventory> {
   try {
     bytes = await readFile(path);
   } catch (error) {
-    throw fsError(error, 'read inventory', path);
+    throw inputFileError(error, 'inventory', path, '--have');
   }
   return parseInventory(bytes, path);
 }
@@ -182,7 +182,7 @@ export function registerExport(program: Command, context: CommandContext): void 
       if (flags.spec !== undefined) {
         const specPath = resolve(flags.spec);
         const text = await readFile(specPath, 'utf8').catch((error: unknown) => {
-          throw new AirlockError('E_USAGE', `cannot read the bundle spec ${specPath}: ${(error as Error).message}`, { subject: specPath });
+          throw inputFileError(error, 'bundle spec', specPath, '--spec');
         });
         spec = resolveSpecPaths(parseBundleSpec(text, flags.spec), specPath);
       }

@@ -68,7 +68,12 @@ async function trustFrom(flags: TrustFlags): Promise<LoadedTrust> {
   }
   let requireSignatures: number | undefined;
   if (flags.requireSignatures !== undefined) {
-    requireSignatures = /^\d+$/.test(flags.requireSignatures) ? Number(flags.requireSignatures) : Number.NaN;
+    if (!/^\s*\d+\s*$/.test(flags.requireSignatures) || Number(flags.requireSignatures) < 1) {
+      throw new AirlockError('E_USAGE', `--require-signatures takes a number of distinct signers (1, 2, …), not ${JSON.stringify(flags.requireSignatures)}`, {
+        hint: 'e.g. --require-signatures 2 for the two-person rule',
+      });
+    }
+    requireSignatures = Number(flags.requireSignatures);
     if (flags.allowUnsigned) throw new AirlockError('E_USAGE', '--require-signatures and --allow-unsigned contradict each other');
   }
   return loadTrustPolicy({ keyFiles: flags.trustedKeys, fingerprints: flags.trustedFingerprint, ...(requireSignatures === undefined ? {} : { requireSignatures }) });

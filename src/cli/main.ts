@@ -100,6 +100,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (error instanceof CommanderError) {
       // asked-for help and the version are successes; everything else commander rejects is a usage error
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return ExitCode.ok;
+      if (error.code === 'commander.help' && error.exitCode === 0) return ExitCode.ok; // `airlock help verify`
       error = usageError(error, program, argv);
     }
     const out = processOutput(json);
