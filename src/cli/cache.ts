@@ -6,7 +6,7 @@ import { resolveHfCacheDir } from '../cache/hf-hub.js';
 import { scanHfCache, verifyHfCache, type CacheProblem, type CacheScan } from '../cache/hf-scan.js';
 import { formatInventory, inventoryFromScan } from '../cache/inventory.js';
 import { chooseSigner } from '../signing/keyring.js';
-import { formatBytes, printJson, type Output } from './render.js';
+import { formatBytes, printFailure, printResult, type Output } from './render.js';
 import { jsonOption, type CommandContext } from './main.js';
 import { spacedFingerprint } from './keys.js';
 
@@ -38,7 +38,7 @@ export function registerCache(program: Command, context: CommandContext): void {
     .action(async (flags: { cacheDir?: string; json?: boolean }) => {
       const out = context.output(Boolean(flags.json));
       const scan = await scanHfCache(resolveHfCacheDir(flags.cacheDir, process.env));
-      if (out.json) return printJson(out, { ok: true, ...scan });
+      if (out.json) return printResult(out, { ...scan, cache: { layout: 'hf', path: scan.cacheDir } });
       renderScan(out, scan);
       renderProblems(out, scan.problems);
     });
@@ -54,13 +54,15 @@ export function registerCache(program: Command, context: CommandContext): void {
       const summary = `${report.blobsChecked} blobs, ${formatBytes(report.bytesChecked)} re-hashed in ${report.cacheDir}`;
       if (report.problems.length > 0) {
         if (!out.json) renderProblems(out, report.problems);
-        throw new AirlockError('E_CACHE_CORRUPT', `${report.problems.length} problem(s) in the cache: ${report.problems.map((p) => p.path).slice(0, 5).join(', ')}`, {
+        const error = new AirlockError('E_CACHE_CORRUPT', `${report.problems.length} problem(s) in the cache: ${report.problems.map((p) => p.path).slice(0, 5).join(', ')}`, {
           subject: report.cacheDir,
           hint: `${summary}; re-import the affected repos from a verified bundle (a damaged blob is replaced on import)`,
-          details: report,
+          details: report, // deprecated: the same report is also at the top level of the JSON
         });
+        if (out.json) printFailure(out, { ...report, cache: { layout: 'hf', path: report.cacheDir } }, error);
+        throw error;
       }
-      if (out.json) return printJson(out, { ok: true, ...report });
+      if (out.json) return printResult(out, { ...report, cache: { layout: 'hf', path: report.cacheDir } });
       out.stdout(`OK: ${summary}; no problems\n`);
     });
 
@@ -91,7 +93,16 @@ export function registerCache(program: Command, context: CommandContext): void {
         }
       }
       const blobs = scan.repos.reduce((n, r) => n + r.blobs.length, 0);
-      if (out.json) return printJson(out, { ok: true, path, signature: signature ? `${path}.asc` : null, repos: scan.repos.length, blobs });
+      if (out.json) {
+        return printResult(out, {
+          cache: { layout: 'hf', path: scan.cacheDir },
+          inventory: { path, signature: signature ? `${path}.asc` : null },
+          repos: scan.repos.map((r) => ({ type: r.type, id: r.id, blobs: r.blobs.length })),
+          blobs,
+          path, // deprecated alias of inventory.path
+          signature: signature ? `${path}.asc` : null, // deprecated alias of inventory.signature
+        });
+      }
       out.stdout(`Wrote ${path}: ${scan.repos.length} repos, ${blobs} blobs\n`);
       if (signer) out.stdout(`  signed: ${path}.asc by ${spacedFingerprint(signer.fingerprint)}\n`);
       if (scan.problems.length > 0) out.stdout(`  note: ${scan.problems.length} problem(s) in the cache; run \`airlock cache verify\`\n`);

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { basename, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { AirlockError, inputFileError } from '../errors.js';
 import { exportBundle } from '../export/exporter.js';
@@ -21,7 +21,8 @@ import type { RepoType } from '../bundle/manifest.js';
 import { chooseSigner } from '../signing/keyring.js';
 import { parseInventory, type Inventory } from '../cache/inventory.js';
 import { indexPathFor, parseSize } from '../bundle/parts.js';
-import { formatBytes, LiveBlock, printJson, progressLines, progressTotalLine, type Output } from './render.js';
+import { formatBytes, LiveBlock, printResult, progressLines, progressTotalLine, type Output } from './render.js';
+import { bundleJson } from './result.js';
 import { jsonOption, type CommandContext } from './main.js';
 import { spacedFingerprint } from './keys.js';
 
@@ -290,7 +291,23 @@ export function registerExport(program: Command, context: CommandContext): void 
         have: flags.have === undefined ? undefined : await readInventory(flags.have),
         ...(progress === undefined ? {} : { onProgress: progress.event, onBytes: progress.bytes, onPlanned: progress.planned }),
       }).finally(() => progress?.stop());
-      if (out.json) return printJson(out, { ok: true, bundle: result.bundle, repos: result.repos, signer: result.signer ?? null, signed: result.signer !== undefined });
+      if (out.json) {
+        // split volumes: bundle.path is the first part (what verify/import take), parts the files written
+        const written = result.bundle.parts;
+        const folder = dirname(result.bundle.path);
+        const bundle =
+          written === undefined
+            ? bundleJson(result.bundle.path, result.bundle.sha256, result.bundle.bytes)
+            : bundleJson(join(folder, written.parts[0]!.name), written.sha256, written.size, written.parts.map((p) => ({ path: join(folder, p.name), bytes: p.size })));
+        return printResult(out, {
+          bundle: { ...bundle, ...(written === undefined ? {} : { index: indexPathFor(result.bundle.path) }) },
+          repos: result.repos,
+          signed: result.signer !== undefined,
+          // the key export signed with (its own signature, so nothing for airlock to check)
+          signers: result.signer === undefined ? [] : [{ ...result.signer, verified: true }],
+          signer: result.signer ?? null, // deprecated alias of signers[0]
+        });
+      }
       const files = result.repos.reduce((n, r) => n + r.files, 0);
       const bytes = result.repos.reduce((n, r) => n + r.bytes, 0);
       const parts = result.bundle.parts;

@@ -13,7 +13,9 @@ import { writeFileAtomic } from '../fs/atomic.js';
 import { loadTrustPolicy, type LoadedTrust } from '../signing/keyring.js';
 import type { VerifiedSigner } from '../signing/verify.js';
 import { toolVersion } from '../version.js';
-import { formatBytes, printJson, type Output } from './render.js';
+import { formatBytes, printResult, type Output } from './render.js';
+import { bundleJson, uncheckedSigner, verifiedSigners } from './result.js';
+import { summarizeRepos } from '../import/summary.js';
 import { jsonOption, type CommandContext } from './main.js';
 import { spacedFingerprint } from './keys.js';
 
@@ -154,7 +156,7 @@ export function registerVerify(program: Command, context: CommandContext): void 
       const { result, record } = await withReport('verify', bundlePath, flags, trust, undefined, () =>
         verifyBundle({ bundlePath, trust: trust.policy, allowUnsigned: Boolean(flags.allowUnsigned), bundleSha256: wantsBundleSha256(flags) }),
       );
-      if (out.json) return printJson(out, { ok: true, ...result });
+      if (out.json) return printResult(out, { ...result, bundle: bundleJson(result.bundlePath, result.bundleSha256, result.bundleBytes), signers: verifiedSigners(result.signers) });
       out.stdout(`Verified ${bundle}\n${bundleShaLine(result.bundleSha256)}`);
       renderSigners(out, result.signers);
       for (const repo of result.repos) {
@@ -215,7 +217,14 @@ export function registerImport(program: Command, context: CommandContext): void 
           bundleSha256: wantsBundleSha256(flags),
         }),
       );
-      if (out.json) return printJson(out, { ok: true, ...result });
+      if (out.json) {
+        return printResult(out, {
+          ...result,
+          bundle: bundleJson(result.bundlePath, result.bundleSha256, result.bundleBytes),
+          signers: verifiedSigners(result.signers),
+          cache: { layout: result.layout, path: result.cacheDir },
+        });
+      }
       out.stdout(`Imported ${bundle} into ${result.cacheDir} (layout ${result.layout})\n${bundleShaLine(result.bundleSha256)}`);
       renderSigners(out, result.signers);
       for (const repo of result.repos) {
@@ -237,12 +246,19 @@ export function registerInspect(program: Command, context: CommandContext): void
       const bundle = oneBundle(bundles);
       const out = context.output(Boolean(flags.json));
       const result = await inspectBundle(bundleArgPath(bundle));
-      if (out.json) return printJson(out, { ok: true, ...result });
+      if (out.json) {
+        return printResult(out, {
+          ...result,
+          bundle: bundleJson(result.bundlePath, null, null),
+          repos: summarizeRepos(result.manifest),
+          signers: result.signatureFingerprints.map((f) => uncheckedSigner(f)),
+        });
+      }
       const m = result.manifest;
       out.stdout(`${bundle}: airlock bundle format ${m.formatVersion}, made by model-airlock ${m.tool.version} at ${m.createdAt}\n`);
       out.stdout(
         result.signed
-          ? `  signed by key ${result.signatureKeyIds.join(', ')} — NOT checked here; run \`airlock verify --trusted-keys …\`\n`
+          ? `  signed by ${result.signatureFingerprints.map(spacedFingerprint).join(', ')} — NOT checked here; run \`airlock verify --trusted-keys …\`\n`
           : '  UNSIGNED bundle\n',
       );
       for (const repo of m.repos) {

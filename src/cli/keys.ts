@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { generateKeys, parseExpiry } from '../signing/keys.js';
 import { listKeyFiles, readPassphraseFile } from '../signing/keyring.js';
-import { printJson } from './render.js';
+import { printResult } from './render.js';
 import { jsonOption, type CommandContext } from './main.js';
 
 export function spacedFingerprint(fingerprint: string): string {
@@ -28,7 +28,13 @@ export function registerKeys(program: Command, context: CommandContext): void {
       const expiresInSeconds = opts.expires === undefined ? undefined : parseExpiry(opts.expires, new Date());
       const passphrase = await readPassphraseFile(opts.passphraseFile);
       const result = await generateKeys({ userId: opts.userId, outDir: opts.outDir, expiresInSeconds, ...(passphrase === undefined ? {} : { passphrase }) });
-      if (out.json) return printJson(out, { ok: true, ...result });
+      if (out.json) {
+        return printResult(out, {
+          ...result,
+          keys: [{ fingerprint: result.fingerprint, userIds: [result.userId], expires: result.expires, secret: true }],
+          keyFiles: { privateKey: result.privateKeyPath, publicKey: result.publicKeyPath, revocationCertificate: result.revocationCertificatePath },
+        });
+      }
       out.stdout(
         `Generated signing key for ${result.userId}\n` +
           `  fingerprint: ${spacedFingerprint(result.fingerprint)}\n` +
@@ -46,7 +52,7 @@ export function registerKeys(program: Command, context: CommandContext): void {
     .action(async (files: string[], opts: { json?: boolean }) => {
       const out = context.output(Boolean(opts.json));
       const keys = await listKeyFiles(files);
-      if (out.json) return printJson(out, { ok: true, keys });
+      if (out.json) return printResult(out, { keys });
       const now = Date.now();
       const state = (k: { revoked: boolean; expires: string | null }): string =>
         k.revoked ? ' [REVOKED]' : k.expires !== null && Date.parse(k.expires) <= now ? ' [EXPIRED]' : '';

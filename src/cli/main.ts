@@ -5,7 +5,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { AirlockError, ExitCode } from '../errors.js';
 import { toolVersion } from '../version.js';
-import { guardStandardStreams, processOutput, renderError, type Output } from './render.js';
+import { guardStandardStreams, processOutput, renderError, setCommand, type Output } from './render.js';
 
 export interface CommandContext {
   output(json: boolean): Output;
@@ -92,6 +92,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     },
   };
   const program = await buildProgram(context, argv);
+  const path = commandPath(program, argv);
+  setCommand(path === 'airlock' ? null : path.slice('airlock '.length));
   try {
     await program.parseAsync([...argv]);
     return ExitCode.ok;

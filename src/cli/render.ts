@@ -44,7 +44,29 @@ export function processOutput(json: boolean): Output {
 
 /** One machine-readable result on stdout (`--json`). */
 export function printJson(out: Output, value: unknown): void {
+  jsonPrinted = true;
   out.stdout(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+let jsonPrinted = false;
+let currentCommand: string | null = null;
+
+/** The command being run ("verify", "keys generate"), named in every JSON result and error object. */
+export function setCommand(command: string | null): void {
+  currentCommand = command;
+}
+
+/** A command's success under `--json`: `{ ok: true, command, …result }` (schemas/cli-result.schema.json). */
+export function printResult(out: Output, result: Record<string, unknown>): void {
+  printJson(out, { ok: true, command: currentCommand, ...result });
+}
+
+/**
+ * A command's refusal that has a result to show (cache verify's problems): `{ ok: false, command,
+ * …result, error }`. The error is then thrown as usual; renderError does not print a second object.
+ */
+export function printFailure(out: Output, result: Record<string, unknown>, error: { toJSON(): unknown }): void {
+  printJson(out, { ok: false, command: currentCommand, ...result, error: error.toJSON() });
 }
 
 import { formatBytes } from '../format.js';
@@ -55,7 +77,7 @@ export function renderError(out: Output, error: AirlockError): void {
   out.stderr(`airlock: error: ${error.message}\n`);
   if (error.hint) out.stderr(`  hint: ${error.hint}\n`);
   out.stderr(`  (${error.code}, exit ${error.exitCode})\n`);
-  if (out.json) printJson(out, { ok: false, error: error.toJSON() });
+  if (out.json && !jsonPrinted) printJson(out, { ok: false, command: currentCommand, error: error.toJSON() });
 }
 
 // ---------------------------------------------------------------------------------------------------------
