@@ -1,7 +1,7 @@
-import { writeFile, rename, rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { AirlockError, fsError } from '../errors.js';
+import { AirlockError } from '../errors.js';
+import { checkOutputFile, STDOUT_PATH, writeOutputFile } from '../fs/output-file.js';
 import { resolveHfCacheDir } from '../cache/hf-hub.js';
 import { scanHfCache, verifyHfCache, type CacheProblem, type CacheScan } from '../cache/hf-scan.js';
 import { formatInventory, inventoryFromScan } from '../cache/inventory.js';
@@ -11,6 +11,10 @@ import { jsonOption, type CommandContext } from './main.js';
 import { spacedFingerprint } from './keys.js';
 
 function renderScan(out: Output, scan: CacheScan): void {
+  if (!scan.exists) {
+    out.stdout(`${scan.cacheDir}: nothing imported yet (no hub cache there)\n`);
+    return;
+  }
   out.stdout(`${scan.cacheDir}: ${scan.repos.length} repos, ${formatBytes(scan.sizeOnDisk)}\n`);
   for (const repo of scan.repos) {
     out.stdout(`  ${repo.type} ${repo.id}  ${formatBytes(repo.sizeOnDisk)}, ${repo.blobs.length} blobs\n`);
@@ -63,36 +67,43 @@ export function registerCache(program: Command, context: CommandContext): void {
         throw error;
       }
       if (out.json) return printResult(out, { ...report, cache: { layout: 'hf', path: report.cacheDir } });
+      if (!report.exists) return out.stdout(`OK: ${report.cacheDir}: nothing imported yet (no hub cache there), nothing to check\n`);
       out.stdout(`OK: ${summary}; no problems\n`);
     });
 
   cache
     .command('inventory')
     .description('write what the cache holds (repos, commits, blob etags) to carry back for delta exports')
-    .requiredOption('--out <file>', 'where to write the inventory (JSON)')
+    .requiredOption('--out <file>', 'where to write the inventory (JSON); - for standard output. An existing file is refused unless --force')
+    .option('--force', 'replace an existing --out file (and its .asc)')
     .option(cacheDirOption, cacheDirHelp)
     .option('--sign-key <file>', 'also write <out>.asc, a detached OpenPGP signature')
     .option('--passphrase-file <file>', 'file holding the signing key passphrase')
     .option('--gpg-sign <key>', 'sign with the system gpg instead')
     .option('--gpg-homedir <dir>', 'GnuPG home directory for --gpg-sign')
     .addOption(jsonOption())
-    .action(async (flags: { out: string; cacheDir?: string; signKey?: string; passphraseFile?: string; gpgSign?: string; gpgHomedir?: string; json?: boolean }) => {
+    .action(async (flags: { out: string; force?: boolean; cacheDir?: string; signKey?: string; passphraseFile?: string; gpgSign?: string; gpgHomedir?: string; json?: boolean }) => {
       const out = context.output(Boolean(flags.json));
+      const toStdout = flags.out === STDOUT_PATH;
+      const signs = flags.signKey !== undefined || flags.gpgSign !== undefined;
+      if (toStdout && out.json) throw new AirlockError('E_USAGE', '--out - and --json both want standard output', { hint: 'drop --json (the inventory is JSON), or write it to a file' });
+      if (toStdout && signs) throw new AirlockError('E_USAGE', 'a signed inventory needs a file: the signature is written next to it (FILE.asc)', { hint: 'give --out have.json' });
+      const path = toStdout ? STDOUT_PATH : resolve(flags.out);
+      const force = Boolean(flags.force);
+      // every output checked before the cache is scanned (and before a passphrase is asked for)
+      if (!toStdout) for (const target of [path, ...(signs ? [`${path}.asc`] : [])]) await checkOutputFile(target, '--out', force);
       const signer = await chooseSigner(flags);
       const scan = await scanHfCache(resolveHfCacheDir(flags.cacheDir, process.env));
       const bytes = formatInventory(inventoryFromScan(scan));
-      const path = resolve(flags.out);
-      const signature = signer ? await signer.sign(bytes) : undefined;
-      for (const [target, data] of [[path, bytes], ...(signature ? [[`${path}.asc`, Buffer.from(signature)]] : [])] as Array<[string, Buffer]>) {
-        try {
-          await writeFile(`${target}.tmp`, data);
-          await rename(`${target}.tmp`, target);
-        } catch (error) {
-          await rm(`${target}.tmp`, { force: true });
-          throw fsError(error, 'write', target);
-        }
-      }
       const blobs = scan.repos.reduce((n, r) => n + r.blobs.length, 0);
+      if (toStdout) {
+        out.stdout(bytes.toString('utf8'));
+        out.stderr(`${scan.exists ? `${scan.repos.length} repos, ${blobs} blobs` : 'nothing imported yet: an empty inventory'} (${scan.cacheDir})\n`);
+        return;
+      }
+      const signature = signer ? await signer.sign(bytes) : undefined;
+      await writeOutputFile(path, bytes, '--out', force);
+      if (signature !== undefined) await writeOutputFile(`${path}.asc`, signature, '--out', force);
       if (out.json) {
         return printResult(out, {
           cache: { layout: 'hf', path: scan.cacheDir },
@@ -103,7 +114,7 @@ export function registerCache(program: Command, context: CommandContext): void {
           signature: signature ? `${path}.asc` : null, // deprecated alias of inventory.signature
         });
       }
-      out.stdout(`Wrote ${path}: ${scan.repos.length} repos, ${blobs} blobs\n`);
+      out.stdout(`Wrote ${path}: ${scan.exists ? `${scan.repos.length} repos, ${blobs} blobs` : `nothing imported yet into ${scan.cacheDir}: an empty inventory`}\n`);
       if (signer) out.stdout(`  signed: ${path}.asc by ${spacedFingerprint(signer.fingerprint)}\n`);
       if (scan.problems.length > 0) out.stdout(`  note: ${scan.problems.length} problem(s) in the cache; run \`airlock cache verify\`\n`);
     });

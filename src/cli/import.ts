@@ -9,11 +9,11 @@ import { resolveHfCacheDir } from '../cache/hf-hub.js';
 import { resolveModelScopeCacheDir } from '../cache/modelscope.js';
 import type { ImportLayout } from '../import/staging-sink.js';
 import type { Manifest } from '../bundle/manifest.js';
-import { writeFileAtomic } from '../fs/atomic.js';
+import { checkOutputFile, STDOUT_PATH, writeOutputFile } from '../fs/output-file.js';
 import { loadTrustPolicy, type LoadedTrust } from '../signing/keyring.js';
 import type { VerifiedSigner } from '../signing/verify.js';
 import { toolVersion } from '../version.js';
-import { formatBytes, printResult, type Output } from './render.js';
+import { formatBytes, printResult, terminalReadProgress, type Output } from './render.js';
 import { bundleJson, uncheckedSigner, verifiedSigners } from './result.js';
 import { summarizeRepos } from '../import/summary.js';
 import { jsonOption, type CommandContext } from './main.js';
@@ -43,6 +43,7 @@ interface TrustFlags {
   requireSignatures?: string;
   allowUnsigned?: boolean;
   report?: string;
+  force?: boolean;
   sha256?: boolean;
   json?: boolean;
 }
@@ -53,7 +54,8 @@ function addTrustOptions(command: Command): Command {
     .option('--trusted-fingerprint <fpr>', 'pin: only keys with this fingerprint count (repeatable; replaces the trust file, see docs/security-model.md)', collect, [])
     .option('--require-signatures <n>', 'distinct trusted keys that must have signed (two-person rule; default 1)')
     .option('--allow-unsigned', 'accept a bundle without a signature (hashes are still checked)')
-    .option('--report <file>', 'write a JSON verification record (evidence) to this file, also when the bundle is refused; implies --sha256')
+    .option('--report <file>', 'write a JSON verification record (evidence) to this file (- for standard output), also when the bundle is refused; implies --sha256. Checked before the bundle is read; an existing file is refused unless --force')
+    .option('--force', 'replace an existing --report file')
     .option('--sha256', "also compute the whole bundle's SHA-256 (a second hash pass; every file is verified either way)");
 }
 
@@ -61,6 +63,20 @@ function addTrustOptions(command: Command): Command {
 const wantsBundleSha256 = (flags: TrustFlags): boolean => Boolean(flags.sha256) || flags.report !== undefined;
 
 const bundleShaLine = (sha256: string | undefined): string => (sha256 === undefined ? '' : `  bundle sha256 ${sha256}\n`);
+
+/**
+ * --report is checked before anything is read: a record that cannot be written must not cost the
+ * verdict of a long verify. `-` puts the record on stdout, so the human summary then goes to stderr.
+ */
+async function checkReport(flags: TrustFlags, out: Output): Promise<Output> {
+  if (flags.report === undefined) return out;
+  if (flags.report === STDOUT_PATH) {
+    if (out.json) throw new AirlockError('E_USAGE', '--report - and --json both want standard output', { hint: 'write the report to a file, or drop --json' });
+    return { ...out, stdout: out.stderr };
+  }
+  await checkOutputFile(resolve(flags.report), '--report', Boolean(flags.force));
+  return out;
+}
 
 async function trustFrom(flags: TrustFlags): Promise<LoadedTrust> {
   if (flags.trustedKeys.length === 0 && !flags.allowUnsigned) {
@@ -117,7 +133,10 @@ async function withReport<T extends NonNullable<Outcome>>(
     ...(cacheDir === undefined ? {} : { cacheDir }),
   };
   const write = async (record: VerificationRecord): Promise<void> => {
-    if (flags.report !== undefined) await writeFileAtomic(resolve(flags.report), `${JSON.stringify(record, null, 2)}\n`);
+    if (flags.report === undefined) return;
+    const text = `${JSON.stringify(record, null, 2)}\n`;
+    if (flags.report === STDOUT_PATH) process.stdout.write(text);
+    else await writeOutputFile(resolve(flags.report), text, '--report', Boolean(flags.force));
   };
   let result: T;
   try {
@@ -144,26 +163,34 @@ export function registerVerify(program: Command, context: CommandContext): void 
     program
       .command('verify')
       .description('check a bundle completely (signature, manifest, every file hash) without writing anything')
-      .argument('<bundle...>', 'the .airlock.tar file (`-`: read it from standard input, e.g. a pipe); for split volumes the first part, NAME.tar.*, the parts index or their folder'),
+      .argument('<bundle...>', 'ONE bundle: the .airlock.tar file (`-`: standard input, e.g. a pipe), or for split volumes the first part, the parts of one bundle (NAME.tar.*), the parts index or their folder; for several bundles run the command once each'),
   )
-    .addOption(new Option('--quiet', 'print only the verdict line, not the auditor summary'))
+    .addOption(new Option('--quiet', 'print nothing on success (no summary, no progress); errors still go to stderr, the exit status is the verdict'))
     .addOption(jsonOption())
     .action(async (bundles: string[], flags: TrustFlags & { quiet?: boolean }) => {
       const bundle = oneBundle(bundles);
-      const out = context.output(Boolean(flags.json));
+      const out = await checkReport(flags, context.output(Boolean(flags.json)));
       const trust = await trustFrom(flags);
       const bundlePath = bundleArgPath(bundle);
+      const display = terminalReadProgress(out, !flags.quiet);
       const { result, record } = await withReport('verify', bundlePath, flags, trust, undefined, () =>
-        verifyBundle({ bundlePath, trust: trust.policy, allowUnsigned: Boolean(flags.allowUnsigned), bundleSha256: wantsBundleSha256(flags) }),
-      );
+        verifyBundle({
+          bundlePath,
+          trust: trust.policy,
+          allowUnsigned: Boolean(flags.allowUnsigned),
+          bundleSha256: wantsBundleSha256(flags),
+          ...(display === undefined ? {} : { progress: display.progress }),
+        }),
+      ).finally(() => display?.stop());
       if (out.json) return printResult(out, { ...result, bundle: bundleJson(result.bundlePath, result.bundleSha256, result.bundleBytes), signers: verifiedSigners(result.signers) });
+      if (flags.quiet) return;
       out.stdout(`Verified ${bundle}\n${bundleShaLine(result.bundleSha256)}`);
       renderSigners(out, result.signers);
       for (const repo of result.repos) {
         out.stdout(`  ${repo.type} ${repo.id}@${repo.revision} (commit ${repo.commit}): ${repo.files} files, ${formatBytes(repo.bytes)}${repo.referenced > 0 ? ` — delta: ${repo.referenced} of them are not in the bundle; import takes them from the cache after re-hashing them` : ''}\n`);
       }
       out.stdout(`  ${result.files} files, ${formatBytes(result.bytes)}: every hash matches the signed SHA256SUMS\n`);
-      if (!flags.quiet) out.stdout(`\n${auditSummary(record)}`);
+      out.stdout(`\n${auditSummary(record)}`);
     });
 }
 
@@ -172,7 +199,7 @@ export function registerImport(program: Command, context: CommandContext): void 
     program
       .command('import')
       .description('verify a bundle, then commit it atomically into the Hugging Face hub cache')
-      .argument('<bundle...>', 'the .airlock.tar file (`-`: read it from standard input, e.g. a pipe); for split volumes the first part, NAME.tar.*, the parts index or their folder'),
+      .argument('<bundle...>', 'ONE bundle: the .airlock.tar file (`-`: standard input, e.g. a pipe), or for split volumes the first part, the parts of one bundle (NAME.tar.*), the parts index or their folder; for several bundles run the command once each'),
   )
     .option('--layout <layout>', 'hf (hub cache), modelscope (modelscope cache) or dir (plain files in --local-dir); default: modelscope for a bundle from ModelScope, else hf')
     .option('--cache-dir <dir>', 'target cache (hf default: $HF_HUB_CACHE, $HUGGINGFACE_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub; modelscope: $MODELSCOPE_CACHE, else ~/.cache/modelscope/hub)')
@@ -180,10 +207,11 @@ export function registerImport(program: Command, context: CommandContext): void 
     .option('--no-weight-check', 'skip the safetensors header and shard-index checks (also: AIRLOCK_NO_WEIGHT_CHECK=1)')
     .option('--no-space-check', 'skip the free-space check before the payload is read')
     .option('--repo <repo>', 'import only this repo of a multi-repo bundle (repeatable: org/name, datasets/org/name, org/name@rev); the whole bundle is still verified', collect, [])
+    .option('--quiet', 'print nothing on success (no summary, no progress); errors still go to stderr')
     .addOption(jsonOption())
-    .action(async (bundles: string[], flags: TrustFlags & { cacheDir?: string; layout?: string; localDir?: string; weightCheck: boolean; spaceCheck: boolean; repo: string[] }) => {
+    .action(async (bundles: string[], flags: TrustFlags & { cacheDir?: string; layout?: string; localDir?: string; weightCheck: boolean; spaceCheck: boolean; repo: string[]; quiet?: boolean }) => {
       const bundle = oneBundle(bundles);
-      const out = context.output(Boolean(flags.json));
+      const out = await checkReport(flags, context.output(Boolean(flags.json)));
       if (flags.layout !== undefined && !['hf', 'modelscope', 'dir'].includes(flags.layout)) {
         throw new AirlockError('E_USAGE', `--layout must be hf, modelscope or dir, not ${JSON.stringify(flags.layout)}`);
       }
@@ -205,6 +233,7 @@ export function registerImport(program: Command, context: CommandContext): void 
       // decided from the verified manifest during the one read, so a pipe works as well as a file
       const chooseTarget = (manifest: Manifest): { layout: ImportLayout; cacheDir: string } =>
         targetOf(given ?? (manifest.repos.every((r) => r.source.kind === 'modelscope') ? 'modelscope' : 'hf'));
+      const display = terminalReadProgress(out, !flags.quiet);
       const { result } = await withReport('import', bundlePath, flags, trust, given === undefined ? undefined : targetOf(given).cacheDir, () =>
         importBundle({
           bundlePath,
@@ -215,8 +244,9 @@ export function registerImport(program: Command, context: CommandContext): void 
           spaceCheck: flags.spaceCheck,
           repos: flags.repo,
           bundleSha256: wantsBundleSha256(flags),
+          ...(display === undefined ? {} : { progress: display.progress }),
         }),
-      );
+      ).finally(() => display?.stop());
       if (out.json) {
         return printResult(out, {
           ...result,
@@ -225,6 +255,7 @@ export function registerImport(program: Command, context: CommandContext): void 
           cache: { layout: result.layout, path: result.cacheDir },
         });
       }
+      if (flags.quiet) return;
       out.stdout(`Imported ${bundle} into ${result.cacheDir} (layout ${result.layout})\n${bundleShaLine(result.bundleSha256)}`);
       renderSigners(out, result.signers);
       for (const repo of result.repos) {
@@ -240,7 +271,7 @@ export function registerInspect(program: Command, context: CommandContext): void
   program
     .command('inspect')
     .description('show what a bundle holds, without keys (the signature is NOT checked)')
-    .argument('<bundle...>', 'the .airlock.tar file (`-`: read it from standard input, e.g. a pipe); for split volumes the first part, NAME.tar.*, the parts index or their folder')
+    .argument('<bundle...>', 'ONE bundle: the .airlock.tar file (`-`: standard input, e.g. a pipe), or for split volumes the first part, the parts of one bundle (NAME.tar.*), the parts index or their folder; for several bundles run the command once each')
     .addOption(jsonOption())
     .action(async (bundles: string[], flags: { json?: boolean }) => {
       const bundle = oneBundle(bundles);

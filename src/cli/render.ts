@@ -1,6 +1,7 @@
 /** The only place that writes to the terminal. Library code returns values or throws AirlockErrors. */
 import { AirlockError } from '../errors.js';
-import type { ProgressSnapshot } from '../export/progress.js';
+import { ProgressModel, type ProgressSnapshot } from '../export/progress.js';
+import type { ReadProgress } from '../import/progress-sink.js';
 
 export interface Output {
   json: boolean;
@@ -154,4 +155,36 @@ export class LiveBlock {
   done(): void {
     this.write(this.#clear());
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// verify / import progress: the same model and view as export's, fed by the bundle read
+
+/**
+ * A live progress block on a terminal (bytes, rate, ETA, the file being read), redrawn 4×/s on stderr.
+ * Undefined — no progress at all — when stderr is not a terminal (piped, a log file), under --json and
+ * under --quiet: a script gets the result and nothing else.
+ */
+export function terminalReadProgress(out: Output, enabled: boolean): { progress: ReadProgress; stop: () => void } | undefined {
+  if (!enabled || out.json || process.stderr.isTTY !== true) return undefined;
+  const model = new ProgressModel();
+  const block = new LiveBlock(out.stderr);
+  const draw = (): void => block.draw(progressLines(model.snapshot(), process.stderr.columns || 80));
+  const timer = setInterval(draw, 250);
+  timer.unref();
+  return {
+    progress: {
+      planned: (bytes, files) => {
+        model.plan(bytes, files);
+        draw();
+      },
+      start: (path, size) => model.start(path, size),
+      bytes: (delta, path) => model.bytes(delta, path),
+      finish: (path) => model.finish(path),
+    },
+    stop: () => {
+      clearInterval(timer);
+      block.done();
+    },
+  };
 }

@@ -19,6 +19,7 @@ import { BUNDLE_POOL, ReadPool } from '../bundle/read-pool.js';
 import { explainReadFailure } from '../bundle/parts.js';
 import { StagingSink, type ImportLayout } from './staging-sink.js';
 import { summarizeRepos, type RepoSummary } from './summary.js';
+import { observeSink, type ReadProgress } from './progress-sink.js';
 import type { Manifest } from '../bundle/manifest.js';
 import type { PayloadEntry, PayloadSink, PayloadTarget } from '../bundle/reader.js';
 import type { Staging } from '../fs/staging.js';
@@ -97,6 +98,8 @@ export interface ImportOptions {
   repos?: readonly string[] | undefined;
   /** Also compute the whole bundle's SHA-256 (one more hash pass); see ReadBundleOptions. */
   bundleSha256?: boolean;
+  /** Told about every payload byte as it is verified and staged (the CLI's progress display). */
+  progress?: ReadProgress;
 }
 
 export interface ImportedRepo extends RepoSummary {
@@ -142,7 +145,7 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
         trust: options.trust ?? { keys: options.trustedKeys ?? [] },
         allowUnsigned: options.allowUnsigned ?? false,
         subject: options.bundlePath,
-        sink,
+        sink: observeSink(sink, options.progress),
         signal,
         bundleSha256: options.bundleSha256 === true,
         pool,

@@ -5,6 +5,7 @@ import { openBundle } from './open-bundle.js';
 import { BUNDLE_POOL, ReadPool } from '../bundle/read-pool.js';
 import { explainReadFailure, hashWhole } from '../bundle/parts.js';
 import { summarizeRepos, type RepoSummary } from './summary.js';
+import { observeSink, type ReadProgress } from './progress-sink.js';
 
 export interface VerifyOptions {
   bundlePath: string;
@@ -16,6 +17,8 @@ export interface VerifyOptions {
   signal?: AbortSignal;
   /** Also compute the whole bundle's SHA-256 (one more hash pass); see ReadBundleOptions. */
   bundleSha256?: boolean;
+  /** Told about every payload byte as it is verified (the CLI's progress display). */
+  progress?: ReadProgress;
 }
 
 export interface VerifyResult {
@@ -41,7 +44,7 @@ export async function verifyBundle(options: VerifyOptions): Promise<VerifyResult
     trust: options.trust ?? { keys: options.trustedKeys ?? [] },
     allowUnsigned: options.allowUnsigned ?? false,
     subject: options.bundlePath,
-    sink: discardSink,
+    sink: observeSink(discardSink, options.progress),
     bundleSha256: options.bundleSha256 === true,
     pool,
     ...(options.signal === undefined ? {} : { signal: options.signal }),
