@@ -18,7 +18,8 @@ import { parseBundleSpec, resolveSpecPaths, type BundleSpec, type SpecSource } f
 import type { HubClient } from '../hub/types.js';
 import type { ExportRepo } from '../export/exporter.js';
 import type { RepoType } from '../bundle/manifest.js';
-import { chooseSigner } from '../signing/keyring.js';
+import { chooseSigner, loadTrustedKeys } from '../signing/keyring.js';
+import { verifyDetachedSignature } from '../signing/verify.js';
 import { parseInventory, type Inventory } from '../cache/inventory.js';
 import { indexPathFor, parseSize } from '../bundle/parts.js';
 import { formatBytes, LiveBlock, printResult, progressLines, progressTotalLine, type Output } from './render.js';
@@ -27,6 +28,8 @@ import { jsonOption, type CommandContext } from './main.js';
 import { spacedFingerprint } from './keys.js';
 
 interface ExportFlags {
+  trustedKeys: string[];
+  allowUnsignedHave?: boolean;
   repoType: string;
   revision?: string;
   source: string;
@@ -117,12 +120,37 @@ function isTruthyEnv(value: string | undefined): boolean {
   return value !== undefined && ['1', 'on', 'yes', 'true'].includes(value.trim().toLowerCase());
 }
 
-async function readInventory(path: string): Promise<Inventory> {
+/**
+ * The inventory decides which files a delta bundle leaves out, so it is checked like any input from the
+ * other side: its detached signature (`cache inventory --sign-key` writes FILE.asc) must verify against
+ * --trusted-keys. An unsigned inventory is refused unless --allow-unsigned-have says it is expected.
+ */
+async function readInventory(path: string, trustedKeys: readonly string[], allowUnsigned: boolean): Promise<Inventory> {
   let bytes: Buffer;
   try {
     bytes = await readFile(path);
   } catch (error) {
     throw inputFileError(error, 'inventory', path, '--have');
+  }
+  const signature = await readFile(`${path}.asc`, 'utf8').catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined;
+    throw inputFileError(error, 'inventory signature', `${path}.asc`, '--have');
+  });
+  if (signature === undefined) {
+    if (!allowUnsigned) {
+      throw new AirlockError('E_UNSIGNED', `the inventory ${path} is not signed (${basename(path)}.asc is missing)`, {
+        subject: path,
+        hint: 'sign it on the offline side (`airlock cache inventory --out have.json --sign-key …`) and pass --trusted-keys with that key, or pass --allow-unsigned-have',
+      });
+    }
+  } else {
+    if (trustedKeys.length === 0) {
+      throw new AirlockError('E_USAGE', `the inventory ${path} is signed, but no --trusted-keys were given to check it`, {
+        subject: path,
+        hint: 'pass --trusted-keys with the public key of the offline side that signed the inventory',
+      });
+    }
+    await verifyDetachedSignature(bytes, signature, { keys: await loadTrustedKeys(trustedKeys) }, `${basename(path)}.asc`);
   }
   return parseInventory(bytes, path);
 }
@@ -149,7 +177,9 @@ export function registerExport(program: Command, context: CommandContext): void 
     .option('--passphrase-file <file>', 'file holding the signing key passphrase')
     .option('--gpg-sign <key>', 'sign with the system gpg (gpg-agent, smartcard): key id, fingerprint or user id')
     .option('--gpg-homedir <dir>', 'GnuPG home directory for --gpg-sign (default: $GNUPGHOME or ~/.gnupg)')
-    .option('--have <inventory>', 'delta export: leave out LFS files the offline cache already holds (from `airlock cache inventory --out have.json`)')
+    .option('--have <inventory>', 'delta export: leave out LFS files the offline cache already holds (from `airlock cache inventory --out have.json --sign-key …`); its signature (have.json.asc) must verify against --trusted-keys')
+    .option('--trusted-keys <file>', 'with --have: public key(s) of the offline side that signed the inventory (repeatable)', collect, [])
+    .option('--allow-unsigned-have', 'with --have: accept an inventory without a signature')
     .option('--split-size <size>', 'write volumes NAME.tar.000, .001, … of at most this size (e.g. 3.9GiB for FAT32) plus a signed NAME.parts.json')
     .option('--unsigned', 'write a bundle without a signature (importers refuse it unless told otherwise)')
     .option('--sha256', "also print the whole bundle's SHA-256 (one more read of the bundle; always done with --split-size)")
@@ -288,7 +318,7 @@ export function registerExport(program: Command, context: CommandContext): void 
         spaceCheck: flags.spaceCheck,
         splitSize,
         bundleSha256: Boolean(flags.sha256),
-        have: flags.have === undefined ? undefined : await readInventory(flags.have),
+        have: flags.have === undefined ? undefined : await readInventory(flags.have, flags.trustedKeys, Boolean(flags.allowUnsignedHave)),
         ...(progress === undefined ? {} : { onProgress: progress.event, onBytes: progress.bytes, onPlanned: progress.planned }),
       }).finally(() => progress?.stop());
       if (out.json) {

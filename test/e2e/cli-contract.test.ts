@@ -96,7 +96,7 @@ describe('files named by flags: one rule', () => {
   test('--have with a file that is not an inventory never prints its content', async () => {
     const secret = fresh('pass.txt');
     await writeFile(secret, 'sekrit-passphrase-do-not-print\n');
-    const r = await runAirlock(['export', REPO, '--have', secret, '--sign-key', fx.privateKey, '-o', fresh('o.tar')], { env: fx.env });
+    const r = await runAirlock(['export', REPO, '--have', secret, '--allow-unsigned-have', '--sign-key', fx.privateKey, '-o', fresh('o.tar')], { env: fx.env });
     assert.notEqual(r.code, 0);
     assert.doesNotMatch(r.stderr + r.stdout, /sekrit/);
     assert.match(r.stderr, /pass\.txt/);
@@ -188,6 +188,35 @@ describe('keys generate', () => {
   });
 });
 
+describe('export --have checks the inventory signature', () => {
+  test('signed by a trusted key: accepted; tampered: refused (3); unsigned: refused unless --allow-unsigned-have; signed but no --trusted-keys: 2', async () => {
+    const cache = fresh('cache');
+    assert.equal((await runAirlock(['import', fx.bundle, '--trusted-keys', fx.publicKey, '--cache-dir', cache])).code, 0);
+    const have = fresh('have.json');
+    const inv = await runAirlock(['cache', 'inventory', '--cache-dir', cache, '--out', have, '--sign-key', fx.privateKey]);
+    assert.equal(inv.code, 0, inv.stderr);
+    const exportWith = (extra: string[]) => runAirlock(['export', REPO, '--sign-key', fx.privateKey, '-o', fresh('d.airlock.tar'), ...extra], { env: fx.env });
+    const ok = await exportWith(['--have', have, '--trusted-keys', fx.publicKey]);
+    assert.equal(ok.code, 0, ok.stderr);
+    const noKeys = await exportWith(['--have', have]);
+    assertUsage(noKeys, /is signed, but no --trusted-keys/);
+    const tampered = fresh('have.json');
+    const inventory = JSON.parse(await readFile(have, 'utf8'));
+    inventory.repos = [];
+    await writeFile(tampered, JSON.stringify(inventory));
+    await writeFile(`${tampered}.asc`, await readFile(`${have}.asc`));
+    const bad = await exportWith(['--have', tampered, '--trusted-keys', fx.publicKey]);
+    assert.equal(bad.code, 3, bad.stderr);
+    assert.match(bad.stderr, /E_SIGNATURE_INVALID/);
+    const unsigned = fresh('have.json');
+    await writeFile(unsigned, await readFile(have));
+    const refused = await exportWith(['--have', unsigned]);
+    assert.equal(refused.code, 3, refused.stderr);
+    assert.match(refused.stderr, /not signed[\s\S]*--allow-unsigned-have/);
+    assert.equal((await exportWith(['--have', unsigned, '--allow-unsigned-have'])).code, 0);
+  });
+});
+
 describe('hints', () => {
   test('--require-signatures two: a clear message, not NaN', async () => {
     const r = await runAirlock(['verify', fx.bundle, '--trusted-keys', fx.publicKey, '--require-signatures', 'two']);
@@ -204,6 +233,14 @@ describe('hints', () => {
     const r = await runAirlock(['verify', fx.bundle, '--trusted-keys', fx.publicKey, '--trusted-keys', join(other, 'signer.pub.asc')], { env: { AIRLOCK_TRUST_FILE: trustFile } });
     assert.equal(r.code, 3, r.stderr);
     assert.match(r.stderr, new RegExp(`not pinned \\(not in the trust file ${trustFile.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\)`));
+  });
+
+  test('a wrong endpoint path: names the endpoint to fix, not "run the export again"', async () => {
+    const r = await runAirlock(['export', REPO, '--unsigned', '-o', fresh('w.airlock.tar')], { env: { HF_ENDPOINT: `${fx.hub.endpoint}/api` } });
+    assert.equal(r.code, 4, r.stderr);
+    assert.match(r.stderr, /no Hugging Face Hub API at .*\/api/);
+    assert.match(r.stderr, /hint: check --endpoint \/ HF_ENDPOINT/);
+    assert.doesNotMatch(r.stderr, /run the export again/);
   });
 
   test('keys list: one date format, ISO 8601 UTC', async () => {

@@ -83,7 +83,7 @@ describe('no cache yet', () => {
     assert.equal(inv.code, 0, inv.stderr);
     assert.match(inv.stdout, /nothing imported yet/);
     assert.deepEqual(JSON.parse(await readFile(have, 'utf8')).repos, []);
-    const delta = await runAirlock(['export', 'acme/tiny-llm', '--have', have, '--sign-key', fx.privateKey, '-o', fresh('d.airlock.tar')], { env: fx.env });
+    const delta = await runAirlock(['export', 'acme/tiny-llm', '--have', have, '--allow-unsigned-have', '--sign-key', fx.privateKey, '-o', fresh('d.airlock.tar')], { env: fx.env });
     assert.equal(delta.code, 0, delta.stderr);
   });
 });

@@ -51,7 +51,7 @@ before(async () => {
   v2 = await hub.addCommit({ id: 'acme/big' }, [{ path: 'config.json', data: '{"v": 2}\n' }, index(), shard(1, 1), shard(2, 22), shard(3, 3)]);
   delta = join(dir, 'v2-delta.airlock.tar');
   const start = hub.contentBytesServed;
-  const exp = await runAirlock(['export', 'acme/big', '--have', join(dir, 'have.json'), '--sign-key', join(keys, 'signer.key.asc'), '-o', delta], {
+  const exp = await runAirlock(['export', 'acme/big', '--have', join(dir, 'have.json'), '--allow-unsigned-have', '--sign-key', join(keys, 'signer.key.asc'), '-o', delta], {
     env: { HF_ENDPOINT: hub.endpoint },
   });
   assert.equal(exp.code, 0, exp.stderr);
