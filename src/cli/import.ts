@@ -165,7 +165,7 @@ export function registerVerify(program: Command, context: CommandContext): void 
       .description('check a bundle completely (signature, manifest, every file hash) without writing anything')
       .argument('<bundle...>', 'ONE bundle: the .airlock.tar file (`-`: standard input, e.g. a pipe), or for split volumes the first part, the parts of one bundle (NAME.tar.*), the parts index or their folder; for several bundles run the command once each'),
   )
-    .addOption(new Option('--quiet', 'print nothing on success (no summary, no progress); errors still go to stderr, the exit status is the verdict'))
+    .addOption(new Option('--quiet', 'print only the one verdict line (no summary, no progress); errors still go to stderr'))
     .addOption(jsonOption())
     .action(async (bundles: string[], flags: TrustFlags & { quiet?: boolean }) => {
       const bundle = oneBundle(bundles);
@@ -183,7 +183,8 @@ export function registerVerify(program: Command, context: CommandContext): void 
         }),
       ).finally(() => display?.stop());
       if (out.json) return printResult(out, { ...result, bundle: bundleJson(result.bundlePath, result.bundleSha256, result.bundleBytes), signers: verifiedSigners(result.signers) });
-      if (flags.quiet) return;
+      const signedBy = result.signers.length === 0 ? 'UNSIGNED (accepted with --allow-unsigned)' : `signed by ${result.signers.map((s) => s.fingerprint).join(', ')}`;
+      if (flags.quiet) return out.stdout(`Verified ${bundle}: ${result.files} files, ${formatBytes(result.bytes)}, ${signedBy}\n`);
       out.stdout(`Verified ${bundle}\n${bundleShaLine(result.bundleSha256)}`);
       renderSigners(out, result.signers);
       for (const repo of result.repos) {
@@ -207,7 +208,7 @@ export function registerImport(program: Command, context: CommandContext): void 
     .option('--no-weight-check', 'skip the safetensors header and shard-index checks (also: AIRLOCK_NO_WEIGHT_CHECK=1)')
     .option('--no-space-check', 'skip the free-space check before the payload is read')
     .option('--repo <repo>', 'import only this repo of a multi-repo bundle (repeatable: org/name, datasets/org/name, org/name@rev); the whole bundle is still verified', collect, [])
-    .option('--quiet', 'print nothing on success (no summary, no progress); errors still go to stderr')
+    .option('--quiet', 'print only the one result line (no details, no progress); errors still go to stderr')
     .addOption(jsonOption())
     .action(async (bundles: string[], flags: TrustFlags & { cacheDir?: string; layout?: string; localDir?: string; weightCheck: boolean; spaceCheck: boolean; repo: string[]; quiet?: boolean }) => {
       const bundle = oneBundle(bundles);
@@ -255,7 +256,7 @@ export function registerImport(program: Command, context: CommandContext): void 
           cache: { layout: result.layout, path: result.cacheDir },
         });
       }
-      if (flags.quiet) return;
+      if (flags.quiet) return out.stdout(`Imported ${bundle} into ${result.cacheDir}: ${result.files} files, ${formatBytes(result.bytes)}\n`);
       out.stdout(`Imported ${bundle} into ${result.cacheDir} (layout ${result.layout})\n${bundleShaLine(result.bundleSha256)}`);
       renderSigners(out, result.signers);
       for (const repo of result.repos) {

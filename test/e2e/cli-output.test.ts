@@ -105,19 +105,21 @@ describe('progress and --quiet', () => {
     }
   });
 
-  test('piped: no progress; --quiet: nothing at all on success, also on a terminal', async () => {
+  test('piped: no progress; --quiet: the one verdict line and nothing else, also on a terminal', async () => {
     const piped = await runAirlock(['verify', fx.bundle, ...trust()]);
     assert.equal(piped.code, 0);
     assert.doesNotMatch(piped.stderr, /total .* files/);
     const quiet = await runAirlock(['verify', fx.bundle, ...trust(), '--quiet']);
     assert.equal(quiet.code, 0);
-    assert.equal(quiet.stdout + quiet.stderr, '');
+    assert.equal(quiet.stderr, '');
+    assert.match(quiet.stdout, new RegExp(`^Verified \\S+: 8 files, [\\d.]+ KiB, signed by ${fingerprint}\\n$`));
     const quietImport = await runAirlock(['import', fx.bundle, ...trust(), '--cache-dir', fresh('cache'), '--quiet']);
     assert.equal(quietImport.code, 0);
-    assert.equal(quietImport.stdout + quietImport.stderr, '');
+    assert.equal(quietImport.stderr, '');
+    assert.match(quietImport.stdout, /^Imported \S+ into \S+: 8 files, [\d.]+ KiB\n$/);
     const quietTty = await onTerminal(['verify', fx.bundle, ...trust(), '--quiet']);
     assert.equal(quietTty.code, 0);
-    assert.equal(quietTty.text, '');
+    assert.match(quietTty.text, /^Verified \S+: 8 files, [^\n]*\r?\n$/, JSON.stringify(quietTty.text));
   });
 });
 

@@ -80,7 +80,7 @@ describe('delta export', () => {
     const manifest = JSON.parse(await readFile(join(out, 'manifest.json'), 'utf8'));
     const refs = manifest.repos[0].files.filter((f: { reference?: boolean }) => f.reference).map((f: { path: string }) => f.path);
     assert.deepEqual(refs, ['model-00001-of-00003.safetensors', 'model-00003-of-00003.safetensors']);
-    const v = await runAirlock(['verify', delta, '--trusted-keys', pub(), '--quiet']);
+    const v = await runAirlock(['verify', delta, '--trusted-keys', pub()]);
     assert.equal(v.code, 0, v.stderr);
     assert.match(v.stdout, /delta: 2 of them are not in the bundle/);
   });
