@@ -4,6 +4,7 @@ import { Option, type Command } from 'commander';
 import { AirlockError, isAirlockError } from '../errors.js';
 import { splitBundleOf } from '../bundle/parts.js';
 import { isRereadable, STDIN_BUNDLE } from '../import/open-bundle.js';
+import { watchInterrupts } from '../import/interrupt.js';
 import { auditSummary, hashFile, importBundle, inspectBundle, verificationRecord, verifyBundle, type VerificationRecord } from '../import/index.js';
 import { resolveHfCacheDir } from '../cache/hf-hub.js';
 import { resolveModelScopeCacheDir } from '../cache/modelscope.js';
@@ -173,15 +174,21 @@ export function registerVerify(program: Command, context: CommandContext): void 
       const trust = await trustFrom(flags);
       const bundlePath = bundleArgPath(bundle);
       const display = terminalReadProgress(out, !flags.quiet);
+      // Ctrl-C / SIGTERM: E_INTERRUPTED and exit 130 as import does, also while a FIFO's writer is silent
+      const interrupts = watchInterrupts(undefined, true);
       const { result, record } = await withReport('verify', bundlePath, flags, trust, undefined, () =>
         verifyBundle({
           bundlePath,
+          signal: interrupts.signal,
           trust: trust.policy,
           allowUnsigned: Boolean(flags.allowUnsigned),
           bundleSha256: wantsBundleSha256(flags),
           ...(display === undefined ? {} : { progress: display.progress }),
         }),
-      ).finally(() => display?.stop());
+      ).finally(() => {
+        interrupts.dispose();
+        display?.stop();
+      });
       if (out.json) return printResult(out, { ...result, bundle: bundleJson(result.bundlePath, result.bundleSha256, result.bundleBytes), signers: verifiedSigners(result.signers) });
       const signedBy = result.signers.length === 0 ? 'UNSIGNED (accepted with --allow-unsigned)' : `signed by ${result.signers.map((s) => s.fingerprint).join(', ')}`;
       if (flags.quiet) return out.stdout(`Verified ${bundle}: ${result.files} files, ${formatBytes(result.bytes)}, ${signedBy}\n`);

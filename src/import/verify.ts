@@ -39,7 +39,7 @@ export interface VerifyResult {
 export async function verifyBundle(options: VerifyOptions): Promise<VerifyResult> {
   // reused read buffers: the reader releases each one once the sink is done with its bytes
   const pool = new ReadPool(BUNDLE_POOL);
-  const source = await openBundle(options.bundlePath, { trust: options.trust ?? { keys: options.trustedKeys ?? [] }, allowUnsigned: options.allowUnsigned, pool });
+  const source = await openBundle(options.bundlePath, { trust: options.trust ?? { keys: options.trustedKeys ?? [] }, allowUnsigned: options.allowUnsigned, pool, signal: options.signal });
   const verified = await readBundle(source, {
     trust: options.trust ?? { keys: options.trustedKeys ?? [] },
     allowUnsigned: options.allowUnsigned ?? false,

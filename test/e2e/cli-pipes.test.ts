@@ -182,6 +182,19 @@ describe('signals while import waits on a FIFO', () => {
     assert.deepEqual(await cachedRepos(cache), []);
   });
 
+  test('verify too: SIGTERM while waiting for a writer → E_INTERRUPTED, exit 130', async () => {
+    const fifo = fresh('verify.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const child = spawnAirlock(['verify', fifo, '--trusted-keys', fx.publicKey, '--json'], ['ignore', 'pipe', 'pipe']);
+    const done = exited(child);
+    while (!(await waitsForWriter(child.pid!))) await new Promise((resolve) => setImmediate(resolve));
+    child.kill('SIGTERM');
+    const r = await done;
+    assert.equal(r.signal, null, 'handled, not killed by the signal');
+    assert.equal(r.code, 130, r.stderr);
+    assert.equal(JSON.parse(r.stdout).error.code, 'E_INTERRUPTED');
+  });
+
   test('SIGTERM while the writer is connected but silent: E_INTERRUPTED, exit 130, cache untouched', async () => {
     const fifo = fresh('stalled.fifo');
     execFileSync('mkfifo', [fifo]);
