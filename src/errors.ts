@@ -146,9 +146,14 @@ export function fsError(error: unknown, action: string, path: string): AirlockEr
         hint: 'free some space on that file system (or point the command at another one) and run it again',
         cause: error,
       });
+    case 'EROFS':
+      return new AirlockError('E_PERMISSION', `read-only file system: cannot ${action} ${path} (EROFS)`, {
+        subject: path,
+        hint: 'that file system is mounted read-only; choose a location on a writable one (or remount it read-write)',
+        cause: error,
+      });
     case 'EACCES':
     case 'EPERM':
-    case 'EROFS':
       return new AirlockError('E_PERMISSION', `permission denied: cannot ${action} ${path} (${errno})`, {
         subject: path,
         hint: 'check the ownership and mode of that path, or choose a location you can write to',
@@ -166,6 +171,24 @@ export function fsError(error: unknown, action: string, path: string): AirlockEr
         cause: error,
       });
   }
+}
+
+/**
+ * A file the user names with a flag as an input — a key file, passphrase file, trust file, `--spec`,
+ * `--have` — that is missing or is a directory: the command line is wrong (E_USAGE, exit 2), said
+ * without the raw ENOENT/EISDIR. Other failures (permissions, I/O) stay local-machine errors (fsError).
+ * The file's content is never part of the message.
+ */
+export function inputFileError(error: unknown, what: string, path: string, flag: string): AirlockError {
+  if (error instanceof AirlockError) return error;
+  const errno = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (errno === 'ENOENT' || errno === 'ENOTDIR') {
+    return new AirlockError('E_USAGE', `${what} ${path} does not exist`, { subject: path, hint: `check the path given to ${flag}`, cause: error });
+  }
+  if (errno === 'EISDIR') {
+    return new AirlockError('E_USAGE', `${what} ${path} is a directory, not a file`, { subject: path, hint: `give ${flag} the file itself`, cause: error });
+  }
+  return fsError(error, `read ${what}`, path);
 }
 
 /** Removes anything that looks like a bearer token from text that may reach a user or a log. */

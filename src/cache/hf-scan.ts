@@ -58,6 +58,8 @@ export interface CacheProblem {
 
 export interface CacheScan {
   cacheDir: string;
+  /** False when there is no cache at cacheDir yet (nothing imported): the scan is then empty. */
+  exists: boolean;
   repos: CachedRepo[];
   problems: CacheProblem[];
   sizeOnDisk: number;
@@ -173,6 +175,8 @@ export async function scanHfCache(cacheDir: string): Promise<CacheScan> {
   try {
     names = await readdir(cacheDir);
   } catch (error) {
+    // no cache yet (a fresh offline machine): an empty cache, not an error — the first delta cycle starts here
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { cacheDir, exists: false, repos: [], problems: [], sizeOnDisk: 0 };
     throw fsError(error, 'read the hub cache', cacheDir);
   }
   const problems: CacheProblem[] = [];
@@ -186,7 +190,7 @@ export async function scanHfCache(cacheDir: string): Promise<CacheScan> {
     const repo = await scanRepo(cacheDir, name, problems);
     if (repo) repos.push(repo);
   }
-  return { cacheDir, repos, problems, sizeOnDisk: repos.reduce((n, r) => n + r.sizeOnDisk, 0) };
+  return { cacheDir, exists: true, repos, problems, sizeOnDisk: repos.reduce((n, r) => n + r.sizeOnDisk, 0) };
 }
 
 const READ_CHUNK = 1024 * 1024;

@@ -69,7 +69,11 @@ export function parseInventory(bytes: Uint8Array, subject: string): Inventory {
   try {
     value = JSON.parse(Buffer.from(bytes).toString('utf8'));
   } catch (cause) {
-    throw new AirlockError('E_USAGE', `${subject} is not JSON: ${(cause as Error).message}`, { subject, cause });
+    // never the parser's message: it quotes the file, which may be anything (a passphrase file given by mistake)
+    throw new AirlockError('E_USAGE', `${subject} is not an inventory (not JSON)`, {
+      subject,
+      hint: 'pass the file `airlock cache inventory --out FILE` wrote on the offline side',
+    });
   }
   return check(value, subject);
 }

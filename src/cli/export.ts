@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
-import { basename, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { AirlockError, fsError } from '../errors.js';
+import { AirlockError, inputFileError } from '../errors.js';
 import { exportBundle } from '../export/exporter.js';
 import { describeFetchEvent, type FetchEvent, type SnapshotPlan } from '../export/fetch.js';
 import { ProgressModel } from '../export/progress.js';
@@ -17,15 +17,19 @@ import { resolveHfCacheDir } from '../cache/hf-hub.js';
 import { parseBundleSpec, resolveSpecPaths, type BundleSpec, type SpecSource } from '../spec/bundle-spec.js';
 import type { HubClient } from '../hub/types.js';
 import type { ExportRepo } from '../export/exporter.js';
-import { chooseSigner } from '../signing/keyring.js';
+import { chooseSigner, loadTrustedKeys } from '../signing/keyring.js';
+import { verifyDetachedSignature } from '../signing/verify.js';
 import { parseInventory, type Inventory } from '../cache/inventory.js';
 import { checkSplitSize, indexPathFor, parseSize } from '../bundle/parts.js';
 import { resolveOutputPath } from '../export/output-path.js';
-import { formatBytes, LiveBlock, printJson, progressLines, progressTotalLine, type Output } from './render.js';
+import { formatBytes, LiveBlock, printResult, progressLines, progressTotalLine, type Output } from './render.js';
+import { bundleJson } from './result.js';
 import { jsonOption, type CommandContext } from './main.js';
 import { spacedFingerprint } from './keys.js';
 
 interface ExportFlags {
+  trustedKeys: string[];
+  allowUnsignedHave?: boolean;
   repoType: string;
   revision?: string;
   source: string;
@@ -116,12 +120,37 @@ function isTruthyEnv(value: string | undefined): boolean {
   return value !== undefined && ['1', 'on', 'yes', 'true'].includes(value.trim().toLowerCase());
 }
 
-async function readInventory(path: string): Promise<Inventory> {
+/**
+ * The inventory decides which files a delta bundle leaves out, so it is checked like any input from the
+ * other side: its detached signature (`cache inventory --sign-key` writes FILE.asc) must verify against
+ * --trusted-keys. An unsigned inventory is refused unless --allow-unsigned-have says it is expected.
+ */
+async function readInventory(path: string, trustedKeys: readonly string[], allowUnsigned: boolean): Promise<Inventory> {
   let bytes: Buffer;
   try {
     bytes = await readFile(path);
   } catch (error) {
-    throw fsError(error, 'read inventory', path);
+    throw inputFileError(error, 'inventory', path, '--have');
+  }
+  const signature = await readFile(`${path}.asc`, 'utf8').catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined;
+    throw inputFileError(error, 'inventory signature', `${path}.asc`, '--have');
+  });
+  if (signature === undefined) {
+    if (!allowUnsigned) {
+      throw new AirlockError('E_UNSIGNED', `the inventory ${path} is not signed (${basename(path)}.asc is missing)`, {
+        subject: path,
+        hint: 'sign it on the offline side (`airlock cache inventory --out have.json --sign-key …`) and pass --trusted-keys with that key, or pass --allow-unsigned-have',
+      });
+    }
+  } else {
+    if (trustedKeys.length === 0) {
+      throw new AirlockError('E_USAGE', `the inventory ${path} is signed, but no --trusted-keys were given to check it`, {
+        subject: path,
+        hint: 'pass --trusted-keys with the public key of the offline side that signed the inventory',
+      });
+    }
+    await verifyDetachedSignature(bytes, signature, { keys: await loadTrustedKeys(trustedKeys) }, `${basename(path)}.asc`);
   }
   return parseInventory(bytes, path);
 }
@@ -148,7 +177,9 @@ export function registerExport(program: Command, context: CommandContext): void 
     .option('--passphrase-file <file>', 'file holding the signing key passphrase')
     .option('--gpg-sign <key>', 'sign with the system gpg (gpg-agent, smartcard): key id, fingerprint or user id')
     .option('--gpg-homedir <dir>', 'GnuPG home directory for --gpg-sign (default: $GNUPGHOME or ~/.gnupg)')
-    .option('--have <inventory>', 'delta export: leave out LFS files the offline cache already holds (from `airlock cache inventory --out have.json`)')
+    .option('--have <inventory>', 'delta export: leave out LFS files the offline cache already holds (from `airlock cache inventory --out have.json --sign-key …`); its signature (have.json.asc) must verify against --trusted-keys')
+    .option('--trusted-keys <file>', 'with --have: public key(s) of the offline side that signed the inventory (repeatable)', collect, [])
+    .option('--allow-unsigned-have', 'with --have: accept an inventory without a signature')
     .option('--split-size <size>', 'write volumes NAME.tar.000, .001, … of at most this size (at least 1MiB, at most 10,000 parts; e.g. 3.9GiB for FAT32) plus a signed NAME.parts.json')
     .option('--unsigned', 'write a bundle without a signature (importers refuse it unless told otherwise)')
     .option('--sha256', "also print the whole bundle's SHA-256 (one more read of the bundle; always done with --split-size)")
@@ -182,7 +213,7 @@ export function registerExport(program: Command, context: CommandContext): void 
       if (flags.spec !== undefined) {
         const specPath = resolve(flags.spec);
         const text = await readFile(specPath, 'utf8').catch((error: unknown) => {
-          throw new AirlockError('E_USAGE', `cannot read the bundle spec ${specPath}: ${(error as Error).message}`, { subject: specPath });
+          throw inputFileError(error, 'bundle spec', specPath, '--spec');
         });
         spec = resolveSpecPaths(parseBundleSpec(text, flags.spec), specPath);
       }
@@ -288,12 +319,29 @@ export function registerExport(program: Command, context: CommandContext): void 
         spaceCheck: flags.spaceCheck,
         splitSize,
         bundleSha256: Boolean(flags.sha256),
-        have: flags.have === undefined ? undefined : await readInventory(flags.have),
+        have: flags.have === undefined ? undefined : await readInventory(flags.have, flags.trustedKeys, Boolean(flags.allowUnsignedHave)),
         // Ctrl-C / SIGTERM: E_INTERRUPTED (exit 130), the partial bundle kept for a re-run
         handleSignals: true,
         ...(progress === undefined ? {} : { onProgress: progress.event, onBytes: progress.bytes, onPlanned: progress.planned }),
       }).finally(() => progress?.stop());
-      if (out.json) return printJson(out, { ok: true, bundle: result.bundle, repos: result.repos, signer: result.signer ?? null, signed: result.signer !== undefined, content: result.content });
+      if (out.json) {
+        // split volumes: bundle.path is the first part (what verify/import take), parts the files written
+        const written = result.bundle.parts;
+        const folder = dirname(result.bundle.path);
+        const bundle =
+          written === undefined
+            ? bundleJson(result.bundle.path, result.bundle.sha256, result.bundle.bytes)
+            : bundleJson(join(folder, written.parts[0]!.name), written.sha256, written.size, written.parts.map((p) => ({ path: join(folder, p.name), bytes: p.size })));
+        return printResult(out, {
+          bundle: { ...bundle, ...(written === undefined ? {} : { index: indexPathFor(result.bundle.path) }) },
+          repos: result.repos,
+          signed: result.signer !== undefined,
+          // the key export signed with (its own signature, so nothing for airlock to check)
+          signers: result.signer === undefined ? [] : [{ ...result.signer, verified: true }],
+          signer: result.signer ?? null, // deprecated alias of signers[0]
+          content: result.content,
+        });
+      }
       const files = result.repos.reduce((n, r) => n + r.files, 0);
       const bytes = result.repos.reduce((n, r) => n + r.bytes, 0);
       const parts = result.bundle.parts;

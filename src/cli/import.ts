@@ -4,15 +4,20 @@ import { Option, type Command } from 'commander';
 import type { UnindexedRead } from '../bundle/parts-unindexed.js';
 import { AirlockError, isAirlockError } from '../errors.js';
 import { splitBundleOf } from '../bundle/parts.js';
+import { isRereadable, STDIN_BUNDLE } from '../import/open-bundle.js';
+import { watchInterrupts } from '../import/interrupt.js';
 import { auditSummary, hashFile, importBundle, inspectBundle, verificationRecord, verifyBundle, type VerificationRecord } from '../import/index.js';
 import { resolveHfCacheDir } from '../cache/hf-hub.js';
 import { resolveModelScopeCacheDir } from '../cache/modelscope.js';
 import type { ImportLayout } from '../import/staging-sink.js';
-import { writeFileAtomic } from '../fs/atomic.js';
+import type { Manifest } from '../bundle/manifest.js';
+import { checkOutputFile, STDOUT_PATH, writeOutputFile } from '../fs/output-file.js';
 import { loadTrustPolicy, type LoadedTrust } from '../signing/keyring.js';
 import type { VerifiedSigner } from '../signing/verify.js';
 import { toolVersion } from '../version.js';
-import { formatBytes, printJson, type Output } from './render.js';
+import { formatBytes, printResult, terminalReadProgress, type Output } from './render.js';
+import { bundleJson, uncheckedSigner, verifiedSigners } from './result.js';
+import { summarizeRepos } from '../import/summary.js';
 import { jsonOption, type CommandContext } from './main.js';
 import { spacedFingerprint } from './keys.js';
 import { addContentOptions, contentPolicyFrom, renderContent, type ContentFlags } from './content-options.js';
@@ -32,12 +37,16 @@ function oneBundle(args: readonly string[]): string {
   });
 }
 
+/** A bundle argument as a path; `-` stays `-` (standard input). */
+const bundleArgPath = (arg: string): string => (arg === STDIN_BUNDLE ? STDIN_BUNDLE : resolve(arg));
+
 interface TrustFlags {
   trustedKeys: string[];
   trustedFingerprint: string[];
   requireSignatures?: string;
   allowUnsigned?: boolean;
   report?: string;
+  force?: boolean;
   sha256?: boolean;
   json?: boolean;
 }
@@ -48,7 +57,8 @@ function addTrustOptions(command: Command): Command {
     .option('--trusted-fingerprint <fpr>', 'pin: only keys with this fingerprint count (repeatable; replaces the trust file, see docs/security-model.md)', collect, [])
     .option('--require-signatures <n>', 'distinct trusted keys that must have signed (two-person rule; default 1)')
     .option('--allow-unsigned', 'accept a bundle without a signature (hashes are still checked)')
-    .option('--report <file>', 'write a JSON verification record (evidence) to this file, also when the bundle is refused; implies --sha256')
+    .option('--report <file>', 'write a JSON verification record (evidence) to this file (- for standard output), also when the bundle is refused; implies --sha256. Checked before the bundle is read; an existing file is refused unless --force')
+    .option('--force', 'replace an existing --report file')
     .option('--sha256', "also compute the whole bundle's SHA-256 (a second hash pass; every file is verified either way)");
 }
 
@@ -56,6 +66,20 @@ function addTrustOptions(command: Command): Command {
 const wantsBundleSha256 = (flags: TrustFlags): boolean => Boolean(flags.sha256) || flags.report !== undefined;
 
 const bundleShaLine = (sha256: string | undefined): string => (sha256 === undefined ? '' : `  bundle sha256 ${sha256}\n`);
+
+/**
+ * --report is checked before anything is read: a record that cannot be written must not cost the
+ * verdict of a long verify. `-` puts the record on stdout, so the human summary then goes to stderr.
+ */
+async function checkReport(flags: TrustFlags, out: Output): Promise<Output> {
+  if (flags.report === undefined) return out;
+  if (flags.report === STDOUT_PATH) {
+    if (out.json) throw new AirlockError('E_USAGE', '--report - and --json both want standard output', { hint: 'write the report to a file, or drop --json' });
+    return { ...out, stdout: out.stderr };
+  }
+  await checkOutputFile(resolve(flags.report), '--report', Boolean(flags.force));
+  return out;
+}
 
 async function trustFrom(flags: TrustFlags): Promise<LoadedTrust> {
   if (flags.trustedKeys.length === 0 && !flags.allowUnsigned) {
@@ -65,7 +89,12 @@ async function trustFrom(flags: TrustFlags): Promise<LoadedTrust> {
   }
   let requireSignatures: number | undefined;
   if (flags.requireSignatures !== undefined) {
-    requireSignatures = /^\d+$/.test(flags.requireSignatures) ? Number(flags.requireSignatures) : Number.NaN;
+    if (!/^\s*\d+\s*$/.test(flags.requireSignatures) || Number(flags.requireSignatures) < 1) {
+      throw new AirlockError('E_USAGE', `--require-signatures takes a number of distinct signers (1, 2, …), not ${JSON.stringify(flags.requireSignatures)}`, {
+        hint: 'e.g. --require-signatures 2 for the two-person rule',
+      });
+    }
+    requireSignatures = Number(flags.requireSignatures);
     if (flags.allowUnsigned) throw new AirlockError('E_USAGE', '--require-signatures and --allow-unsigned contradict each other');
   }
   return loadTrustPolicy({ keyFiles: flags.trustedKeys, fingerprints: flags.trustedFingerprint, ...(requireSignatures === undefined ? {} : { requireSignatures }) });
@@ -107,14 +136,18 @@ async function withReport<T extends NonNullable<Outcome>>(
     ...(cacheDir === undefined ? {} : { cacheDir }),
   };
   const write = async (record: VerificationRecord): Promise<void> => {
-    if (flags.report !== undefined) await writeFileAtomic(resolve(flags.report), `${JSON.stringify(record, null, 2)}\n`);
+    if (flags.report === undefined) return;
+    const text = `${JSON.stringify(record, null, 2)}\n`;
+    if (flags.report === STDOUT_PATH) process.stdout.write(text);
+    else await writeOutputFile(resolve(flags.report), text, '--report', Boolean(flags.force));
   };
   let result: T;
   try {
     result = await work();
   } catch (error) {
     if (flags.report !== undefined) {
-      const file = await hashFile(bundlePath);
+      // a pipe cannot be read a second time: the record then has no sha256 of the refused bytes
+      const file = (await isRereadable(bundlePath)) ? await hashFile(bundlePath) : undefined;
       const failure = isAirlockError(error)
         ? { code: error.code, message: error.message, subject: error.subject }
         : { code: 'E_INTERNAL', message: (error as Error)?.message ?? String(error) };
@@ -122,7 +155,8 @@ async function withReport<T extends NonNullable<Outcome>>(
     }
     throw error;
   }
-  const record = verificationRecord({ ...base, finishedAt: new Date(), result });
+  const chosen = 'cacheDir' in result && typeof result.cacheDir === 'string' ? { cacheDir: result.cacheDir } : {};
+  const record = verificationRecord({ ...base, ...chosen, finishedAt: new Date(), result });
   await write(record);
   return { result, record };
 }
@@ -132,20 +166,36 @@ export function registerVerify(program: Command, context: CommandContext): void 
     program
       .command('verify')
       .description('check a bundle completely (signature, manifest, every file hash) without writing anything')
-      .argument('<bundle...>', 'the .airlock.tar file; for split volumes the first part, NAME.tar.*, the parts index or their folder'),
+      .argument('<bundle...>', 'ONE bundle: the .airlock.tar file (`-`: standard input, e.g. a pipe), or for split volumes the first part, the parts of one bundle (NAME.tar.*), the parts index or their folder; for several bundles run the command once each'),
   )
-    .addOption(new Option('--quiet', 'print only the verdict line, not the auditor summary'))
+    .addOption(new Option('--quiet', 'print only the one verdict line (no summary, no progress); errors still go to stderr'))
     .addOption(jsonOption());
   addContentOptions(command).action(async (bundles: string[], flags: TrustFlags & ContentFlags & { quiet?: boolean }) => {
       const bundle = oneBundle(bundles);
-      const out = context.output(Boolean(flags.json));
+      const out = await checkReport(flags, context.output(Boolean(flags.json)));
       const trust = await trustFrom(flags);
       const contentPolicy = await contentPolicyFrom(flags);
-      const bundlePath = resolve(bundle);
+      const bundlePath = bundleArgPath(bundle);
+      const display = terminalReadProgress(out, !flags.quiet);
+      // Ctrl-C / SIGTERM: E_INTERRUPTED and exit 130 as import does, also while a FIFO's writer is silent
+      const interrupts = watchInterrupts(undefined, true);
       const { result, record } = await withReport('verify', bundlePath, flags, trust, undefined, () =>
-        verifyBundle({ bundlePath, trust: trust.policy, allowUnsigned: Boolean(flags.allowUnsigned), bundleSha256: wantsBundleSha256(flags), contentPolicy }),
-      );
-      if (out.json) return printJson(out, { ok: true, ...result });
+        verifyBundle({
+          bundlePath,
+          signal: interrupts.signal,
+          trust: trust.policy,
+          allowUnsigned: Boolean(flags.allowUnsigned),
+          bundleSha256: wantsBundleSha256(flags),
+          contentPolicy,
+          ...(display === undefined ? {} : { progress: display.progress }),
+        }),
+      ).finally(() => {
+        interrupts.dispose();
+        display?.stop();
+      });
+      if (out.json) return printResult(out, { ...result, bundle: bundleJson(result.bundlePath, result.bundleSha256, result.bundleBytes), signers: verifiedSigners(result.signers) });
+      const signedBy = result.signers.length === 0 ? 'UNSIGNED (accepted with --allow-unsigned)' : `signed by ${result.signers.map((s) => s.fingerprint).join(', ')}`;
+      if (flags.quiet) return out.stdout(`Verified ${bundle}: ${result.files} files, ${formatBytes(result.bytes)}, ${signedBy}\n`);
       out.stdout(`Verified ${bundle}\n${bundleShaLine(result.bundleSha256)}`);
       renderSigners(out, result.signers);
       if (result.splitWithoutIndex !== undefined) out.stdout(unindexedLine(result.splitWithoutIndex));
@@ -154,7 +204,7 @@ export function registerVerify(program: Command, context: CommandContext): void 
       }
       out.stdout(`  ${result.files} files, ${formatBytes(result.bytes)}: every hash matches the signed SHA256SUMS\n`);
       renderContent(out, result.content);
-      if (!flags.quiet) out.stdout(`\n${auditSummary(record)}`);
+      out.stdout(`\n${auditSummary(record)}`);
     });
 }
 
@@ -163,7 +213,7 @@ export function registerImport(program: Command, context: CommandContext): void 
     program
       .command('import')
       .description('verify a bundle, then commit it atomically into the Hugging Face hub cache')
-      .argument('<bundle...>', 'the .airlock.tar file; for split volumes the first part, NAME.tar.*, the parts index or their folder'),
+      .argument('<bundle...>', 'ONE bundle: the .airlock.tar file (`-`: standard input, e.g. a pipe), or for split volumes the first part, the parts of one bundle (NAME.tar.*), the parts index or their folder; for several bundles run the command once each'),
   )
     .option('--layout <layout>', 'hf (hub cache), modelscope (modelscope cache) or dir (plain files in --local-dir); default: modelscope for a bundle from ModelScope, else hf')
     .option('--cache-dir <dir>', 'target cache (hf default: $HF_HUB_CACHE, $HUGGINGFACE_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub; modelscope: $MODELSCOPE_CACHE, else ~/.cache/modelscope/hub)')
@@ -171,10 +221,11 @@ export function registerImport(program: Command, context: CommandContext): void 
     .option('--no-weight-check', 'skip the safetensors header and shard-index checks (also: AIRLOCK_NO_WEIGHT_CHECK=1)')
     .option('--no-space-check', 'skip the free-space check before the payload is read')
     .option('--repo <repo>', 'import only this repo of a multi-repo bundle (repeatable: org/name, datasets/org/name, org/name@rev); the whole bundle is still verified', collect, [])
+    .option('--quiet', 'print only the one result line (no details, no progress); errors still go to stderr')
     .addOption(jsonOption());
-  addContentOptions(command).action(async (bundles: string[], flags: TrustFlags & ContentFlags & { cacheDir?: string; layout?: string; localDir?: string; weightCheck: boolean; spaceCheck: boolean; repo: string[] }) => {
+  addContentOptions(command).action(async (bundles: string[], flags: TrustFlags & ContentFlags & { cacheDir?: string; layout?: string; localDir?: string; weightCheck: boolean; spaceCheck: boolean; repo: string[]; quiet?: boolean }) => {
       const bundle = oneBundle(bundles);
-      const out = context.output(Boolean(flags.json));
+      const out = await checkReport(flags, context.output(Boolean(flags.json)));
       if (flags.layout !== undefined && !['hf', 'modelscope', 'dir'].includes(flags.layout)) {
         throw new AirlockError('E_USAGE', `--layout must be hf, modelscope or dir, not ${JSON.stringify(flags.layout)}`);
       }
@@ -185,33 +236,43 @@ export function registerImport(program: Command, context: CommandContext): void 
       if (flags.localDir !== undefined && flags.cacheDir !== undefined) throw new AirlockError('E_USAGE', '--local-dir and --cache-dir contradict each other', { hint: 'drop one of them' });
       const trust = await trustFrom(flags);
       const contentPolicy = await contentPolicyFrom(flags);
-      const bundlePath = resolve(bundle);
-      let layout = flags.layout as ImportLayout | undefined;
-      if (layout === undefined && flags.localDir !== undefined) layout = 'dir';
-      if (layout === undefined) {
-        // only picks the default target; everything imported is checked against the signed manifest. A
-        // bundle whose head cannot be read falls back to hf: the import itself then names the damage precisely.
-        const head = await inspectBundle(bundlePath).catch(() => undefined);
-        layout = head !== undefined && head.manifest.repos.every((r) => r.source.kind === 'modelscope') ? 'modelscope' : 'hf';
-      }
-      const cacheDir =
-        layout === 'dir' ? resolve(flags.localDir!) : layout === 'modelscope' ? resolveModelScopeCacheDir(flags.cacheDir, process.env) : resolveHfCacheDir(flags.cacheDir, process.env);
-      const { result } = await withReport('import', bundlePath, flags, trust, cacheDir, () =>
+      const bundlePath = bundleArgPath(bundle);
+      let given = flags.layout as ImportLayout | undefined;
+      if (given === undefined && flags.localDir !== undefined) given = 'dir';
+      const targetOf = (layout: ImportLayout): { layout: ImportLayout; cacheDir: string } => ({
+        layout,
+        cacheDir:
+          layout === 'dir' ? resolve(flags.localDir!) : layout === 'modelscope' ? resolveModelScopeCacheDir(flags.cacheDir, process.env) : resolveHfCacheDir(flags.cacheDir, process.env),
+      });
+      // without --layout the default depends on the bundle (modelscope for a bundle from ModelScope):
+      // decided from the verified manifest during the one read, so a pipe works as well as a file
+      const chooseTarget = (manifest: Manifest): { layout: ImportLayout; cacheDir: string } =>
+        targetOf(given ?? (manifest.repos.every((r) => r.source.kind === 'modelscope') ? 'modelscope' : 'hf'));
+      const display = terminalReadProgress(out, !flags.quiet);
+      const { result } = await withReport('import', bundlePath, flags, trust, given === undefined ? undefined : targetOf(given).cacheDir, () =>
         importBundle({
           bundlePath,
           trust: trust.policy,
           allowUnsigned: Boolean(flags.allowUnsigned),
-          cacheDir,
-          layout,
+          chooseTarget,
           weightCheck: flags.weightCheck && !['1', 'on', 'yes', 'true'].includes((process.env['AIRLOCK_NO_WEIGHT_CHECK'] ?? '').trim().toLowerCase()),
           spaceCheck: flags.spaceCheck,
           repos: flags.repo,
           bundleSha256: wantsBundleSha256(flags),
           contentPolicy,
+          ...(display === undefined ? {} : { progress: display.progress }),
         }),
-      );
-      if (out.json) return printJson(out, { ok: true, cacheDir, layout, ...result });
-      out.stdout(`Imported ${bundle} into ${cacheDir} (layout ${layout})\n${bundleShaLine(result.bundleSha256)}`);
+      ).finally(() => display?.stop());
+      if (out.json) {
+        return printResult(out, {
+          ...result,
+          bundle: bundleJson(result.bundlePath, result.bundleSha256, result.bundleBytes),
+          signers: verifiedSigners(result.signers),
+          cache: { layout: result.layout, path: result.cacheDir },
+        });
+      }
+      if (flags.quiet) return out.stdout(`Imported ${bundle} into ${result.cacheDir}: ${result.files} files, ${formatBytes(result.bytes)}\n`);
+      out.stdout(`Imported ${bundle} into ${result.cacheDir} (layout ${result.layout})\n${bundleShaLine(result.bundleSha256)}`);
       renderSigners(out, result.signers);
       if (result.splitWithoutIndex !== undefined) out.stdout(unindexedLine(result.splitWithoutIndex));
       for (const repo of result.repos) {
@@ -228,18 +289,25 @@ export function registerInspect(program: Command, context: CommandContext): void
   program
     .command('inspect')
     .description('show what a bundle holds, without keys (the signature is NOT checked)')
-    .argument('<bundle...>', 'the .airlock.tar file; for split volumes the first part, NAME.tar.*, the parts index or their folder')
+    .argument('<bundle...>', 'ONE bundle: the .airlock.tar file (`-`: standard input, e.g. a pipe), or for split volumes the first part, the parts of one bundle (NAME.tar.*), the parts index or their folder; for several bundles run the command once each')
     .addOption(jsonOption())
     .action(async (bundles: string[], flags: { json?: boolean }) => {
       const bundle = oneBundle(bundles);
       const out = context.output(Boolean(flags.json));
-      const result = await inspectBundle(resolve(bundle));
-      if (out.json) return printJson(out, { ok: true, ...result });
+      const result = await inspectBundle(bundleArgPath(bundle));
+      if (out.json) {
+        return printResult(out, {
+          ...result,
+          bundle: bundleJson(result.bundlePath, null, null),
+          repos: summarizeRepos(result.manifest),
+          signers: result.signatureFingerprints.map((f) => uncheckedSigner(f)),
+        });
+      }
       const m = result.manifest;
       out.stdout(`${bundle}: airlock bundle format ${m.formatVersion}, made by model-airlock ${m.tool.version} at ${m.createdAt}\n`);
       out.stdout(
         result.signed
-          ? `  signed by key ${result.signatureKeyIds.join(', ')} — NOT checked here; run \`airlock verify --trusted-keys …\`\n`
+          ? `  signed by ${result.signatureFingerprints.map(spacedFingerprint).join(', ')} — NOT checked here; run \`airlock verify --trusted-keys …\`\n`
           : '  UNSIGNED bundle\n',
       );
       for (const repo of m.repos) {

@@ -5,7 +5,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { AirlockError, ExitCode } from '../errors.js';
 import { toolVersion } from '../version.js';
-import { processOutput, renderError, type Output } from './render.js';
+import { guardStandardStreams, processOutput, renderError, setCommand, type Output } from './render.js';
 
 export interface CommandContext {
   output(json: boolean): Output;
@@ -37,8 +37,11 @@ export async function buildProgram(context: CommandContext, argv: readonly strin
   const program = new Command('airlock')
     .description('Carry machine-learning models across an air gap: signed, verified, atomic.')
     .version(toolVersion, '-V, --version')
-    .showHelpAfterError('(run with --help for usage)')
-    .configureHelp({ sortSubcommands: false });
+    .configureHelp({ sortSubcommands: false })
+    // set before the commands are added, so that every command and subcommand inherits them: commander
+    // must neither print its own error line nor exit — main() renders usage errors like every other error
+    .exitOverride()
+    .configureOutput({ outputError: () => undefined });
   const named = COMMANDS.find((c) => c.name === argv[2]);
   for (const command of named === undefined ? COMMANDS : [named]) (await command.load())(program, context);
   return program;
@@ -49,7 +52,38 @@ export function jsonOption(): Option {
   return new Option('--json', 'print one machine-readable JSON result on stdout');
 }
 
+/** `airlock verify`, `airlock keys generate`: the command line's command words, for the usage hint. */
+function commandPath(program: Command, argv: readonly string[]): string {
+  const words = ['airlock'];
+  let command: Command | undefined = program;
+  for (const arg of argv.slice(2)) {
+    const sub: Command | undefined = command?.commands.find((c) => c.name() === arg);
+    if (sub === undefined) break;
+    words.push(arg);
+    command = sub;
+  }
+  return words.join(' ');
+}
+
+/**
+ * A command line commander refused (unknown option, missing argument or required flag, unknown command),
+ * as the one error type: exit 2, the hint, and the JSON error object under --json.
+ */
+function usageError(error: CommanderError, program: Command, argv: readonly string[]): AirlockError {
+  const path = commandPath(program, argv);
+  if (error.code === 'commander.help') {
+    // `airlock` or `airlock keys` alone: the help was printed (stderr); no command ran
+    let command: Command = program;
+    for (const word of path.split(' ').slice(1)) command = command.commands.find((c) => c.name() === word) ?? command;
+    const names = command.commands.map((c) => c.name()).filter((n) => n !== 'help');
+    return new AirlockError('E_USAGE', `${path} needs a command: ${names.join(', ')}`, { hint: `the help above lists them; \`${path} <command> --help\` explains one` });
+  }
+  const message = error.message.replace(/^error: /, '');
+  return new AirlockError('E_USAGE', message, { hint: `run \`${path} --help\` for usage` });
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
+  guardStandardStreams();
   let json = argv.includes('--json');
   const context: CommandContext = {
     output: (flag) => {
@@ -58,15 +92,18 @@ export async function main(argv: readonly string[]): Promise<number> {
     },
   };
   const program = await buildProgram(context, argv);
-  program.exitOverride();
+  const path = commandPath(program, argv);
+  setCommand(path === 'airlock' ? null : path.slice('airlock '.length));
   try {
     await program.parseAsync([...argv]);
     return ExitCode.ok;
-  } catch (error) {
+  } catch (caught) {
+    let error = caught;
     if (error instanceof CommanderError) {
-      // help and version are successes; everything else commander rejects is a usage error
-      if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help') return ExitCode.ok;
-      return ExitCode.usage;
+      // asked-for help and the version are successes; everything else commander rejects is a usage error
+      if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return ExitCode.ok;
+      if (error.code === 'commander.help' && error.exitCode === 0) return ExitCode.ok; // `airlock help verify`
+      error = usageError(error, program, argv);
     }
     const out = processOutput(json);
     if (error instanceof AirlockError) {

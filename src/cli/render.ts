@@ -1,6 +1,7 @@
 /** The only place that writes to the terminal. Library code returns values or throws AirlockErrors. */
-import type { AirlockError } from '../errors.js';
-import type { ProgressSnapshot } from '../export/progress.js';
+import { AirlockError } from '../errors.js';
+import { ProgressModel, type ProgressSnapshot } from '../export/progress.js';
+import type { ReadProgress } from '../import/progress-sink.js';
 
 export interface Output {
   json: boolean;
@@ -8,17 +9,65 @@ export interface Output {
   stderr: (text: string) => void;
 }
 
+let guarded = false;
+
+/**
+ * `airlock … | head -1`: the reader may go away at any time. A write to a closed pipe fails with EPIPE
+ * (node ignores SIGPIPE), reported as an 'error' event that would otherwise crash the process with a
+ * stack trace — possibly after an import committed. From then on output to that stream is dropped: the
+ * command finishes its work, and its exit status says how the work went, not whether anyone read it.
+ */
+export function guardStandardStreams(): void {
+  if (guarded) return;
+  guarded = true;
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', () => {
+      // EPIPE, or any other failure of the terminal/pipe itself: nothing left to tell it
+      closed.add(stream);
+    });
+  }
+}
+
+const closed = new Set<NodeJS.WriteStream>();
+
+function writeTo(stream: NodeJS.WriteStream, text: string): void {
+  if (closed.has(stream) || stream.destroyed) return;
+  stream.write(text);
+}
+
 export function processOutput(json: boolean): Output {
   return {
     json,
-    stdout: (text) => process.stdout.write(text),
-    stderr: (text) => process.stderr.write(text),
+    stdout: (text) => writeTo(process.stdout, text),
+    stderr: (text) => writeTo(process.stderr, text),
   };
 }
 
 /** One machine-readable result on stdout (`--json`). */
 export function printJson(out: Output, value: unknown): void {
+  jsonPrinted = true;
   out.stdout(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+let jsonPrinted = false;
+let currentCommand: string | null = null;
+
+/** The command being run ("verify", "keys generate"), named in every JSON result and error object. */
+export function setCommand(command: string | null): void {
+  currentCommand = command;
+}
+
+/** A command's success under `--json`: `{ ok: true, command, …result }` (schemas/cli-result.schema.json). */
+export function printResult(out: Output, result: Record<string, unknown>): void {
+  printJson(out, { ok: true, command: currentCommand, ...result });
+}
+
+/**
+ * A command's refusal that has a result to show (cache verify's problems): `{ ok: false, command,
+ * …result, error }`. The error is then thrown as usual; renderError does not print a second object.
+ */
+export function printFailure(out: Output, result: Record<string, unknown>, error: { toJSON(): unknown }): void {
+  printJson(out, { ok: false, command: currentCommand, ...result, error: error.toJSON() });
 }
 
 import { formatBytes } from '../format.js';
@@ -29,7 +78,7 @@ export function renderError(out: Output, error: AirlockError): void {
   out.stderr(`airlock: error: ${error.message}\n`);
   if (error.hint) out.stderr(`  hint: ${error.hint}\n`);
   out.stderr(`  (${error.code}, exit ${error.exitCode})\n`);
-  if (out.json) printJson(out, { ok: false, error: error.toJSON() });
+  if (out.json && !jsonPrinted) printJson(out, { ok: false, command: currentCommand, error: error.toJSON() });
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -106,4 +155,36 @@ export class LiveBlock {
   done(): void {
     this.write(this.#clear());
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// verify / import progress: the same model and view as export's, fed by the bundle read
+
+/**
+ * A live progress block on a terminal (bytes, rate, ETA, the file being read), redrawn 4×/s on stderr.
+ * Undefined — no progress at all — when stderr is not a terminal (piped, a log file), under --json and
+ * under --quiet: a script gets the result and nothing else.
+ */
+export function terminalReadProgress(out: Output, enabled: boolean): { progress: ReadProgress; stop: () => void } | undefined {
+  if (!enabled || out.json || process.stderr.isTTY !== true) return undefined;
+  const model = new ProgressModel();
+  const block = new LiveBlock(out.stderr);
+  const draw = (): void => block.draw(progressLines(model.snapshot(), process.stderr.columns || 80));
+  const timer = setInterval(draw, 250);
+  timer.unref();
+  return {
+    progress: {
+      planned: (bytes, files) => {
+        model.plan(bytes, files);
+        draw();
+      },
+      start: (path, size) => model.start(path, size),
+      bytes: (delta, path) => model.bytes(delta, path),
+      finish: (path) => model.finish(path),
+    },
+    stop: () => {
+      clearInterval(timer);
+      block.done();
+    },
+  };
 }

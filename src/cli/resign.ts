@@ -3,7 +3,8 @@ import type { Command } from 'commander';
 import { AirlockError } from '../errors.js';
 import { resignBundle } from '../bundle/resign.js';
 import { chooseSigner, loadTrustPolicy } from '../signing/keyring.js';
-import { formatBytes, printJson } from './render.js';
+import { formatBytes, printResult } from './render.js';
+import { bundleJson, verifiedSigners } from './result.js';
 import { jsonOption, type CommandContext } from './main.js';
 import { spacedFingerprint } from './keys.js';
 
@@ -57,7 +58,16 @@ export function registerResign(program: Command, context: CommandContext): void 
         ...(trust === undefined ? {} : { trust }),
         force: Boolean(flags.force),
       });
-      if (out.json) return printJson(out, { ok: true, ...result });
+      if (out.json) {
+        const fresh = { ...result.signer, verified: true };
+        return printResult(out, {
+          ...result,
+          bundle: bundleJson(result.path, result.bundleSha256, result.bundleBytes),
+          // who has signed the bundle now, as far as airlock checked: with --add the earlier signers too
+          signers: result.mode === 'add' ? [...verifiedSigners(result.previousSigners), fresh] : [fresh],
+          previousSigners: verifiedSigners(result.previousSigners),
+        });
+      }
       out.stdout(`Re-signed ${result.path}\n  ${formatBytes(result.bundleBytes)}, sha256 ${result.bundleSha256}\n`);
       for (const s of result.previousSigners) out.stdout(`  existing signature: good, by ${spacedFingerprint(s.fingerprint)} ${s.userIds.join(', ')}\n`);
       if (flags.force) out.stdout('  existing signature: NOT checked (--force); every payload hash checked against SHA256SUMS\n');

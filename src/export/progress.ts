@@ -66,6 +66,22 @@ export class ProgressModel {
     }
   }
 
+  /** Plain totals, for reads that are not downloads (verify/import reading a bundle). */
+  plan(totalBytes: number, files: number): void {
+    this.#total += totalBytes;
+    this.#files += files;
+    this.#sample();
+  }
+
+  /** A file starts / ends (verify/import: an entry of the bundle). */
+  start(path: string, size: number): void {
+    this.#active.set(path, { path, size, done: 0 });
+  }
+
+  finish(path: string): void {
+    if (this.#active.delete(path)) this.#filesDone++;
+  }
+
   /** A byte delta for one file (negative when a restart threw bytes away). Kept bytes count as done. */
   bytes(delta: number, path: string): void {
     this.#done += delta;

@@ -16,6 +16,7 @@ import { AirlockError, fsError } from '../errors.js';
 import { randomSuffix } from './atomic.js';
 import { ownerIsDead, ownerTag } from './owner.js';
 import { describeStats, lstatIfExists } from './tree.js';
+import { realMkdirError } from './mkdir-error.js';
 
 export const LOCKS_DIR = '.locks';
 export const STAGING_PREFIX = 'airlock-staging-';
@@ -105,7 +106,7 @@ export async function createStaging(cacheDirInput: string): Promise<Staging> {
     try {
       first = await mkdir(cacheDir, { recursive: true, mode: 0o777 });
     } catch (error) {
-      throw fsError(error, 'create the hub cache directory', cacheDir);
+      throw fsError(await realMkdirError(error, cacheDir), 'create the hub cache directory', cacheDir);
     }
     if (first !== undefined) createdRoot.push(...chain(resolve(first), cacheDir));
   }

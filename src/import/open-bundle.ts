@@ -6,7 +6,9 @@
  * the parts are read in order as one stream, each checked against the index as it ends. Without the
  * index (or its signature) the parts found on disk are read as one stream (bundle/parts-unindexed.ts).
  */
+import { close as closeFd, constants, fstatSync, open as openFd } from 'node:fs';
 import { open, readdir, readFile, stat } from 'node:fs/promises';
+import { Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { AirlockError, fsError } from '../errors.js';
@@ -22,6 +24,69 @@ export interface OpenBundleOptions {
   allowUnsigned?: boolean | undefined;
   /** Read into these reusable buffers (the reader that consumes the stream must release them). */
   pool?: ReadPool | undefined;
+  /** Gives up waiting for a FIFO's writer (rejects with `signal.reason`). */
+  signal?: AbortSignal | undefined;
+}
+
+/** The bundle path that means standard input: `ssh host cat b.tar | airlock import -`. */
+export const STDIN_BUNDLE = '-';
+
+/** Whether `path` can be read twice (a file, a folder, split parts) — not standard input, a pipe or a FIFO. */
+export async function isRereadable(path: string): Promise<boolean> {
+  if (path === STDIN_BUNDLE) return false;
+  const info = await stat(path).catch(() => undefined);
+  return info === undefined || info.isFile() || info.isDirectory();
+}
+
+/**
+ * A pipe, FIFO or socket read as an event-driven stream (like process.stdin), not by blocking reads on
+ * the thread pool: destroying it on Ctrl-C/SIGTERM returns at once, even while the writer is silent.
+ */
+function pipeStream(fd: number): Readable {
+  return new Socket({ fd, readable: true, writable: false });
+}
+
+/**
+ * Opens a FIFO for reading. The open itself waits for a writer (`mkfifo f; airlock import f` before
+ * `cat b.tar > f`); an abort gives up waiting: a writer that comes and goes at once releases the open
+ * blocked in the thread pool, whose descriptor is then closed, so nothing keeps the process alive.
+ */
+function openFifo(path: string, signal: AbortSignal | undefined): Promise<Readable> {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const onAbort = (): void => {
+      if (settled) return;
+      settled = true;
+      reject(signal!.reason);
+      openFd(path, constants.O_WRONLY | constants.O_NONBLOCK, (error, fd) => {
+        if (error === null) closeFd(fd, () => undefined);
+      });
+    };
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    openFd(path, constants.O_RDONLY, (error, fd) => {
+      signal?.removeEventListener('abort', onAbort);
+      if (settled) {
+        if (error === null) closeFd(fd, () => undefined);
+        return;
+      }
+      settled = true;
+      if (error !== null) reject(fsError(error, 'open', path));
+      else resolve(pipeStream(fd));
+    });
+  });
+}
+
+/** `-`: standard input — a pipe or socket as a stream, a redirected file like any file. */
+async function openStdin(options: OpenBundleOptions): Promise<Readable> {
+  const info = fstatSync(0);
+  if (info.isFIFO() || info.isSocket()) return pipeStream(0);
+  if (info.isCharacterDevice() && process.stdin.isTTY) {
+    throw new AirlockError('E_USAGE', 'the bundle is to come on standard input, but that is a terminal', {
+      hint: 'pipe the bundle in (`cat b.airlock.tar | airlock import -`), or name the file',
+    });
+  }
+  return openBundle('/dev/stdin', options);
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -92,8 +157,10 @@ async function openSplit(bundlePath: string, options: OpenBundleOptions): Promis
 }
 
 export async function openBundle(path: string, options: OpenBundleOptions = {}): Promise<Readable> {
+  if (path === STDIN_BUNDLE) return openStdin(options);
   let target = path;
   const info = await stat(path).catch(() => undefined);
+  if (info?.isFIFO() || info?.isSocket()) return openFifo(path, options.signal);
   if (info?.isDirectory()) target = await bundleInFolder(path);
   const targetInfo = target === path ? info : await stat(target).catch(() => undefined);
   const split = splitBundleOf(target) ?? (targetInfo === undefined && (await anyExists(firstPartPaths(target))) ? target : undefined);

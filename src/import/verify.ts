@@ -8,6 +8,7 @@ import { unindexedReadOf, type UnindexedRead } from '../bundle/parts-unindexed.j
 import { summarizeRepos, type ContentOutcome, type RepoSummary } from './summary.js';
 import { DEFAULT_CONTENT_POLICY, refusal, type ContentPolicy } from '../content/index.js';
 import { ContentCheckingSink } from './content-sink.js';
+import { observeSink, type ReadProgress } from './progress-sink.js';
 
 export interface VerifyOptions {
   bundlePath: string;
@@ -23,6 +24,8 @@ export interface VerifyOptions {
   contentPolicy?: ContentPolicy;
   /** Default true. */
   contentCheck?: boolean;
+  /** Told about every payload byte as it is verified (the CLI's progress display). */
+  progress?: ReadProgress;
 }
 
 export interface VerifyResult {
@@ -47,14 +50,14 @@ export interface VerifyResult {
 export async function verifyBundle(options: VerifyOptions): Promise<VerifyResult> {
   // reused read buffers: the reader releases each one once the sink is done with its bytes
   const pool = new ReadPool(BUNDLE_POOL);
-  const source = await openBundle(options.bundlePath, { trust: options.trust ?? { keys: options.trustedKeys ?? [] }, allowUnsigned: options.allowUnsigned, pool });
+  const source = await openBundle(options.bundlePath, { trust: options.trust ?? { keys: options.trustedKeys ?? [] }, allowUnsigned: options.allowUnsigned, pool, signal: options.signal });
   const policy = options.contentPolicy ?? DEFAULT_CONTENT_POLICY;
   const checked = options.contentCheck === false ? undefined : new ContentCheckingSink(discardSink, policy.allowGlobals);
   const verified = await readBundle(source, {
     trust: options.trust ?? { keys: options.trustedKeys ?? [] },
     allowUnsigned: options.allowUnsigned ?? false,
     subject: options.bundlePath,
-    sink: checked ?? discardSink,
+    sink: observeSink(checked ?? discardSink, options.progress),
     bundleSha256: options.bundleSha256 === true,
     pool,
     ...(options.signal === undefined ? {} : { signal: options.signal }),

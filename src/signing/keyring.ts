@@ -1,7 +1,7 @@
 /** Reads the key files a user names on the command line. The only I/O in signing/. */
 import { readFile, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { AirlockError, fsError } from '../errors.js';
+import { AirlockError, inputFileError } from '../errors.js';
 import { describeKey, readAnyKeys, type KeyDescription } from './describe.js';
 import { gpgSigner } from './gpg.js';
 import { openPgpSigner, type Signer } from './sign.js';
@@ -15,7 +15,7 @@ export async function loadTrustedKeys(paths: readonly string[]): Promise<Trusted
     try {
       data = await readFile(path);
     } catch (error) {
-      throw fsError(error, 'read trusted key file', path);
+      throw inputFileError(error, 'trusted key file', path, '--trusted-keys');
     }
     keys.push(...(await readPublicKeys(data, path)));
   }
@@ -24,12 +24,21 @@ export async function loadTrustedKeys(paths: readonly string[]): Promise<Trusted
 
 export async function readPassphraseFile(path: string | undefined): Promise<string | undefined> {
   if (path === undefined) return undefined;
+  let passphrase: string;
   try {
     // one line; a trailing newline (as `echo` writes) is not part of the passphrase
-    return (await readFile(path, 'utf8')).replace(/\r?\n$/, '');
+    passphrase = (await readFile(path, 'utf8')).replace(/\r?\n$/, '');
   } catch (error) {
-    throw fsError(error, 'read passphrase file', path);
+    throw inputFileError(error, 'passphrase file', path, '--passphrase-file');
   }
+  // an empty passphrase would silently mean "no protection" (never echo the file's content)
+  if (passphrase.trim() === '') {
+    throw new AirlockError('E_USAGE', `the passphrase file ${path} is empty (or holds only blanks/newlines)`, {
+      subject: path,
+      hint: 'write the passphrase on the first line of that file, or leave out --passphrase-file',
+    });
+  }
+  return passphrase;
 }
 
 export async function loadSigner(keyPath: string, passphraseFile: string | undefined): Promise<Signer> {
@@ -37,7 +46,7 @@ export async function loadSigner(keyPath: string, passphraseFile: string | undef
   try {
     armored = await readFile(keyPath, 'utf8');
   } catch (error) {
-    throw fsError(error, 'read signing key', keyPath);
+    throw inputFileError(error, 'signing key', keyPath, '--sign-key');
   }
   if (!armored.includes('PRIVATE KEY BLOCK')) {
     throw new AirlockError('E_KEY_INVALID', `${keyPath} is not an armored private key`, {
@@ -80,7 +89,7 @@ export async function loadTrustFile(env: Readonly<Record<string, string | undefi
     text = await readFile(location.path, 'utf8');
   } catch (error) {
     if (!location.explicit && (error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw fsError(error, 'read trust file', location.path);
+    throw inputFileError(error, 'trust file', location.path, 'AIRLOCK_TRUST_FILE');
   }
   return { path: location.path, pins: parseTrustFile(text, location.path) };
 }
@@ -124,7 +133,7 @@ export async function listKeyFiles(paths: readonly string[]): Promise<KeyDescrip
     try {
       data = await readFile(path);
     } catch (error) {
-      throw fsError(error, 'read key file', path);
+      throw inputFileError(error, 'key file', path, 'keys list');
     }
     if (data.byteLength >= 12 && data.subarray(8, 12).toString('latin1') === 'KBXf') {
       // same refusal (and hint) as for trusted keys

@@ -231,7 +231,7 @@ async function checkOne(
       if (otherSubkeyPinned) {
         return reject('E_SIGNATURE_WRONG_SUBKEY', `made by ${who}${subkeyNote}, but only another subkey of that key is pinned`);
       }
-      return reject('E_SIGNATURE_UNTRUSTED', `made by ${who}, which is not pinned (not in --trusted-fingerprint or the trust file)`);
+      return reject('E_SIGNATURE_UNTRUSTED', `made by ${who}, which is not pinned (not in ${pinSources(policy.pins)})`);
     }
     pinnedBy = `${spaced(pin.fingerprint)} (${pin.source})`;
   }
@@ -332,9 +332,18 @@ export async function checkDetachedSignatures(
 
 const SEVERITY: readonly ErrorCode[] = ['E_SIGNATURE_REVOKED_KEY', 'E_SIGNATURE_EXPIRED_KEY', 'E_SIGNATURE_WRONG_SUBKEY', 'E_SIGNATURE_INVALID', 'E_SIGNATURE_UNTRUSTED'];
 
+/** Where the pins in force came from: `--trusted-fingerprint`, or the trust file by its path. */
+function pinSources(pins: readonly TrustPin[]): string {
+  const sources = [...new Set(pins.map((p) => (p.source === '--trusted-fingerprint' ? p.source : `the trust file ${p.source.replace(/:\d+$/, '')}`)))];
+  return sources.join(' or ') || 'the (empty) pins';
+}
+
 function trustedHint(policy: TrustPolicy): string {
   const keys = policy.keys.map(({ key, source }) => `${upper(key.getFingerprint())} (${source})`).join(', ') || 'none';
-  const pins = policy.pins === undefined ? '' : `; pinned: ${policy.pins.map((p) => p.fingerprint).join(', ') || 'none'}`;
+  const pins =
+    policy.pins === undefined
+      ? ''
+      : `; pinned in ${pinSources(policy.pins)}: ${policy.pins.map((p) => p.fingerprint).join(', ') || 'none'} — a key rotated since the pin was written needs its new fingerprint there`;
   return `trusted: ${keys}${pins}`;
 }
 

@@ -227,7 +227,7 @@ describe('evidence', () => {
     assert.match(r.stdout, /repo: +model acme\/tiny @ main = commit [0-9a-f]{40}/);
 
     const bad = await bundleSignedBy(bob.signer);
-    const refusedRun = await runAirlock(['import', bad, '--trusted-keys', join(dir, 'alice.pub.asc'), '--report', report, '--cache-dir', join(dir, 'cache')]);
+    const refusedRun = await runAirlock(['import', bad, '--trusted-keys', join(dir, 'alice.pub.asc'), '--report', report, '--force', '--cache-dir', join(dir, 'cache')]);
     assert.equal(refusedRun.code, 3);
     const rec2 = JSON.parse(await readFile(report, 'utf8'));
     assert.equal(rec2.result, 'refused');
@@ -235,7 +235,7 @@ describe('evidence', () => {
     assert.equal(rec2.error.code, 'E_SIGNATURE_UNTRUSTED');
     assert.equal(rec2.bundle.sha256, createHash('sha256').update(await readFile(bad)).digest('hex'));
 
-    const imp = await runAirlock(['import', bundle, '--trusted-keys', join(dir, 'alice.pub.asc'), '--report', report, '--cache-dir', join(dir, 'cache')]);
+    const imp = await runAirlock(['import', bundle, '--trusted-keys', join(dir, 'alice.pub.asc'), '--report', report, '--force', '--cache-dir', join(dir, 'cache')]);
     assert.equal(imp.code, 0, imp.stderr);
     assert.equal(JSON.parse(await readFile(report, 'utf8')).result, 'imported');
   });

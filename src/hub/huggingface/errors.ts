@@ -138,6 +138,13 @@ export function hubErrorFromResponse(input: HubErrorInput): AirlockError {
   if (status >= 500) {
     return make('E_HTTP', `the hub failed to answer for ${describeRepo(repo)}`, 'the mirror/hub seems down or overloaded; try again later');
   }
+  if (status === 404) {
+    // a 404 no hub error code explains: not a missing repo (the hub would say RepoNotFound) but no hub API
+    // at this address — the endpoint is usually wrong (a path too many, or not a hub at all)
+    const root = `${url.origin}${url.pathname.includes('/api/') ? url.pathname.slice(0, url.pathname.indexOf('/api/')) : ''}`;
+    return make('E_HTTP', `no Hugging Face Hub API at ${root}: unexpected answer for ${describeRepo(repo)}`,
+      `check --endpoint / HF_ENDPOINT: it must be the hub's root (like https://huggingface.co or a mirror's root, without /api), not ${root}`);
+  }
   return make('E_HTTP', `unexpected answer for ${describeRepo(repo)}`);
 }
 
