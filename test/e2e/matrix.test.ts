@@ -161,14 +161,14 @@ before(async () => {
     }),
     (async () => {
       ok(await airlock(['import', single.path, '--trusted-keys', keys.k1.pub, '--cache-dir', baseCache]), 'import of the base');
-      ok(await airlock(['cache', 'inventory', '--cache-dir', baseCache, '--out', join(dir, 'have.json')]), 'cache inventory');
+      ok(await airlock(['cache', 'inventory', '--cache-dir', baseCache, '--out', join(dir, 'have.json'), '--sign-key', keys.k2.key]), 'cache inventory');
       await exportBundle('from-cache', ['--from-cache', 'acme/tiny-llm', '--cache-dir', baseCache, ...k1], { HF_HUB_OFFLINE: '1' }, { split: false, pubs: [keys.k1.pub], repos: 1, layouts: ALL_OK });
     })(),
   ]);
   // upstream moves on (every other export of acme/tiny-llm is done): the delta leaves out the held weights
   const files = sampleModelFiles().map((f) => (f.path === 'config.json' ? { ...f, data: Buffer.from(`${f.data.toString('utf8').trimEnd()}\n\n`) } : f));
   await hub.addCommit({ id: 'acme/tiny-llm' }, files);
-  await exportBundle('delta', ['acme/tiny-llm', '--have', join(dir, 'have.json'), ...k1], hf, {
+  await exportBundle('delta', ['acme/tiny-llm', '--have', join(dir, 'have.json'), '--trusted-keys', keys.k2.pub, ...k1], hf, {
     split: false,
     pubs: [keys.k1.pub],
     repos: 1,
