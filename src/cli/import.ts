@@ -30,7 +30,7 @@ function oneBundle(args: readonly string[]): string {
   });
 }
 
-interface TrustFlags {
+export interface TrustFlags {
   trustedKeys: string[];
   trustedFingerprint: string[];
   requireSignatures?: string;
@@ -40,7 +40,7 @@ interface TrustFlags {
   json?: boolean;
 }
 
-function addTrustOptions(command: Command): Command {
+export function addTrustOptions(command: Command): Command {
   return command
     .option('--trusted-keys <file>', 'public key file(s) or binary keyring (gpg --export) you trust (repeatable)', collect, [])
     .option('--trusted-fingerprint <fpr>', 'pin: only keys with this fingerprint count (repeatable; replaces the trust file, see docs/security-model.md)', collect, [])
@@ -55,7 +55,7 @@ const wantsBundleSha256 = (flags: TrustFlags): boolean => Boolean(flags.sha256) 
 
 const bundleShaLine = (sha256: string | undefined): string => (sha256 === undefined ? '' : `  bundle sha256 ${sha256}\n`);
 
-async function trustFrom(flags: TrustFlags): Promise<LoadedTrust> {
+export async function trustFrom(flags: TrustFlags): Promise<LoadedTrust> {
   if (flags.trustedKeys.length === 0 && !flags.allowUnsigned) {
     throw new AirlockError('E_USAGE', 'no trusted keys given', {
       hint: 'pass --trusted-keys signer.pub.asc (the public key you received from the signer by a separate channel)',
@@ -69,7 +69,7 @@ async function trustFrom(flags: TrustFlags): Promise<LoadedTrust> {
   return loadTrustPolicy({ keyFiles: flags.trustedKeys, fingerprints: flags.trustedFingerprint, ...(requireSignatures === undefined ? {} : { requireSignatures }) });
 }
 
-function renderSigners(out: Output, signers: readonly VerifiedSigner[]): void {
+export function renderSigners(out: Output, signers: readonly VerifiedSigner[]): void {
   if (signers.length === 0) {
     out.stdout('  signature: NOT CHECKED (unsigned bundle accepted with --allow-unsigned)\n');
     return;
@@ -219,11 +219,14 @@ export function registerInspect(program: Command, context: CommandContext): void
   program
     .command('inspect')
     .description('show what a bundle holds, without keys (the signature is NOT checked)')
-    .argument('<bundle...>', 'the .airlock.tar file; for split volumes the first part, NAME.tar.*, the parts index or their folder')
+    .argument('<bundle...>', 'the .airlock.tar file; for split volumes the first part, NAME.tar.*, the parts index or their folder; or oci://HOST/REPO:TAG')
     .addOption(jsonOption())
-    .action(async (bundles: string[], flags: { json?: boolean }) => {
-      const bundle = oneBundle(bundles);
+    .option('--plain-http', 'oci:// only: talk plain HTTP to the registry')
+    .option('--ca-file <pem>', "oci:// only: extra CA certificate(s) for the registry's TLS")
+    .action(async (bundles: string[], flags: { json?: boolean; plainHttp?: boolean; caFile?: string }) => {
       const out = context.output(Boolean(flags.json));
+      if (bundles.length === 1 && bundles[0]!.startsWith('oci://')) return (await import('./pull.js')).inspectOci(out, bundles[0]!, flags);
+      const bundle = oneBundle(bundles);
       const result = await inspectBundle(resolve(bundle));
       if (out.json) return printJson(out, { ok: true, ...result });
       const m = result.manifest;

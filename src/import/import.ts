@@ -5,19 +5,14 @@
  * staging directory is removed on every exit path.
  */
 import { readBundle } from '../bundle/reader.js';
-import { join } from 'node:path';
-import { commitToHfCache } from '../cache/hf-hub.js';
-import { commitToModelScopeCache } from '../cache/modelscope.js';
-import { commitToPlainDir } from '../cache/plain-dir.js';
-import { WeightCheckingSink } from '../integrity/weights.js';
-import { createStaging } from '../fs/staging.js';
 import type { TrustedKey, TrustPolicy, VerifiedSigner } from '../signing/verify.js';
 import { watchInterrupts } from './interrupt.js';
 import { openBundle } from './open-bundle.js';
 import { BUNDLE_POOL, ReadPool } from '../bundle/read-pool.js';
 import { explainReadFailure } from '../bundle/parts.js';
-import { StagingSink, type ImportLayout } from './staging-sink.js';
-import { summarizeRepos, type RepoSummary } from './summary.js';
+import type { ImportLayout } from './staging-sink.js';
+import type { RepoSummary } from './summary.js';
+import { stageThenCommit } from './commit-path.js';
 
 export interface ImportOptions {
   bundlePath: string;
@@ -83,69 +78,47 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
     // reused read buffers: the reader releases each one once the sink is done with its bytes
     const pool = new ReadPool(BUNDLE_POOL);
     const source = await openBundle(options.bundlePath, { trust: options.trust ?? { keys: options.trustedKeys ?? [] }, allowUnsigned: options.allowUnsigned, pool });
-    let staging;
+    let committed: ImportResult;
     try {
-      // dir: stage under DIR/.cache/huggingface (huggingface_hub's own folder there), never DIR/.locks
-      staging = await createStaging(layout === 'dir' ? join(options.cacheDir, '.cache', 'huggingface') : options.cacheDir);
-    } catch (error) {
-      source.destroy();
-      throw error;
-    }
-    let committed: ImportResult | undefined;
-    try {
-      const staged = new StagingSink(staging, {
-        layout,
-        target: options.cacheDir,
-        ...(options.spaceCheck === undefined ? {} : { spaceCheck: options.spaceCheck }),
-        repos: options.repos,
-        ...(options.freeBytes === undefined ? {} : { freeBytes: options.freeBytes }),
-      });
-      const sink = options.weightCheck === false ? staged : new WeightCheckingSink(staged);
-      const verified = await readBundle(source, {
-        trust: options.trust ?? { keys: options.trustedKeys ?? [] },
-        allowUnsigned: options.allowUnsigned ?? false,
-        subject: options.bundlePath,
-        sink,
-        signal,
-        bundleSha256: options.bundleSha256 === true,
-        pool,
-      }).catch(async (error: unknown) => {
-        throw await explainReadFailure(source, error);
-      });
-      // the whole stream verified and every staged file is durable: only now does anything reach the cache
-      await staged.flush();
-      const repos = staged.plan(verified.manifest);
-      const common = { tempPath: (label: string) => staging.path(label), asideDir: staging.dir, signal };
-      const outcomes: Array<{ folder: string; filesWritten: number; filesReused: number; refWritten?: boolean }> =
-        layout === 'modelscope'
-          ? await commitToModelScopeCache({ cacheDir: options.cacheDir, repos, ...common })
-          : layout === 'dir'
-            ? await commitToPlainDir({ localDir: options.cacheDir, repos, ...common })
-            : await commitToHfCache({ cacheDir: staging.cacheDir, repos, ...common });
-      const summaries = summarizeRepos({ ...verified.manifest, repos: staged.selected(verified.manifest) });
+      const done = await stageThenCommit(
+        {
+          cacheDir: options.cacheDir,
+          layout,
+          weightCheck: options.weightCheck,
+          spaceCheck: options.spaceCheck,
+          repos: options.repos,
+          freeBytes: options.freeBytes,
+          signal,
+        },
+        (sink) =>
+          readBundle(source, {
+            trust: options.trust ?? { keys: options.trustedKeys ?? [] },
+            allowUnsigned: options.allowUnsigned ?? false,
+            subject: options.bundlePath,
+            sink,
+            signal,
+            bundleSha256: options.bundleSha256 === true,
+            pool,
+          }).catch(async (error: unknown) => {
+            throw await explainReadFailure(source, error);
+          }),
+      );
+      const verified = done.verified;
       committed = {
         bundlePath: options.bundlePath,
         bundleSha256: verified.bundleSha256,
         bundleBytes: verified.bundleBytes,
         signed: verified.signed,
         signers: verified.signers,
-        repos: summaries.map((summary, i) => {
-          const outcome = outcomes[i]!;
-          return {
-            ...summary,
-            folder: outcome.folder,
-            filesWritten: outcome.filesWritten,
-            filesReused: outcome.filesReused,
-            refWritten: outcome.refWritten ?? false,
-          };
-        }),
+        repos: done.repos,
         files: verified.files,
         bytes: verified.bytes,
-        warnings: [],
+        warnings: done.warnings,
       };
-    } finally {
-      const leftovers = await staging.cleanup();
-      committed?.warnings.push(...leftovers.map((failure) => `could not remove staging leftovers: ${failure}`));
+    } catch (error) {
+      // staging could not be created, or the read failed: the source must not stay open
+      source.destroy();
+      throw error;
     }
     return committed;
   } finally {
