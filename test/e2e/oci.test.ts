@@ -226,7 +226,7 @@ describe('a registry that serves altered content is refused, the cache unchanged
     const weights = sampleModelFiles().find((f) => f.path === 'model.safetensors')!;
     const path = registry.blobPath(`sha256:${sha(weights.data)}`);
     const bytes = await readFile(path);
-    bytes[bytes.length - 100] ^= 0x01;
+    bytes[bytes.length - 100] = bytes[bytes.length - 100]! ^ 0x01;
     await writeFile(path, bytes);
     const cache = join(dir, 'flip-cache');
     await mkdir(cache);
@@ -238,7 +238,7 @@ describe('a registry that serves altered content is refused, the cache unchanged
     assert.match(r.stderr, /model\.safetensors/);
     assert.deepEqual(await snapshotTree(cache), before);
     // restore for the other tests (blobs are shared across repositories)
-    bytes[bytes.length - 100] ^= 0x01;
+    bytes[bytes.length - 100] = bytes[bytes.length - 100]! ^ 0x01;
     await writeFile(path, bytes);
   });
 
