@@ -40,12 +40,12 @@ test('the config validates against the ModelPack config schema; diffIds are ever
   const ajv = addFormats(new Ajv2020({ allErrors: true, strict: true }));
   const validate = ajv.compile(schema);
   const config = JSON.parse(artifact.configBytes.toString('utf8')) as any;
-  assert.ok(validate(config), JSON.stringify(validate.errors));
+  assert.ok(validate(structuredClone(config)), JSON.stringify(validate.errors));
   assert.deepEqual(config.modelfs.diffIds, artifact.manifest.layers.map((l) => l.digest));
   assert.equal(config.descriptor.revision, repo.commit);
   assert.equal(config.config.format, 'safetensors');
   // a config with an extra key is refused by the same schema (the schema does check)
-  assert.equal(validate({ ...config, extra: 1 }), false);
+  assert.equal(validate({ ...(config as object), extra: 1 }), false);
   assert.equal(artifact.manifest.config.digest, `sha256:${createHash('sha256').update(artifact.configBytes).digest('hex')}`);
   // deterministic: the same bundle gives the same bytes (re-publish changes nothing)
   assert.deepEqual(buildArtifact(bundle, repo, trust, (b) => createHash('sha256').update(b).digest('hex')).configBytes, artifact.configBytes);
