@@ -247,6 +247,65 @@ describe('faults', () => {
     assert.equal(sha(await readFile(join(cache, 'models--acme--tiny-llm', 'snapshots', model.commit, 'model.safetensors'))), sha(weights()));
   });
 
+  test('--chunk-size: blobs go up in PATCH chunks with Content-Range, and pull gets the same files', async () => {
+    const registry = await startRegistry();
+    registries.push(registry);
+    const proxy = await startProxy(registry.host, async () => false);
+    try {
+      const p = await runAirlock(['publish', bundle, '--to', `oci://${proxy.host}/chunked`, '--trusted-keys', pub(), '--plain-http', '--chunk-size', '8KiB']);
+      assert.equal(p.code, 0, p.stderr);
+    } finally {
+      await proxy.close();
+    }
+    const patches = proxy.seen.filter((s) => s.method === 'PATCH');
+    // the 28.5 KiB weights in 8 KiB chunks: 4 PATCHes for that blob alone
+    assert.ok(patches.length >= Math.ceil(weights().length / 8192), JSON.stringify(patches));
+    const cache = join(dir, 'chunked-cache');
+    const r = await runAirlock(['pull', `oci://${registry.host}/chunked/acme/tiny-llm:main`, '--trusted-keys', pub(), '--plain-http', '--cache-dir', cache]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(sha(await readFile(join(cache, 'models--acme--tiny-llm', 'snapshots', model.commit, 'model.safetensors'))), sha(weights()));
+  });
+
+  test('a blob download redirected to another host (object storage) is followed without the credentials', async () => {
+    const registry = await startRegistry({ kind: 'basic', user: 'puller', password: 'redirect-secret' });
+    registries.push(registry);
+    const cfg = await dockerConfig('docker-redirect', registry.host, 'puller', 'redirect-secret');
+    assert.equal((await runAirlock(['publish', bundle, '--to', `oci://${registry.host}/models`, '--trusted-keys', pub(), '--plain-http'], { env: { DOCKER_CONFIG: cfg, HOME: dir } })).code, 0);
+    // "object storage" on another loopback address: records what it was sent, serves the blob bytes
+    const storageSeen: Array<string | undefined> = [];
+    const storage = createServer((req, res) => {
+      storageSeen.push(req.headers.authorization);
+      const digest = decodeURIComponent(req.url!.slice(1));
+      const file = sampleModelFiles().find((f) => `sha256:${sha(f.data)}` === digest)!;
+      res.writeHead(200, { 'content-length': String(file.data.length) }).end(file.data);
+    });
+    await new Promise<void>((resolve) => storage.listen(0, '127.0.0.2', resolve));
+    const storageHost = `127.0.0.2:${(storage.address() as AddressInfo).port}`;
+    const weightsDigest = `sha256:${sha(weights())}`;
+    const proxy = await startProxy(registry.host, async (req, res) => {
+      if (req.method !== 'GET' || !req.url?.endsWith(`/blobs/${weightsDigest}`)) return false;
+      if (req.headers.authorization === undefined) {
+        res.writeHead(401, { 'www-authenticate': 'Basic realm="x"' }).end();
+        return true;
+      }
+      res.writeHead(307, { location: `http://${storageHost}/${encodeURIComponent(weightsDigest)}` }).end();
+      return true;
+    });
+    try {
+      const cache = join(dir, 'redirect-cache');
+      const viaProxy = await dockerConfig('docker-redirect-proxy', proxy.host, 'puller', 'redirect-secret');
+      const r = await runAirlock(['pull', `oci://${proxy.host}/models/acme/tiny-llm:main`, '--trusted-keys', pub(), '--plain-http', '--cache-dir', cache], { env: { DOCKER_CONFIG: viaProxy, HOME: dir } });
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(storageSeen.length >= 1);
+      assert.deepEqual(storageSeen.filter((a) => a !== undefined), []);
+      assert.ok(proxy.seen.some((s) => s.url.endsWith(`/blobs/${weightsDigest}`)));
+      assert.equal(sha(await readFile(join(cache, 'models--acme--tiny-llm', 'snapshots', model.commit, 'model.safetensors'))), sha(weights()));
+    } finally {
+      await proxy.close();
+      await new Promise<void>((resolve) => storage.close(() => resolve()));
+    }
+  });
+
   test('concurrent pulls of the same model on one node both succeed into one valid cache', async () => {
     const registry = await startRegistry();
     registries.push(registry);
