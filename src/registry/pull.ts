@@ -15,7 +15,7 @@
  *    any failure.
  */
 import { createHash } from 'node:crypto';
-import { AirlockError } from '../errors.js';
+import { AirlockError, fsError } from '../errors.js';
 import { MANIFEST_NAME, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, MAX_SUMS_BYTES, SIGNATURE_NAME, SUMS_NAME, payloadEntryName } from '../bundle/format.js';
 import { parseManifest, payloadEntries, type Manifest, type ManifestRepo, type PayloadEntry } from '../bundle/manifest.js';
 import { checkManifestLine, checkSumsAgainstManifest, type PayloadSink } from '../bundle/reader.js';
@@ -205,7 +205,8 @@ async function downloadLayer(client: RegistryClient, repository: string, item: {
           }
           hash.update(chunk);
           git?.update(chunk);
-          await target.write(chunk);
+          // a failing write (disk full, permissions) is the node's problem, not the network's: not retried
+          await target.write(chunk).catch((error: unknown) => Promise.reject(fsError(error, 'stage', `${repository} ${file.path}`)));
           have += chunk.byteLength;
           count(chunk.byteLength);
           progressed();
@@ -230,7 +231,7 @@ async function downloadLayer(client: RegistryClient, repository: string, item: {
     if (git !== undefined && git.digest('hex') !== file.etag) {
       throw new AirlockError('E_HASH_MISMATCH', `${repository} ${file.path}: git blob id does not match its etag ${file.etag}`, { subject: file.path });
     }
-    await target.finish();
+    await target.finish().catch((error: unknown) => Promise.reject(fsError(error, 'stage', `${repository} ${file.path}`)));
   } catch (error) {
     await target.abort();
     throw error;

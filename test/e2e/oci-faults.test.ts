@@ -306,6 +306,35 @@ describe('faults', () => {
     }
   });
 
+  test('disk full on the node (a small tmpfs): refused before the download, or mid-write with --no-space-check; cache unchanged', async () => {
+    const registry = await startRegistry();
+    registries.push(registry);
+    assert.equal((await runAirlock(['publish', bundle, '--to', `oci://${registry.host}/models`, '--trusted-keys', pub(), '--plain-http'])).code, 0);
+    const at = join(dir, 'small-disk');
+    await mkdir(at);
+    // 20 KiB: the config files fit, the 28.5 KiB weights do not
+    const mounted = await run('mount', ['-t', 'tmpfs', '-o', 'size=20k,mode=0755', 'tmpfs', at]);
+    assert.equal(mounted.code, 0, `mounting a tmpfs needs root: ${mounted.stderr}`);
+    try {
+      const cache = join(at, 'hub');
+      await mkdir(cache);
+      await writeFile(join(cache, 'keep.txt'), 'resident');
+      const before = await snapshotTree(cache);
+      const args = ['pull', `oci://${registry.host}/models/acme/tiny-llm:main`, '--trusted-keys', pub(), '--plain-http', '--cache-dir', cache];
+      const pre = await runAirlock(args);
+      assert.equal(pre.code, 5, pre.stderr);
+      assert.match(pre.stderr, /E_NO_SPACE/);
+      assert.deepEqual(await snapshotTree(cache), before);
+      const mid = await runAirlock([...args, '--no-space-check']);
+      assert.equal(mid.code, 5, mid.stderr);
+      assert.match(mid.stderr, /E_NO_SPACE/);
+      assert.deepEqual(await snapshotTree(cache), before);
+      assert.deepEqual(await stagingLeftovers(cache), []);
+    } finally {
+      await run('umount', ['-l', at]);
+    }
+  });
+
   test('concurrent pulls of the same model on one node both succeed into one valid cache', async () => {
     const registry = await startRegistry();
     registries.push(registry);
