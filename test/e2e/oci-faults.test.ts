@@ -137,6 +137,33 @@ describe('credentials', () => {
   });
 });
 
+describe('TLS', () => {
+  test('https with a private CA: refused without it (hint --ca-file), pulled with --ca-file; plain http only with --plain-http', async () => {
+    const registry = (await startRegistry({ kind: 'none' }, { tls: true })) as TestRegistry & { caPath: string };
+    registries.push(registry);
+    const to = ['--to', `oci://${registry.host}/models`, '--trusted-keys', pub()];
+    const untrusted = await runAirlock(['publish', bundle, ...to]);
+    assert.equal(untrusted.code, 4, untrusted.stderr);
+    assert.match(untrusted.stderr, /E_NETWORK/);
+    assert.match(untrusted.stderr, /--ca-file/);
+    const ok = await runAirlock(['publish', bundle, ...to, '--ca-file', registry.caPath]);
+    assert.equal(ok.code, 0, ok.stderr);
+    const cache = join(dir, 'tls-cache');
+    const r = await runAirlock(['pull', `oci://${registry.host}/models/acme/tiny-llm:main`, '--trusted-keys', pub(), '--ca-file', registry.caPath, '--cache-dir', cache]);
+    assert.equal(r.code, 0, r.stderr);
+    // the same CA through NODE_EXTRA_CA_CERTS
+    const viaEnv = await runAirlock(['inspect', `oci://${registry.host}/models/acme/tiny-llm:main`, '--json'], { env: { NODE_EXTRA_CA_CERTS: registry.caPath } });
+    assert.equal(viaEnv.code, 0, viaEnv.stderr);
+    assert.equal(JSON.parse(viaEnv.stdout).signatureChecked, false);
+
+    const plain = await startRegistry();
+    registries.push(plain);
+    const noFlag = await runAirlock(['publish', bundle, '--to', `oci://${plain.host}/models`, '--trusted-keys', pub()], { env: fast });
+    assert.equal(noFlag.code, 4, noFlag.stderr);
+    assert.match(noFlag.stderr, /--plain-http/);
+  });
+});
+
 describe('faults', () => {
   test('registry killed mid-push: the publish fails clearly; a re-run completes and skips what landed', async () => {
     const registry = await startRegistry();

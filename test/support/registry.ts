@@ -10,7 +10,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createPrivateKey, createSign, randomUUID } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer as createNetServer } from 'node:net';
-import { createServer, type Server } from 'node:http';
+import { createServer, get as httpGet, type Server } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -43,21 +44,39 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-async function waitReady(host: string, child: ChildProcess, output: () => string): Promise<void> {
+function probe(host: string, tls: boolean): Promise<boolean> {
+  return new Promise((resolve) => {
+    const get = tls ? httpsGet : httpGet;
+    const req = get(`${tls ? 'https' : 'http'}://${host}/v2/`, { rejectUnauthorized: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200 || res.statusCode === 401);
+    });
+    req.on('error', () => resolve(false));
+  });
+}
+
+async function waitReady(host: string, child: ChildProcess, output: () => string, tls = false): Promise<void> {
   for (let i = 0; i < 600; i++) {
     if (child.exitCode !== null) throw new Error(`docker-registry exited (${child.exitCode}): ${output()}`);
-    const ok = await fetch(`http://${host}/v2/`).then(
-      (r) => r.status === 200 || r.status === 401,
-      () => false,
-    );
+    const ok = await probe(host, tls);
     if (ok) return;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   throw new Error(`docker-registry did not answer on ${host}: ${output()}`);
 }
 
-export async function startRegistry(auth: RegistryAuth = { kind: 'none' }): Promise<TestRegistry & { token?: TokenServer }> {
+export async function startRegistry(auth: RegistryAuth = { kind: 'none' }, options: { tls?: boolean } = {}): Promise<TestRegistry & { token?: TokenServer; caPath?: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'airlock-registry-'));
+  let tlsYaml = '';
+  let caPath: string | undefined;
+  if (options.tls) {
+    // a self-signed certificate for 127.0.0.1: trusted only by whoever is handed caPath
+    caPath = join(dir, 'registry.crt');
+    const keyPath = join(dir, 'registry.key');
+    const made = await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', keyPath, '-out', caPath, '-days', '2', '-subj', '/CN=airlock-test-registry', '-addext', 'subjectAltName=IP:127.0.0.1']);
+    if (made.code !== 0) throw new Error(`openssl failed: ${made.stderr}`);
+    tlsYaml = `  tls:\n    certificate: ${caPath}\n    key: ${keyPath}\n`;
+  }
   const root = join(dir, 'storage');
   await mkdir(root);
   const port = await freePort();
@@ -77,7 +96,7 @@ export async function startRegistry(auth: RegistryAuth = { kind: 'none' }): Prom
   const config = join(dir, 'config.yml');
   await writeFile(
     config,
-    `version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${root}\n  delete:\n    enabled: true\n  cache:\n    blobdescriptor: ""\nhttp:\n  addr: ${host}\n  secret: airlock-test-secret\n${authYaml}`,
+    `version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${root}\n  delete:\n    enabled: true\n  cache:\n    blobdescriptor: ""\nhttp:\n  addr: ${host}\n  secret: airlock-test-secret\n${tlsYaml}${authYaml}`,
   );
   let child: ChildProcess | undefined;
   let output = '';
@@ -87,7 +106,7 @@ export async function startRegistry(auth: RegistryAuth = { kind: 'none' }): Prom
     child = proc;
     proc.stdout!.setEncoding('utf8').on('data', (d: string) => (output += d));
     proc.stderr!.setEncoding('utf8').on('data', (d: string) => (output += d));
-    await waitReady(host, proc, () => output);
+    await waitReady(host, proc, () => output, caPath !== undefined);
   };
   const stop = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<void> => {
     const proc = child;
@@ -114,6 +133,7 @@ export async function startRegistry(auth: RegistryAuth = { kind: 'none' }): Prom
     },
     log: () => output,
     ...(token === undefined ? {} : { token }),
+    ...(caPath === undefined ? {} : { caPath }),
   };
 }
 
