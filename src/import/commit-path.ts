@@ -37,11 +37,12 @@ export interface CommittedRepo extends RepoSummary {
 /**
  * Runs `feed` against a fresh staging sink; `feed` must call `sink.begin(manifest)` once it has verified
  * the manifest, open one target per entry and finish it only after its hashes matched, and resolve with
- * the verified manifest. Then commits.
+ * the verified manifest. Then commits. `staged` is the bare staging sink under the weight checks (pull
+ * asks it whether the target already holds a file, intact, before downloading it).
  */
 export async function stageThenCommit<V extends { manifest: Manifest }>(
   options: StageThenCommitOptions,
-  feed: (sink: PayloadSink) => Promise<V>,
+  feed: (sink: PayloadSink, staged: StagingSink) => Promise<V>,
 ): Promise<{ verified: V; repos: CommittedRepo[]; warnings: string[] }> {
   const { layout, signal } = options;
   // dir: stage under DIR/.cache/huggingface (huggingface_hub's own folder there), never DIR/.locks
@@ -56,7 +57,7 @@ export async function stageThenCommit<V extends { manifest: Manifest }>(
       ...(options.freeBytes === undefined ? {} : { freeBytes: options.freeBytes }),
     });
     const sink = options.weightCheck === false ? staged : new WeightCheckingSink(staged);
-    const verified = await feed(sink);
+    const verified = await feed(sink, staged);
     // every byte verified and every staged file is durable: only now does anything reach the target
     await staged.flush();
     const repos = staged.plan(verified.manifest);

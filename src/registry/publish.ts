@@ -26,6 +26,7 @@ import type { Readable } from 'node:stream';
 import type { RegistryClient } from './client.js';
 import { buildArtifact, OCI_MANIFEST_TYPE, type TrustBlob, type TrustRole } from './modelpack.js';
 import { repositoryFor, tagsFor } from './reference.js';
+import { inParallel } from './parallel.js';
 
 export interface PublishOptions {
   bundlePath: string;
@@ -92,24 +93,6 @@ interface Blob {
 }
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
-
-/** Runs `work` over `items`, at most `limit` at a time; the first failure stops new work and is rethrown. */
-export async function inParallel<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failed: unknown;
-  const worker = async (): Promise<void> => {
-    while (failed === undefined && next < items.length) {
-      const item = items[next++]!;
-      try {
-        await work(item);
-      } catch (error) {
-        failed ??= error;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-  if (failed !== undefined) throw failed;
-}
 
 interface Head {
   manifest: Manifest;

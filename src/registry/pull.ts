@@ -18,7 +18,7 @@ import { createHash } from 'node:crypto';
 import { AirlockError, fsError } from '../errors.js';
 import { MANIFEST_NAME, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, MAX_SUMS_BYTES, SIGNATURE_NAME, SUMS_NAME, payloadEntryName } from '../bundle/format.js';
 import { parseManifest, payloadEntries, type Manifest, type ManifestRepo, type PayloadEntry } from '../bundle/manifest.js';
-import { checkManifestLine, checkSumsAgainstManifest, type PayloadSink } from '../bundle/reader.js';
+import { checkManifestLine, checkSumsAgainstManifest, discardSink, type PayloadSink } from '../bundle/reader.js';
 import { parseSha256Sums } from '../integrity/sha256sums.js';
 import { verifyDetachedSignature, type TrustPolicy, type VerifiedSigner } from '../signing/verify.js';
 import { withRetries, markTransient, type RetryPolicy } from '../hub/retry.js';
@@ -28,7 +28,7 @@ import type { ImportLayout } from '../import/staging-sink.js';
 import type { RegistryClient } from './client.js';
 import { parseArtifactManifest, type ArtifactLayer, type TrustRole } from './modelpack.js';
 import { formatOciReference, registryRepoPath, tagsFor, type OciReference } from './reference.js';
-import { inParallel } from './publish.js';
+import { inParallel } from './parallel.js';
 
 export interface PullOptions {
   reference: OciReference;
@@ -58,6 +58,8 @@ export interface PullResult {
   repo: CommittedRepo;
   /** Bytes downloaded (resumed ranges counted once). */
   bytesDownloaded: number;
+  /** Layers not downloaded: the target already held them, intact. */
+  filesPresent: number;
   warnings: string[];
 }
 
@@ -245,6 +247,7 @@ export async function pullArtifact(options: PullOptions): Promise<PullResult> {
     const checked = await readArtifact(options.client, options.reference, { policy: options.trust, allowUnsigned: options.allowUnsigned ?? false });
     const { repo } = checked;
     let bytesDownloaded = 0;
+    let filesPresent = 0;
     const done = await stageThenCommit(
       {
         cacheDir: options.cacheDir,
@@ -254,10 +257,21 @@ export async function pullArtifact(options: PullOptions): Promise<PullResult> {
         repos: [`${repo.type === 'dataset' ? 'datasets/' : ''}${repo.id}@${repo.commit}`],
         signal,
       },
-      async (sink) => {
+      async (sink, staged) => {
         await sink.begin?.(checked.manifest);
+        const discard = await discardSink.open(checked.layers[0]?.entry as PayloadEntry);
         await inParallel(checked.layers, options.concurrency ?? 4, async (item) => {
           signal.throwIfAborted();
+          // already in the target, complete and with the signed sha256 (re-hashed by the staging sink)?
+          // then nothing is downloaded: a re-pull on a warm node costs a hash pass, not a transfer
+          const probe = await staged.open(item.entry);
+          if (probe === discard) {
+            await probe.finish();
+            filesPresent += 1;
+            options.onLayer?.({ path: item.entry.file.path, size: item.entry.file.size, done: true });
+            return;
+          }
+          await probe.abort();
           await downloadLayer(options.client, options.reference.repository, item, sink, options.retry, (n) => (bytesDownloaded += n));
           options.onLayer?.({ path: item.entry.file.path, size: item.entry.file.size, done: true });
         });
@@ -274,6 +288,7 @@ export async function pullArtifact(options: PullOptions): Promise<PullResult> {
       signers: checked.signers,
       repo: done.repos[0]!,
       bytesDownloaded,
+      filesPresent,
       warnings: done.warnings,
     };
   } finally {

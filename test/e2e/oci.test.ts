@@ -161,6 +161,19 @@ print(json.dumps({"snapshot": path, "warnings": [str(w) for w in info.warnings],
     assert.equal(again.json.repos[0].blobsSkipped, again.json.repos[0].layers + 1);
   });
 
+  test('a re-pull on a warm node downloads nothing: files already in the cache are re-hashed, not fetched', async () => {
+    const cache = join(dir, 'warm-cache');
+    const first = await pull('models/acme/tiny-llm:main', cache, ['--json']);
+    assert.equal(first.code, 0, first.stderr);
+    assert.ok(JSON.parse(first.stdout).bytesDownloaded >= sampleModelFiles().reduce((n, f) => n + f.data.length, 0));
+    const again = await pull('models/acme/tiny-llm:main', cache, ['--json']);
+    assert.equal(again.code, 0, again.stderr);
+    const result = JSON.parse(again.stdout);
+    assert.equal(result.bytesDownloaded, 0);
+    assert.equal(result.filesPresent, sampleModelFiles().length);
+    assert.equal(result.repo.filesWritten, 0);
+  });
+
   test('two repos in one bundle: a model and a dataset, shared trust layers mounted across repositories', async () => {
     const p = await publish(multi, 'fleet');
     assert.equal(p.code, 0, p.stderr);
