@@ -174,6 +174,19 @@ print(json.dumps({"snapshot": path, "warnings": [str(w) for w in info.warnings],
     assert.equal(result.repo.filesWritten, 0);
   });
 
+  test('--layout modelscope: the same artifact lands in a ModelScope cache, committed by the same writer as import', async () => {
+    const cache = join(dir, 'ms-cache');
+    const r = await pull('models/acme/tiny-llm:main', cache, ['--layout', 'modelscope']);
+    assert.equal(r.code, 0, r.stderr);
+    const imported = join(dir, 'ms-imported');
+    const imp = await runAirlock(['import', single, '--trusted-keys', pub(), '--layout', 'modelscope', '--cache-dir', imported]);
+    assert.equal(imp.code, 0, imp.stderr);
+    const strip = (t: Awaited<ReturnType<typeof snapshotTree>>) => JSON.stringify(t?.filter((e) => !e.path.startsWith('.locks') && !e.path.includes('/._____temp')).map((e) => ({ path: e.path, sha256: (e as { sha256?: string }).sha256 })));
+    assert.equal(strip(await snapshotTree(cache)), strip(await snapshotTree(imported)));
+    const weightsPath = (await snapshotTree(cache))!.find((e) => e.path.endsWith('/model.safetensors'));
+    assert.ok(weightsPath, 'model.safetensors is in the modelscope cache');
+  });
+
   test('two repos in one bundle: a model and a dataset, shared trust layers mounted across repositories', async () => {
     const p = await publish(multi, 'fleet');
     assert.equal(p.code, 0, p.stderr);
