@@ -14,6 +14,10 @@
  *             peak disk footprint: bytes allocated under the directories it writes to, sampled. The same
  *             model is also exported from the project's test ModelScope (`--source modelscope`), so the
  *             peak disk of both sources shows side by side.
+ *             peak disk footprint: bytes allocated under the directories it writes to, sampled.
+ *             OCI (docs/oci.md): `airlock publish` of the bundle to a local docker-registry vs `curl -T`
+ *             of the same shards (4 in parallel, like publish), and `airlock pull` into a fresh cache vs
+ *             curl downloads of the blobs and the dd write limit.
  *   files   — a dataset of BENCH_FILES (default 2000) small files: per-file overhead of export/import.
  *   rss     — a BENCH_RSS_GIB (default 0 = skipped; the issue asks for 10) bundle: peak RSS of
  *             export/verify/import as bundles grow.
@@ -36,6 +40,9 @@ import { startHubServer, type HubFileInput, type HubServer } from '../test/suppo
 import { fileOnDisk, startModelScopeServer, type ModelScopeServer } from '../test/support/modelscope-server.ts';
 import { airlockBin, cleanEnv, repoRoot } from '../test/support/cli.ts';
 import { venvPython } from '../test/support/python.ts';
+import { startRegistry } from '../test/support/registry.ts';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 
 const SIZE_MIB = Number(process.env['BENCH_SIZE_MIB'] ?? 2048);
 const FILES = Number(process.env['BENCH_FILES'] ?? 2000);
@@ -291,6 +298,43 @@ try {
     const copy = join(dir, 'write-limit.tar');
     await measure('model', 'dd conv=fsync (write limit)', mib, () => timed('dd', [`if=${bundle}`, `of=${copy}`, 'bs=1M', 'conv=fsync', 'status=none']), () => rm(copy, { force: true }));
     await rm(copy, { force: true });
+
+    // ---- OCI: publish / pull against a local registry (docs/oci.md) ------------------------------
+    {
+      const registry = await startRegistry();
+      try {
+        const shards = files.slice(1).map((f) => ({ path: f.fromFile!, name: f.path }));
+        const digests = await Promise.all(
+          shards.map(async (f) => {
+            const hash = createHash('sha256');
+            for await (const chunk of createReadStream(f.path)) hash.update(chunk as Buffer);
+            return `sha256:${hash.digest('hex')}`;
+          }),
+        );
+        let round = 0;
+        // a new repository prefix each time: the registry has no link to the blobs there, so every byte moves
+        await measure('model', 'airlock publish (OCI registry)', mib, () =>
+          airlock(['publish', bundle, '--to', `oci://${registry.host}/p${++round}`, '--trusted-keys', pub, '--plain-http']),
+        );
+        await measure('model', 'curl -T (upload to the registry)', mib, () => {
+          const repo = `curl${++round}`;
+          const one = shards.map((f, i) =>
+            `( loc=$(curl -sf -D - -o /dev/null -X POST 'http://${registry.host}/v2/${repo}/blobs/uploads/' | tr -d '\\r' | sed -n 's/^[Ll]ocation: //p') && curl -sf -o /dev/null -T '${f.path}' -H 'Content-Type: application/octet-stream' "$loc&digest=${digests[i]}" ) &`,
+          );
+          return timed('sh', ['-c', `${one.join('\n')}\nfail=0; for j in $(jobs -p); do wait $j || fail=1; done; exit $fail`]);
+        });
+        const pulled = join(dir, 'pull-cache');
+        await measure('model', 'airlock pull (OCI registry)', mib, () =>
+          airlock(['pull', `oci://${registry.host}/p1/bench/model:main`, '--trusted-keys', pub, '--plain-http', '--cache-dir', pulled]), fresh(pulled));
+        const blobs = join(dir, 'curl-blobs');
+        await measure('model', 'curl (download blobs from the registry)', mib, () =>
+          timed('sh', ['-c', `${digests.map((d, i) => `curl -sf -o '${blobs}/${i}' 'http://${registry.host}/v2/p1/bench/model/blobs/${d}' &`).join('\n')}\nfail=0; for j in $(jobs -p); do wait $j || fail=1; done; exit $fail`]), fresh(blobs));
+        await rm(pulled, { recursive: true, force: true });
+        await rm(blobs, { recursive: true, force: true });
+      } finally {
+        await registry.close();
+      }
+    }
     await rm(out, { recursive: true, force: true });
     await rm(cache, { recursive: true, force: true });
   }
@@ -379,6 +423,13 @@ torch.save(sd, ${JSON.stringify(path)})`]);
     'export one file / curl one file': ratio(get('model', 'airlock export (one large file)'), get('model', 'curl (one large file, single stream)')),
     'modelscope export / HF export': ratio(get('model', 'airlock export --source modelscope'), get('model', 'airlock export')),
     'import torch zip: analysis on / off': pickleRatio(),
+    'publish / curl -T upload': ratio(get('model', 'airlock publish (OCI registry)'), get('model', 'curl -T (upload to the registry)')),
+    'pull / max(curl download, dd conv=fsync)': (() => {
+      const pull = get('model', 'airlock pull (OCI registry)');
+      const curl = get('model', 'curl (download blobs from the registry)');
+      const dd = get('model', 'dd conv=fsync (write limit)');
+      return pull && curl && dd ? pull.mibPerSecond / Math.min(curl.mibPerSecond, dd.mibPerSecond) : null;
+    })(),
   };
   // peak disk over the payload size: 1 is the downloads alone; the target for export is ≤ 1.1
   const diskOverSize = (r: Row | undefined) => (r && r.peakDiskMiB !== null ? r.peakDiskMiB / r.mib : null);

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Makes sure the standard tools the test suite checks bundles with are present: GnuPG (gpg, gpgv),
-# GNU tar, coreutils sha256sum, curl, openssl, GNU time, tinyproxy (the CONNECT proxy of test/e2e/proxy.test.ts), and
-# util-linux `script` (a real pseudo-terminal for the CLI's progress tests). Installs missing Debian packages when run as root;
+# GNU tar, coreutils sha256sum, curl, openssl, GNU time, tinyproxy (the CONNECT proxy of test/e2e/proxy.test.ts),
+# util-linux `script` (a real pseudo-terminal for the CLI's progress tests), docker-registry + skopeo + htpasswd
+# (the OCI registry tests). Installs missing Debian packages when run as root;
 # otherwise fails with the command to run. Never skips: a missing tool is a failure.
 set -euo pipefail
-declare -A pkg_for=([gpg]=gnupg [gpgv]=gpgv [tar]=tar [sha256sum]=coreutils [curl]=curl [openssl]=openssl [tinyproxy]=tinyproxy [script]=bsdutils [mkfifo]=coreutils)
+declare -A pkg_for=([gpg]=gnupg [gpgv]=gpgv [tar]=tar [sha256sum]=coreutils [curl]=curl [openssl]=openssl [tinyproxy]=tinyproxy [script]=bsdutils [mkfifo]=coreutils [docker-registry]=docker-registry [skopeo]=skopeo [htpasswd]=apache2-utils)
 missing=()
 for tool in "${!pkg_for[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg_for[$tool]}")

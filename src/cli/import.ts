@@ -40,7 +40,7 @@ function oneBundle(args: readonly string[]): string {
 /** A bundle argument as a path; `-` stays `-` (standard input). */
 const bundleArgPath = (arg: string): string => (arg === STDIN_BUNDLE ? STDIN_BUNDLE : resolve(arg));
 
-interface TrustFlags {
+export interface TrustFlags {
   trustedKeys: string[];
   trustedFingerprint: string[];
   requireSignatures?: string;
@@ -51,7 +51,7 @@ interface TrustFlags {
   json?: boolean;
 }
 
-function addTrustOptions(command: Command): Command {
+export function addTrustOptions(command: Command): Command {
   return command
     .option('--trusted-keys <file>', 'public key file(s) or binary keyring (gpg --export) you trust (repeatable)', collect, [])
     .option('--trusted-fingerprint <fpr>', 'pin: only keys with this fingerprint count (repeatable; replaces the trust file, see docs/security-model.md)', collect, [])
@@ -81,7 +81,7 @@ async function checkReport(flags: TrustFlags, out: Output): Promise<Output> {
   return out;
 }
 
-async function trustFrom(flags: TrustFlags): Promise<LoadedTrust> {
+export async function trustFrom(flags: TrustFlags): Promise<LoadedTrust> {
   if (flags.trustedKeys.length === 0 && !flags.allowUnsigned) {
     throw new AirlockError('E_USAGE', 'no trusted keys given', {
       hint: 'pass --trusted-keys signer.pub.asc (the public key you received from the signer by a separate channel)',
@@ -100,7 +100,7 @@ async function trustFrom(flags: TrustFlags): Promise<LoadedTrust> {
   return loadTrustPolicy({ keyFiles: flags.trustedKeys, fingerprints: flags.trustedFingerprint, ...(requireSignatures === undefined ? {} : { requireSignatures }) });
 }
 
-function renderSigners(out: Output, signers: readonly VerifiedSigner[]): void {
+export function renderSigners(out: Output, signers: readonly VerifiedSigner[]): void {
   if (signers.length === 0) {
     out.stdout('  signature: NOT CHECKED (unsigned bundle accepted with --allow-unsigned)\n');
     return;
@@ -289,11 +289,14 @@ export function registerInspect(program: Command, context: CommandContext): void
   program
     .command('inspect')
     .description('show what a bundle holds, without keys (the signature is NOT checked)')
-    .argument('<bundle...>', 'ONE bundle: the .airlock.tar file (`-`: standard input, e.g. a pipe), or for split volumes the first part, the parts of one bundle (NAME.tar.*), the parts index or their folder; for several bundles run the command once each')
+    .argument('<bundle...>', 'ONE bundle: the .airlock.tar file (`-`: standard input, e.g. a pipe), or for split volumes the first part, the parts of one bundle (NAME.tar.*), the parts index or their folder; or oci://HOST/REPO:TAG (an artifact in a registry); for several bundles run the command once each')
     .addOption(jsonOption())
-    .action(async (bundles: string[], flags: { json?: boolean }) => {
-      const bundle = oneBundle(bundles);
+    .option('--plain-http', 'oci:// only: talk plain HTTP to the registry')
+    .option('--ca-file <pem>', "oci:// only: extra CA certificate(s) for the registry's TLS")
+    .action(async (bundles: string[], flags: { json?: boolean; plainHttp?: boolean; caFile?: string }) => {
       const out = context.output(Boolean(flags.json));
+      if (bundles.length === 1 && bundles[0]!.startsWith('oci://')) return (await import('./pull.js')).inspectOci(out, bundles[0]!, flags);
+      const bundle = oneBundle(bundles);
       const result = await inspectBundle(bundleArgPath(bundle));
       if (out.json) {
         return printResult(out, {

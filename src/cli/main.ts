@@ -26,6 +26,8 @@ const COMMANDS: ReadonlyArray<{ name: string; load: () => Promise<Register> }> =
   { name: 'inspect', load: async () => (await import('./import.js')).registerInspect },
   { name: 'resign', load: async () => (await import('./resign.js')).registerResign },
   { name: 'cache', load: async () => (await import('./cache.js')).registerCache },
+  { name: 'publish', load: async () => (await import('./publish.js')).registerPublish },
+  { name: 'pull', load: async () => (await import('./pull.js')).registerPull },
 ];
 
 /**

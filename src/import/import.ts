@@ -7,71 +7,19 @@
 import type { Readable } from 'node:stream';
 import { readBundle } from '../bundle/reader.js';
 import { AirlockError } from '../errors.js';
-import { join } from 'node:path';
-import { commitToHfCache } from '../cache/hf-hub.js';
-import { commitToModelScopeCache } from '../cache/modelscope.js';
-import { commitToPlainDir } from '../cache/plain-dir.js';
-import { WeightCheckingSink } from '../integrity/weights.js';
-import { DEFAULT_CONTENT_POLICY, refusal, type ContentPolicy } from '../content/index.js';
-import { ContentCheckingSink } from './content-sink.js';
+import type { ContentPolicy } from '../content/index.js';
 import type { ContentOutcome } from './summary.js';
-import { createStaging } from '../fs/staging.js';
 import type { TrustedKey, TrustPolicy, VerifiedSigner } from '../signing/verify.js';
 import { watchInterrupts } from './interrupt.js';
 import { openBundle } from './open-bundle.js';
 import { BUNDLE_POOL, ReadPool } from '../bundle/read-pool.js';
 import { explainReadFailure } from '../bundle/parts.js';
 import { unindexedReadOf, type UnindexedRead } from '../bundle/parts-unindexed.js';
-import { StagingSink, type ImportLayout } from './staging-sink.js';
-import { summarizeRepos, type RepoSummary } from './summary.js';
+import type { ImportLayout } from './staging-sink.js';
+import type { RepoSummary } from './summary.js';
 import { observeSink, type ReadProgress } from './progress-sink.js';
 import type { Manifest } from '../bundle/manifest.js';
-import type { PayloadEntry, PayloadSink, PayloadTarget } from '../bundle/reader.js';
-import type { Staging } from '../fs/staging.js';
-
-/**
- * The staging directory is made only once the verified manifest says where the bundle goes (its
- * layout's default target); the payload then streams into it as before.
- */
-class DeferredStagingSink implements PayloadSink {
-  staging: Staging | undefined;
-  staged: StagingSink | undefined;
-  target: { layout: ImportLayout; cacheDir: string } | undefined;
-  /** Every file judged on this side while it streams (undefined when the content check is off). */
-  checked: ContentCheckingSink | undefined;
-  readonly policy: ContentPolicy;
-  #sink: PayloadSink | undefined;
-
-  constructor(private readonly options: ImportOptions) {
-    this.policy = options.contentPolicy ?? DEFAULT_CONTENT_POLICY;
-  }
-
-  async begin(manifest: Manifest): Promise<void> {
-    const options = this.options;
-    if (options.chooseTarget === undefined && options.cacheDir === undefined) throw new AirlockError('E_INTERNAL', 'importBundle needs cacheDir or chooseTarget');
-    this.target = options.chooseTarget !== undefined ? options.chooseTarget(manifest) : { layout: options.layout ?? 'hf', cacheDir: options.cacheDir! };
-    const { layout, cacheDir } = this.target;
-    // dir: stage under DIR/.cache/huggingface (huggingface_hub's own folder there), never DIR/.locks
-    this.staging = await createStaging(layout === 'dir' ? join(cacheDir, '.cache', 'huggingface') : cacheDir);
-    this.staged = new StagingSink(this.staging, {
-      layout,
-      target: cacheDir,
-      ...(options.spaceCheck === undefined ? {} : { spaceCheck: options.spaceCheck }),
-      repos: options.repos,
-      ...(options.freeBytes === undefined ? {} : { freeBytes: options.freeBytes }),
-    });
-    const weighed = options.weightCheck === false ? this.staged : new WeightCheckingSink(this.staged);
-    // what loading each file would execute, judged on this side while it streams (never the export's word)
-    this.checked = options.contentCheck === false ? undefined : new ContentCheckingSink(weighed, this.policy.allowGlobals);
-    this.#sink = this.checked ?? weighed;
-    if (this.#sink.begin !== undefined) await this.#sink.begin(manifest);
-  }
-
-  open(entry: PayloadEntry): Promise<PayloadTarget> {
-    if (this.#sink === undefined) throw new Error('payload before the manifest');
-    return this.#sink.open(entry);
-  }
-}
+import { stageThenCommit } from './commit-path.js';
 
 /** Where a bundle goes, once its verified manifest is known (for a default that depends on the bundle). */
 export type ChooseTarget = (manifest: Manifest) => { layout: ImportLayout; cacheDir: string };
@@ -162,65 +110,51 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
     // reused read buffers: the reader releases each one once the sink is done with its bytes
     const pool = new ReadPool(BUNDLE_POOL);
     const source = await openBundle(options.bundlePath, { trust: options.trust ?? { keys: options.trustedKeys ?? [] }, allowUnsigned: options.allowUnsigned, pool, signal });
-    const sink = new DeferredStagingSink(options);
-    let committed: ImportResult | undefined;
+    if (options.chooseTarget === undefined && options.cacheDir === undefined) throw new AirlockError('E_INTERNAL', 'importBundle needs cacheDir or chooseTarget');
+    let committed: ImportResult;
     try {
-      const verified = await readBundle(source, {
-        trust: options.trust ?? { keys: options.trustedKeys ?? [] },
-        allowUnsigned: options.allowUnsigned ?? false,
-        subject: options.bundlePath,
-        sink: observeSink(sink, options.progress),
-        signal,
-        bundleSha256: options.bundleSha256 === true,
-        pool,
-      }).catch(async (error: unknown) => {
-        throw await explainReadFailure(source, error);
-      });
-      const staging = sink.staging!;
-      const staged = sink.staged!;
-      const { layout, cacheDir } = sink.target!;
-      // every file judged on this side: an unsafe or unscannable one stops the import before the cache is touched
-      const refused = sink.checked === undefined ? undefined : refusal(sink.checked.files, sink.policy);
-      if (refused !== undefined) throw refused;
-      // the whole stream verified and every staged file is durable: only now does anything reach the cache
-      await staged.flush();
-      const repos = staged.plan(verified.manifest);
-      const common = { tempPath: (label: string) => staging.path(label), asideDir: staging.dir, signal };
-      const outcomes: Array<{ folder: string; filesWritten: number; filesReused: number; refWritten?: boolean }> =
-        layout === 'modelscope'
-          ? await commitToModelScopeCache({ cacheDir, repos, ...common })
-          : layout === 'dir'
-            ? await commitToPlainDir({ localDir: cacheDir, repos, ...common })
-            : await commitToHfCache({ cacheDir: staging.cacheDir, repos, ...common });
-      const summaries = summarizeRepos({ ...verified.manifest, repos: staged.selected(verified.manifest) });
+      const done = await stageThenCommit(
+        {
+          target: options.chooseTarget ?? { layout: options.layout ?? 'hf', cacheDir: options.cacheDir! },
+          weightCheck: options.weightCheck,
+          spaceCheck: options.spaceCheck,
+          contentPolicy: options.contentPolicy,
+          contentCheck: options.contentCheck,
+          repos: options.repos,
+          freeBytes: options.freeBytes,
+          signal,
+        },
+        (sink) =>
+          readBundle(source, {
+            trust: options.trust ?? { keys: options.trustedKeys ?? [] },
+            allowUnsigned: options.allowUnsigned ?? false,
+            subject: options.bundlePath,
+            sink: observeSink(sink, options.progress),
+            signal,
+            bundleSha256: options.bundleSha256 === true,
+            pool,
+          }).catch(async (error: unknown) => {
+            throw await explainReadFailure(source, error);
+          }),
+      );
+      const verified = done.verified;
       committed = {
         bundlePath: options.bundlePath,
-        layout,
-        cacheDir,
+        layout: done.target.layout,
+        cacheDir: done.target.cacheDir,
         bundleSha256: verified.bundleSha256,
         bundleBytes: verified.bundleBytes,
         signed: verified.signed,
         signers: verified.signers,
-        repos: summaries.map((summary, i) => {
-          const outcome = outcomes[i]!;
-          return {
-            ...summary,
-            folder: outcome.folder,
-            filesWritten: outcome.filesWritten,
-            filesReused: outcome.filesReused,
-            refWritten: outcome.refWritten ?? false,
-          };
-        }),
+        repos: done.repos,
         files: verified.files,
         bytes: verified.bytes,
-        warnings: [],
+        warnings: done.warnings,
         ...withoutIndex(source),
-        content: sink.checked === undefined ? undefined : { allowUnsafe: sink.policy.allowUnsafe, allowGlobals: sink.policy.allowGlobals, files: sink.checked.files },
+        content: done.content,
       };
     } finally {
       source.destroy();
-      const leftovers = (await sink.staging?.cleanup()) ?? [];
-      committed?.warnings.push(...leftovers.map((failure) => `could not remove staging leftovers: ${failure}`));
     }
     return committed;
   } finally {

@@ -29,6 +29,8 @@ test('the benchmark suite runs every scenario and reports ratios', { timeout: 30
       'files: airlock export', 'files: airlock import', 'rss: airlock export', 'rss: airlock verify', 'rss: airlock import',
       'model: airlock export --source modelscope',
       'pickle: import torch zip, analysis on', 'pickle: import torch zip, analysis off',
+      'model: airlock publish (OCI registry)', 'model: curl -T (upload to the registry)', 'model: airlock pull (OCI registry)',
+      'model: curl (download blobs from the registry)',
     ]) {
       assert.ok(labels.includes(expected), `${expected} measured (got ${labels.join(', ')})`);
     }
@@ -50,6 +52,7 @@ test('the benchmark suite runs every scenario and reports ratios', { timeout: 30
     assert.ok('export one file / curl one file' in result.ratios, 'the one-file ratio is reported');
     assert.ok('import / dd conv=fsync (write limit)' in result.ratios, 'import is compared with the write limit');
     assert.ok('import torch zip: analysis on / off' in result.ratios, 'the content analysis cost is reported');
+    assert.ok('publish / curl -T upload' in result.ratios && 'pull / max(curl download, dd conv=fsync)' in result.ratios, 'publish and pull are compared');
     for (const value of Object.values(result.ratios)) assert.equal(typeof value, 'number');
     for (const key of [
       'export peak disk / model size', 'curl peak disk / model size', 'manual peak disk / model size',

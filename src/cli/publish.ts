@@ -1,0 +1,58 @@
+import { resolve } from 'node:path';
+import { Option, type Command } from 'commander';
+import { parseSize } from '../bundle/parts.js';
+import { AirlockError } from '../errors.js';
+import { retryPolicyFromEnv } from '../hub/retry.js';
+import { parseOciReference, publishBundle } from '../registry/index.js';
+import { addTrustOptions, renderSigners, trustFrom, type TrustFlags } from './import.js';
+import { jsonOption, type CommandContext } from './main.js';
+import { addRegistryOptions, registryFrom, type RegistryFlags } from './registry-flags.js';
+import { formatBytes, printJson } from './render.js';
+
+export function registerPublish(program: Command, context: CommandContext): void {
+  addRegistryOptions(
+    addTrustOptions(
+      program
+        .command('publish')
+        .description('verify a bundle, then publish each of its repos as a ModelPack artifact to an OCI registry')
+        .argument('<bundle...>', 'the .airlock.tar file; for split volumes the first part, NAME.tar.*, the parts index or their folder'),
+    ),
+  )
+    .requiredOption('--to <oci://host/prefix>', 'registry and repository prefix: repos land at PREFIX/<org>/<name> (datasets: PREFIX/datasets/<org>/<name>)')
+    .option('--concurrency <n>', 'blobs uploaded at once (default 4)')
+    .addOption(new Option('--chunk-size <size>', 'upload blobs larger than this in chunks (PATCH) of this size; default: one streamed PUT per blob'))
+    .addOption(jsonOption())
+    .action(async (bundles: string[], flags: TrustFlags & RegistryFlags & { to: string; concurrency?: string; chunkSize?: string }) => {
+      const out = context.output(Boolean(flags.json));
+      if (bundles.length > 1 && !bundles.every((b) => /\.\d{3,}$/.test(b))) throw new AirlockError('E_USAGE', `one bundle at a time, got ${bundles.length}`);
+      const target = parseOciReference(flags.to, { needReference: false });
+      const concurrency = flags.concurrency === undefined ? 4 : Number(flags.concurrency);
+      if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) throw new AirlockError('E_USAGE', `--concurrency must be 1…64, not ${flags.concurrency}`);
+      const trust = await trustFrom(flags);
+      const client = await registryFrom(target.registry, flags);
+      try {
+        const result = await publishBundle({
+          bundlePath: resolve(bundles[0]!),
+          client,
+          prefix: target.repository,
+          trust: trust.policy,
+          allowUnsigned: Boolean(flags.allowUnsigned),
+          retry: retryPolicyFromEnv(process.env),
+          concurrency,
+          chunkBytes: flags.chunkSize === undefined ? undefined : parseSize(flags.chunkSize),
+          onBlob: (e) => {
+            if (!out.json) out.stderr(`  ${e.action.padEnd(8)} ${e.repository} ${e.name} (${formatBytes(e.size)})\n`);
+          },
+        });
+        if (out.json) return printJson(out, { ok: true, ...result });
+        out.stdout(`Published ${bundles[0]} to ${target.registry}\n`);
+        renderSigners(out, result.signers);
+        for (const r of result.repos) {
+          out.stdout(`  ${r.type} ${r.id}@${r.revision} → ${r.references.join(' ')} (${r.digest})\n`);
+          out.stdout(`    ${r.layers} layers: ${r.blobsUploaded} uploaded (${formatBytes(r.bytesUploaded)}), ${r.blobsMounted} mounted, ${r.blobsSkipped} already there\n`);
+        }
+      } finally {
+        await client.close();
+      }
+    });
+}

@@ -1,0 +1,218 @@
+/**
+ * `airlock publish`: a verified bundle → one ModelPack artifact per repo in an OCI registry.
+ *
+ * 1. The whole bundle is verified exactly as `verify` does (same library call, same trust policy): a
+ *    bundle that does not verify publishes nothing.
+ * 2. The tar headers are read to find where each entry's bytes sit; the leading entries are re-read and
+ *    re-checked against the signature (small: SHA256SUMS, its signature, manifest.json).
+ * 3. Per repo, per blob (several at a time): HEAD — already there, skip (a re-publish uploads nothing);
+ *    else a cross-repository mount when this run saw the blob in another repo; else a monolithic streamed
+ *    PUT (chunked PATCH as fallback). A layer's digest is the file's signed SHA-256, so the bytes stream
+ *    straight out of the bundle; the registry checks the digest. Each blob retries with backoff on its
+ *    own; a re-run after a failure skips what landed.
+ * 4. Config blob, then the manifest under the revision tag and the commit tag.
+ */
+import { createHash } from 'node:crypto';
+import { AirlockError } from '../errors.js';
+import { MANIFEST_NAME, SIGNATURE_NAME, SUMS_NAME, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, MAX_SUMS_BYTES, payloadEntryName } from '../bundle/format.js';
+import { parseManifest, payloadEntries, type Manifest, type ManifestRepo } from '../bundle/manifest.js';
+import { checkManifestLine, checkSumsAgainstManifest } from '../bundle/reader.js';
+import { openBundleBytes, type BundleBytes } from '../bundle/entry-offsets.js';
+import { parseSha256Sums } from '../integrity/sha256sums.js';
+import { verifyDetachedSignature, type TrustPolicy, type VerifiedSigner } from '../signing/verify.js';
+import { verifyBundle } from '../import/index.js';
+import { withRetries, type RetryPolicy } from '../hub/retry.js';
+import type { Readable } from 'node:stream';
+import type { RegistryClient } from './client.js';
+import { buildArtifact, OCI_MANIFEST_TYPE, type TrustBlob, type TrustRole } from './modelpack.js';
+import { repositoryFor, tagsFor } from './reference.js';
+import { inParallel } from './parallel.js';
+
+export interface PublishOptions {
+  bundlePath: string;
+  client: RegistryClient;
+  /** Repository prefix inside the registry (`models`, `team/models`, or '' for none). */
+  prefix: string;
+  trust: TrustPolicy;
+  allowUnsigned?: boolean;
+  retry: RetryPolicy;
+  /** Blobs uploaded at once (default 4). */
+  concurrency?: number;
+  /** Upload blobs larger than this in PATCH chunks of this size (default: one monolithic PUT). */
+  chunkBytes?: number | undefined;
+  onBlob?: (event: BlobEvent) => void;
+  signal?: AbortSignal;
+}
+
+export type BlobAction = 'skipped' | 'mounted' | 'uploaded';
+
+export interface BlobEvent {
+  repository: string;
+  /** Path in the repo, trust file name, or `config`. */
+  name: string;
+  digest: string;
+  size: number;
+  action: BlobAction;
+}
+
+export interface PublishedRepo {
+  type: ManifestRepo['type'];
+  id: string;
+  revision: string;
+  commit: string;
+  repository: string;
+  tags: string[];
+  /** Digest of the OCI manifest. */
+  digest: string;
+  /** oci://… references, one per tag. */
+  references: string[];
+  layers: number;
+  blobsUploaded: number;
+  blobsMounted: number;
+  blobsSkipped: number;
+  bytesUploaded: number;
+}
+
+export interface PublishResult {
+  bundlePath: string;
+  registry: string;
+  signed: boolean;
+  signers: VerifiedSigner[];
+  repos: PublishedRepo[];
+  bytesUploaded: number;
+  blobsUploaded: number;
+  blobsSkipped: number;
+  blobsMounted: number;
+}
+
+interface Blob {
+  name: string;
+  digest: string;
+  size: number;
+  open: (start: number, end: number) => Readable | Buffer;
+}
+
+const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
+
+interface Head {
+  manifest: Manifest;
+  trust: Array<TrustBlob & { bytes: Buffer }>;
+}
+
+/** Re-reads the leading entries by offset and checks them again (cheap), so what we publish is what verified. */
+async function readHead(bytes: BundleBytes, options: PublishOptions): Promise<Head> {
+  const get = async (name: string, cap: number): Promise<Buffer | undefined> => {
+    const entry = bytes.entries.get(name);
+    if (entry === undefined) return undefined;
+    if (entry.size > cap) throw new AirlockError('E_BUNDLE_MALFORMED', `${name} is ${entry.size} bytes; the limit is ${cap}`, { subject: name });
+    return bytes.read(entry.offset, entry.size);
+  };
+  const sumsBytes = await get(SUMS_NAME, MAX_SUMS_BYTES);
+  const manifestBytes = await get(MANIFEST_NAME, MAX_MANIFEST_BYTES);
+  const signature = await get(SIGNATURE_NAME, MAX_SIGNATURE_BYTES);
+  if (sumsBytes === undefined || manifestBytes === undefined) {
+    throw new AirlockError('E_BUNDLE_MALFORMED', `${options.bundlePath}: the leading entries changed after verification`, { subject: options.bundlePath });
+  }
+  if (signature !== undefined) await verifyDetachedSignature(sumsBytes, signature.toString('utf8'), options.trust, SIGNATURE_NAME);
+  else if (!options.allowUnsigned) throw new AirlockError('E_UNSIGNED', `${options.bundlePath} is not signed`, { subject: options.bundlePath });
+  const sums = parseSha256Sums(sumsBytes.toString('utf8'), SUMS_NAME);
+  checkManifestLine(sums, sha256(manifestBytes));
+  const manifest = parseManifest(manifestBytes, MANIFEST_NAME);
+  checkSumsAgainstManifest(sums, payloadEntries(manifest));
+  const trust: Array<TrustBlob & { bytes: Buffer }> = [];
+  const add = (role: TrustRole, b: Buffer | undefined): void => {
+    if (b !== undefined) trust.push({ role, sha256: sha256(b), size: b.byteLength, bytes: b });
+  };
+  add('sums', sumsBytes);
+  add('signature', signature);
+  add('manifest', manifestBytes);
+  return { manifest, trust };
+}
+
+export async function publishBundle(options: PublishOptions): Promise<PublishResult> {
+  const { client } = options;
+  const verified = await verifyBundle({ bundlePath: options.bundlePath, trust: options.trust, allowUnsigned: options.allowUnsigned ?? false, ...(options.signal === undefined ? {} : { signal: options.signal }) });
+  const delta = verified.repos.find((r) => r.referenced > 0);
+  if (delta !== undefined) {
+    throw new AirlockError('E_USAGE', `${options.bundlePath} is a delta bundle (${delta.referenced} files of ${delta.id} are not in it); only full bundles can be published`, {
+      subject: options.bundlePath,
+      hint: 'export the repo again without --have, then publish that bundle',
+    });
+  }
+  const bytes = await openBundleBytes(options.bundlePath);
+  try {
+    const head = await readHead(bytes, options);
+    // where each blob is known to be in this registry (this run), for cross-repository mounts
+    const seenIn = new Map<string, string>();
+    const published: PublishedRepo[] = [];
+    for (const repo of head.manifest.repos) {
+      const repository = repositoryFor(options.prefix, repo);
+      const artifact = buildArtifact(head.manifest, repo, head.trust, sha256);
+      const blobs: Blob[] = repo.files.map((file) => {
+        const name = payloadEntryName(repo.type, repo.id, repo.commit, file.path);
+        const entry = bytes.entries.get(name);
+        if (entry === undefined || entry.size !== file.size) {
+          throw new AirlockError('E_BUNDLE_MALFORMED', `${options.bundlePath}: ${name} is not where the verified bundle had it`, { subject: name });
+        }
+        return { name: file.path, digest: `sha256:${file.sha256}`, size: file.size, open: (start, end) => bytes.stream(entry.offset + start, entry.offset + end) };
+      });
+      for (const t of head.trust) blobs.push({ name: t.role, digest: `sha256:${t.sha256}`, size: t.size, open: (start, end) => t.bytes.subarray(start, end) });
+      blobs.push({ name: 'config', digest: artifact.manifest.config.digest, size: artifact.configBytes.byteLength, open: (start, end) => artifact.configBytes.subarray(start, end) });
+
+      const counts = { uploaded: 0, mounted: 0, skipped: 0, bytes: 0 };
+      // the same content twice in one repo is one blob
+      const unique = [...new Map(blobs.map((b) => [b.digest, b])).values()];
+      await inParallel(unique, options.concurrency ?? 4, async (blob) => {
+        options.signal?.throwIfAborted();
+        const action = await withRetries({ policy: options.retry, what: `${repository} ${blob.name}` }, async (): Promise<BlobAction> => {
+          if (await client.hasBlob(repository, blob.digest, blob.size)) return 'skipped';
+          const from = seenIn.get(blob.digest);
+          if (from !== undefined && from !== repository && (await client.mountBlob(repository, blob.digest, from))) return 'mounted';
+          await client.uploadBlob(repository, blob.digest, blob.size, blob.open, options.chunkBytes);
+          return 'uploaded';
+        });
+        seenIn.set(blob.digest, repository);
+        if (action === 'uploaded') {
+          counts.uploaded += 1;
+          counts.bytes += blob.size;
+        } else if (action === 'mounted') counts.mounted += 1;
+        else counts.skipped += 1;
+        options.onBlob?.({ repository, name: blob.name, digest: blob.digest, size: blob.size, action });
+      });
+      const manifestBytes = Buffer.from(JSON.stringify(artifact.manifest), 'utf8');
+      const tags = tagsFor(repo);
+      let digest = `sha256:${sha256(manifestBytes)}`;
+      for (const tag of tags) {
+        digest = await withRetries({ policy: options.retry, what: `${repository}:${tag}` }, () => client.putManifest(repository, tag, manifestBytes, OCI_MANIFEST_TYPE));
+      }
+      published.push({
+        type: repo.type,
+        id: repo.id,
+        revision: repo.revision,
+        commit: repo.commit,
+        repository,
+        tags,
+        digest,
+        references: tags.map((t) => `oci://${client.registry}/${repository}:${t}`),
+        layers: artifact.manifest.layers.length,
+        blobsUploaded: counts.uploaded,
+        blobsMounted: counts.mounted,
+        blobsSkipped: counts.skipped,
+        bytesUploaded: counts.bytes,
+      });
+    }
+    return {
+      bundlePath: options.bundlePath,
+      registry: client.registry,
+      signed: verified.signed,
+      signers: verified.signers,
+      repos: published,
+      bytesUploaded: published.reduce((n, r) => n + r.bytesUploaded, 0),
+      blobsUploaded: published.reduce((n, r) => n + r.blobsUploaded, 0),
+      blobsSkipped: published.reduce((n, r) => n + r.blobsSkipped, 0),
+      blobsMounted: published.reduce((n, r) => n + r.blobsMounted, 0),
+    };
+  } finally {
+    await bytes.close();
+  }
+}
