@@ -26,6 +26,7 @@ const COMMANDS: ReadonlyArray<{ name: string; load: () => Promise<Register> }> =
   { name: 'inspect', load: async () => (await import('./import.js')).registerInspect },
   { name: 'resign', load: async () => (await import('./resign.js')).registerResign },
   { name: 'cache', load: async () => (await import('./cache.js')).registerCache },
+  { name: 'serve', load: async () => (await import('./serve.js')).registerServe },
 ];
 
 /**

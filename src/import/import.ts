@@ -18,6 +18,7 @@ import { BUNDLE_POOL, ReadPool } from '../bundle/read-pool.js';
 import { explainReadFailure } from '../bundle/parts.js';
 import { StagingSink, type ImportLayout } from './staging-sink.js';
 import { summarizeRepos, type RepoSummary } from './summary.js';
+import { recordImportEvidence } from './evidence.js';
 
 export interface ImportOptions {
   bundlePath: string;
@@ -143,6 +144,20 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
         bytes: verified.bytes,
         warnings: [],
       };
+      // after the commit, outside the cache: what `airlock serve` shows and trusts as "complete"
+      if (layout !== 'dir') {
+        committed.warnings.push(
+          ...(await recordImportEvidence({
+            cacheDir: options.cacheDir,
+            layout,
+            repos: staged.selected(verified.manifest),
+            bundlePath: options.bundlePath,
+            bundleSha256: verified.bundleSha256,
+            bundleBytes: verified.bundleBytes,
+            signers: verified.signers,
+          })),
+        );
+      }
     } finally {
       const leftovers = await staging.cleanup();
       committed?.warnings.push(...leftovers.map((failure) => `could not remove staging leftovers: ${failure}`));
