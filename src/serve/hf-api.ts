@@ -104,7 +104,8 @@ export async function handleResolve(ctx: RequestContext, deps: HfApiDeps, type: 
       return sendHubError(ctx, 404, 'EntryNotFound', `${path} is listed but its blob is gone`, { 'X-Repo-Commit': rev.commit });
     case 'bad':
     case 'size-mismatch':
-      return sendHubError(ctx, 500, undefined, `${path}: its blob failed verification; re-import ${repo.id} from a verified bundle`);
+      // 422, not 5xx: retrying cannot help until the blob is re-imported
+      return sendHubError(ctx, 422, undefined, `${path}: its blob failed verification; re-import ${repo.id} from a verified bundle`);
   }
   const headers: Record<string, string> = {
     'Content-Type': 'application/octet-stream',

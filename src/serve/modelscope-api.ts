@@ -131,7 +131,7 @@ export async function handleModelScope(ctx: RequestContext, deps: ModelScopeDeps
   const repoDir = join(deps.root, ...record.folder.split('/'));
   const opened = await openServable(join(repoDir, ...file.path.split('/')), repoDir, file.size, deps.bad);
   if (opened.kind !== 'ok') {
-    const status = opened.kind === 'missing' ? 404 : opened.kind === 'outside' ? 403 : 500;
+    const status = opened.kind === 'missing' ? 404 : opened.kind === 'outside' ? 403 : 422;
     return envelope(ctx, status, status, `${filePath} cannot be served (${opened.kind}); re-import ${owner}/${name} from a verified bundle`, null);
   }
   const headers: Record<string, string> = { 'Content-Type': 'application/octet-stream', 'Accept-Ranges': 'bytes', ETag: `"${file.sha256}"` };

@@ -182,19 +182,18 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       origin: `${scheme}://${host}`,
       log: { time: new Date().toISOString(), client: req.socket.remoteAddress ?? '', method: req.method ?? '', path: rawPath.slice(0, 2048), api: 'none', status: 0, bytes: 0 },
     };
-    res.on('close', () => {
-      if (ctx.log.status === 0) ctx.log.status = res.statusCode;
-      options.onAccess?.(ctx.log);
-    });
-    if (!rawPath.startsWith('/')) {
-      sendHubError(ctx, 400, undefined, 'bad request target');
-      return;
-    }
-    route(ctx).catch((error: unknown) => {
+    const done = (rawPath.startsWith('/') ? route(ctx) : Promise.resolve(sendHubError(ctx, 400, undefined, 'bad request target'))).catch((error: unknown) => {
       const message = (error as Error)?.message ?? String(error);
       emit({ event: 'internal-error', message });
       if (!res.headersSent) sendHubError(ctx, 500, undefined, 'internal error');
       else res.destroy();
+    });
+    // one line per request, once both the response is over and the handler has recorded its outcome
+    res.on('close', () => {
+      void done.then(() => {
+        if (ctx.log.status === 0) ctx.log.status = res.statusCode;
+        options.onAccess?.(ctx.log);
+      });
     });
   };
 
@@ -215,8 +214,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
   });
-  server.on('clientError', (_error, socket: Socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
+    const status = error.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     else socket.destroy();
   });
 
