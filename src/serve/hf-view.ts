@@ -66,7 +66,7 @@ function gitSha1(kind: 'blob' | 'tree', body: Buffer): Buffer {
 }
 
 /** Git tree ids for every directory, from the file ids (mode 100644 files, 40000 dirs, git's name order). */
-function treeIds(files: readonly ServedFile[]): Map<string, string> {
+export function treeIds(files: ReadonlyArray<Pick<ServedFile, 'path' | 'oid'>>): Map<string, string> {
   const children = new Map<string, Map<string, { dir: boolean; oid?: string }>>();
   const ensure = (dir: string) => children.get(dir) ?? children.set(dir, new Map()).get(dir)!;
   ensure('');
