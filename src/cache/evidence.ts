@@ -132,3 +132,24 @@ export async function readEvidence(cacheDir: string, layout: EvidenceLayout, fol
   }
   return out.sort((a, b) => (a.importedAt < b.importedAt ? 1 : a.importedAt > b.importedAt ? -1 : 0));
 }
+
+/**
+ * After `cache verify` re-hashed every blob: records `lastVerifiedAt` for each revision whose files all
+ * resolved to blobs that matched their names. Returns how many records were refreshed.
+ */
+export async function refreshVerifiedEvidence(
+  cacheDir: string,
+  revisions: ReadonlyArray<{ folder: string; commit: string; allBlobsGood: boolean }>,
+  at: Date = new Date(),
+): Promise<number> {
+  let refreshed = 0;
+  for (const revision of revisions) {
+    if (!revision.allBlobsGood) continue;
+    const path = recordPath(evidenceRoot(cacheDir), 'hf', revision.folder, revision.commit);
+    const record = await readEvidenceFile(path);
+    if (record === undefined || record.commit !== revision.commit) continue;
+    await writeEvidence(cacheDir, { ...record, lastVerifiedAt: at.toISOString() });
+    refreshed++;
+  }
+  return refreshed;
+}

@@ -5,6 +5,7 @@ import { AirlockError, fsError } from '../errors.js';
 import { resolveHfCacheDir } from '../cache/hf-hub.js';
 import { scanHfCache, verifyHfCache, type CacheProblem, type CacheScan } from '../cache/hf-scan.js';
 import { formatInventory, inventoryFromScan } from '../cache/inventory.js';
+import { refreshVerifiedEvidence } from '../cache/evidence.js';
 import { chooseSigner } from '../signing/keyring.js';
 import { formatBytes, printJson, type Output } from './render.js';
 import { jsonOption, type CommandContext } from './main.js';
@@ -60,8 +61,13 @@ export function registerCache(program: Command, context: CommandContext): void {
           details: report,
         });
       }
-      if (out.json) return printJson(out, { ok: true, ...report });
-      out.stdout(`OK: ${summary}; no problems\n`);
+      // every blob matched its name: the evidence records (for `airlock serve`'s page) say so
+      const refreshed = await refreshVerifiedEvidence(
+        report.cacheDir,
+        report.repos.flatMap((repo) => repo.revisions.map((rev) => ({ folder: repo.folder, commit: rev.commit, allBlobsGood: rev.files.every((f) => f.blob !== undefined) }))),
+      ).catch(() => 0);
+      if (out.json) return printJson(out, { ok: true, ...report, evidenceRefreshed: refreshed });
+      out.stdout(`OK: ${summary}; no problems${refreshed > 0 ? `; ${refreshed} evidence record(s) marked re-verified` : ''}\n`);
     });
 
   cache

@@ -27,6 +27,7 @@ test('the benchmark suite runs every scenario and reports ratios', { timeout: 18
       'model: tar x + sha256sum -c + mv', 'model: openssl dgst -sha256 (hash limit)', 'model: cat > /dev/null (read limit)',
       'model: dd conv=fsync (write limit)', 'model: airlock export (one large file)', 'model: curl (one large file, single stream)',
       'files: airlock export', 'files: airlock import', 'rss: airlock export', 'rss: airlock verify', 'rss: airlock import',
+      'serve: airlock serve, 1 client', 'serve: nginx, 1 client', 'serve: airlock serve, 16 clients', 'serve: nginx, 16 clients',
     ]) {
       assert.ok(labels.includes(expected), `${expected} measured (got ${labels.join(', ')})`);
     }
@@ -47,6 +48,7 @@ test('the benchmark suite runs every scenario and reports ratios', { timeout: 18
     }
     assert.ok('export one file / curl one file' in result.ratios, 'the one-file ratio is reported');
     assert.ok('import / dd conv=fsync (write limit)' in result.ratios, 'import is compared with the write limit');
+    assert.ok('serve / nginx, 16 clients' in result.ratios, 'airlock serve is compared with nginx');
     for (const value of Object.values(result.ratios)) assert.equal(typeof value, 'number');
     for (const key of [
       'export peak disk / model size', 'curl peak disk / model size', 'manual peak disk / model size',

@@ -430,9 +430,12 @@ sys.stdout.write(open(hf_hub_download("acme/tiny-llm", "config.json"), "rb").rea
     assert.ok(secure.access.some((l) => l['status'] === 401));
   });
 
-  test('SIGTERM stops the server cleanly', async () => {
-    const other = await startServe(['--cache-dir', cache]);
-    assert.equal((await curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', `${other.url}/api/models/gpt2`])).stdout, '200');
+  test('SIGTERM stops the server cleanly, also with several worker processes', async () => {
+    const other = await startServe(['--cache-dir', cache, '--workers', '2']);
+    for (let i = 0; i < 4; i++) {
+      const got = await curl(['-f', `${other.url}/gpt2/resolve/main/deep/er/vocab.txt`]);
+      assert.equal(got.stdout, 'hello\nworld\n');
+    }
     assert.equal(await other.stop(), 0);
     await assert.rejects(access(join(cache, 'CACHEDIR.TAG')));
     assert.deepEqual((await readdir(cache)).filter((n) => !n.startsWith('models--') && !n.startsWith('datasets--') && n !== '.locks'), []);

@@ -19,6 +19,7 @@ let dir: string;
 let serve: ServeProcess;
 let added: AddedCommit;
 let fingerprint: string;
+let evidence: { importedAt: string; lastVerifiedAt: string };
 
 /** chromium, headless, with a fresh profile each time (nothing from the machine leaks in). */
 async function chromium(args: string[], profile: string): Promise<string> {
@@ -50,6 +51,12 @@ before(async () => {
   const cache = join(dir, 'hub');
   const imp = await runAirlock(['import', bundle, '--trusted-keys', join(keys, 'signer.pub.asc')], { env: { HF_HUB_CACHE: cache } });
   assert.equal(imp.code, 0, imp.stderr);
+  // a later full re-hash of the cache is recorded as the revision's last re-verification
+  const verified = await runAirlock(['cache', 'verify', '--cache-dir', cache]);
+  assert.equal(verified.code, 0, verified.stderr);
+  assert.match(verified.stdout, /1 evidence record\(s\) marked re-verified/);
+  evidence = JSON.parse(await readFile(join(`${cache}.airlock`, 'evidence', 'hf', 'models--acme--tiny-llm', `${added.commit}.json`), 'utf8'));
+  assert.ok(evidence.lastVerifiedAt > evidence.importedAt, JSON.stringify(evidence));
   serve = await startServe(['--cache-dir', cache]);
 });
 
@@ -73,8 +80,8 @@ test('the index renders in chromium and its link leads to the repo page with the
   assert.match(page, /signed \d{4}-\d\d-\d\dT/);
   assert.match(page, /tiny\.airlock\.tar/);
   assert.match(page, new RegExp(`commit <code>${added.commit}</code>`));
-  assert.match(page, /Imported<\/th><td>\d{4}-/);
-  assert.match(page, /Last re-verified<\/th><td>\d{4}-/);
+  assert.ok(page.includes(`Imported</th><td>${evidence.importedAt}<`), 'imported time shown');
+  assert.ok(page.includes(`Last re-verified</th><td>${evidence.lastVerifiedAt}<`), 're-verification time shown');
   for (const f of added.files) assert.ok(page.includes(`>${f.path}</a>`), f.path);
   // a file link on the page downloads the verified file
   const fileHref = new RegExp(`href="(/acme/tiny-llm/resolve/${added.commit}/config\\.json)"`).exec(page);
