@@ -5,7 +5,7 @@
  */
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isSafeRelativePath, unsafeRevisionReason } from '../fs/safe-path.js';
+import { isSafeRelativePath, unsafeRepoIdReason, unsafeRevisionReason } from '../fs/safe-path.js';
 import { findRevision, hfFolderName, readServedRepo, type ServedFile, type ServedRepo, type ServedRepoType, type ServedRevision } from './hf-view.js';
 import { decodeSegments, plainSegment, queryBool, sendHubError, sendJson, type RequestContext } from './http-util.js';
 import { expectedFromEtag, openServable, parseRange, sendVerifiedBody, type BadFiles } from './verified-body.js';
@@ -35,6 +35,12 @@ const ACTIONS = new Set(['revision', 'tree', 'paths-info', 'refs', 'resolve']);
  * has (then by whether the second segment is an action word).
  */
 export async function splitRepo(cacheDir: string, type: ServedRepoType, segments: readonly string[]): Promise<{ id: string; rest: string[] } | undefined> {
+  const split = await splitCandidate(cacheDir, type, segments);
+  // a valid Hub id only: `a--b` would otherwise alias the folder of `a/b`
+  return split && unsafeRepoIdReason(split.id) === undefined ? split : undefined;
+}
+
+async function splitCandidate(cacheDir: string, type: ServedRepoType, segments: readonly string[]): Promise<{ id: string; rest: string[] } | undefined> {
   const decoded = decodeSegments(segments.slice(0, 2));
   if (decoded === undefined || decoded.length === 0 || !decoded.every(plainSegment)) return undefined;
   const exists = async (id: string) =>
@@ -313,7 +319,7 @@ export async function handleApi(ctx: RequestContext, deps: HfApiDeps, type: Serv
   if (decodedRev === undefined || decodedRev.length === 0) return sendHubError(ctx, 400, undefined, 'bad revision');
   const rev = loadRevision(ctx, repo, decodedRev.join('/'));
   if (!rev) return;
-  const body = (ctx as RequestContext & { body?: Buffer }).body ?? Buffer.alloc(0);
+  const body = ctx.body ?? Buffer.alloc(0);
   let paths: string[] = [];
   let expand = false;
   const contentType = String(ctx.req.headers['content-type'] ?? '');

@@ -26,6 +26,8 @@ export interface RequestContext {
   /** `http(s)://host` the client used (for absolute `Link` URLs). */
   origin: string;
   log: AccessEntry;
+  /** The request body (POST only, at most the configured limit). */
+  body?: Buffer;
 }
 
 /** Booleans arrive as `true`/`false` (httpx) or `True`/`False` (requests): case-insensitive. */

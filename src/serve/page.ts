@@ -6,6 +6,7 @@
  */
 import { readdir } from 'node:fs/promises';
 import type { EvidenceRecord } from '../cache/evidence.js';
+import { unsafeRepoIdReason } from '../fs/safe-path.js';
 import { parseFolderName, readServedRepo, type ServedRepo } from './hf-view.js';
 import { decodeSegments, htmlEscape as h, plainSegment, sendText, type RequestContext } from './http-util.js';
 import { currentModelScopeRecord, listModelScopeRecords } from './modelscope-api.js';
@@ -142,6 +143,7 @@ export async function handlePage(ctx: RequestContext, deps: PageDeps, raw: reado
   const idParts = type === 'dataset' ? segments.slice(1) : segments;
   if (idParts.length < 1 || idParts.length > 2) return notFound(ctx, segments.join('/'));
   const id = idParts.join('/');
+  if (unsafeRepoIdReason(id) !== undefined) return notFound(ctx, id);
   ctx.log.repo = id;
   const repo = await readServedRepo(deps.cacheDir, type, id);
   return repo ? sendText(ctx, 200, html, hfRepoPage(repo)) : notFound(ctx, id);

@@ -135,7 +135,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         ctx.res.setHeader('Connection', 'close');
         return sendHubError(ctx, 413, undefined, `request body larger than ${maxBody} bytes`);
       }
-      (ctx as RequestContext & { body?: Buffer }).body = body;
+      ctx.body = body;
     }
     if (raw[0] === 'api' && raw[1] === 'v1' && options.modelscopeDir !== undefined) {
       ctx.log.api = 'modelscope';

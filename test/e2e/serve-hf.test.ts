@@ -268,6 +268,8 @@ describe('hostile requests', () => {
       '/api/models/acme/tiny-llm/tree/main/..%2F..%2F..',
       '/api/models/..%2F..%2F/revision/main',
       '/acme/tiny-llm/resolve/..%2F..%2F..%2Fetc/config.json',
+      '/acme--tiny-llm/resolve/main/config.json',
+      '/api/models/acme--tiny-llm',
     ]) {
       const res = await raw(path);
       assert.ok(res.status === 400 || res.status === 404, `${path} → ${res.status}`);
