@@ -212,6 +212,7 @@ export function registerImport(program: Command, context: CommandContext): void 
             ` — ${repo.filesWritten} written, ${repo.filesReused} already present\n`,
         );
       }
+      for (const warning of result.warnings) out.stderr(`airlock: warning: ${warning}\n`);
     });
 }
 

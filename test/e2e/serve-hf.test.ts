@@ -135,6 +135,15 @@ try:
     r["norev"] = "no error"
 except RevisionNotFoundError as e:
     r["norev"] = type(e).__name__
+# HfFileSystem, what the datasets library reads through: ls, glob, info, ranged reads
+from huggingface_hub import HfFileSystem
+fs = HfFileSystem()
+r["fs_ls"] = sorted(fs.ls("datasets/acme/ds/data", detail=False))
+r["fs_glob"] = sorted(fs.glob("datasets/acme/ds/**/*.jsonl"))
+r["fs_size"] = fs.info("datasets/acme/ds/data/train.jsonl")["size"]
+with fs.open("datasets/acme/ds/data/train.jsonl", "rb") as f:
+    f.seek(3)
+    r["fs_read"] = f.read(4).decode()
 print(json.dumps(r))
 `,
       { HF_ENDPOINT: serve.url, HF_HUB_CACHE: client, HF_HUB_DISABLE_XET: '1' },
@@ -171,6 +180,11 @@ print(json.dumps(r))
     assert.equal(r.no_exist, true);
     assert.equal(r.norepo, 'RepositoryNotFoundError');
     assert.equal(r.norev, 'RevisionNotFoundError');
+    assert.deepEqual(r.fs_ls, ['datasets/acme/ds/data/test.jsonl', 'datasets/acme/ds/data/train.jsonl']);
+    assert.deepEqual(r.fs_glob, ['datasets/acme/ds/data/test.jsonl', 'datasets/acme/ds/data/train.jsonl']);
+    const train = original.get('datasets/acme/ds/data/train.jsonl')!;
+    assert.equal(r.fs_size, train.length);
+    assert.equal(r.fs_read, train.subarray(3, 7).toString());
     // nothing Xet, ever
     const head = await curl(['-I', `${serve.url}/acme/tiny-llm/resolve/main/model.safetensors`]);
     assert.doesNotMatch(head.stdout, /xet/i);

@@ -6,7 +6,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startHubServer, type AddedCommit, type HubServer } from '../support/hub-server.ts';
@@ -51,6 +51,13 @@ before(async () => {
   const cache = join(dir, 'hub');
   const imp = await runAirlock(['import', bundle, '--trusted-keys', join(keys, 'signer.pub.asc')], { env: { HF_HUB_CACHE: cache } });
   assert.equal(imp.code, 0, imp.stderr);
+  // no place for the record (a file where its folder goes): the import still succeeds, with a warning
+  const blocked = join(dir, 'hub2');
+  await writeFile(`${blocked}.airlock`, 'not a folder\n');
+  const imp2 = await runAirlock(['import', bundle, '--trusted-keys', join(keys, 'signer.pub.asc')], { env: { HF_HUB_CACHE: blocked } });
+  assert.equal(imp2.code, 0, imp2.stderr);
+  assert.match(imp2.stderr, /warning: could not write the evidence record of model acme\/tiny-llm@[0-9a-f]{40}/);
+  await stat(join(blocked, 'models--acme--tiny-llm', 'snapshots', added.commit, 'config.json'));
   // a later full re-hash of the cache is recorded as the revision's last re-verification
   const verified = await runAirlock(['cache', 'verify', '--cache-dir', cache]);
   assert.equal(verified.code, 0, verified.stderr);
