@@ -18,6 +18,9 @@
  *             OCI (docs/oci.md): `airlock publish` of the bundle to a local docker-registry vs `curl -T`
  *             of the same shards (4 in parallel, like publish), and `airlock pull` into a fresh cache vs
  *             curl downloads of the blobs and the dd write limit.
+ *   serve   — (BENCH_SERVE=0 skips) the imported model's first shard served to 1 and 16 concurrent curl
+ *             clients by `airlock serve` (which hashes every byte it sends) and by Debian's nginx over
+ *             the same blob files on loopback, in the same run; the servers' peak RSS (VmHWM).
  *   files   — a dataset of BENCH_FILES (default 2000) small files: per-file overhead of export/import.
  *   rss     — a BENCH_RSS_GIB (default 0 = skipped; the issue asks for 10) bundle: peak RSS of
  *             export/verify/import as bundles grow.
@@ -29,11 +32,12 @@
  *   BENCH_REPS=3  repetitions (median reported); BENCH_DIR=…  data location (needs ~4× the size free)
  *   BENCH_OUT=bench/results/bench.json  where the JSON goes
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { randomFillSync } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { lstat, mkdir, mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
+import { lstat, mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startHubServer, type HubFileInput, type HubServer } from '../test/support/hub-server.ts';
@@ -142,6 +146,94 @@ async function withPeakDisk(roots: string[], run: () => Promise<Sample>): Promis
   const [result] = await Promise.all([run().finally(() => (running = false)), sampler]);
   await sample();
   return { ...result, peakDiskMiB: peak / MiB };
+}
+
+
+/** Peak resident set of a running process (VmHWM), in MiB; 0 when it cannot be read. */
+async function peakRssMiB(pid: number | undefined): Promise<number> {
+  if (pid === undefined) return 0;
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const m = /VmHWM:\s+(\d+) kB/.exec(status);
+  return m ? Number(m[1]) / 1024 : 0;
+}
+
+/** The pids of a process's children (the serve workers). */
+function childPids(pid: number | undefined): number[] {
+  if (pid === undefined) return [];
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number).concat(pid);
+  } catch {
+    return [pid];
+  }
+}
+
+/** Starts a long-running server and waits until `ready(stderr+stdout)` matches. */
+function startDaemon(command: string, args: string[], ready: RegExp): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env: cleanEnv({}), cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    let text = '';
+    const on = (d: Buffer) => {
+      text += d.toString('utf8');
+      const m = ready.exec(text);
+      if (m) resolve({ child, match: m });
+    };
+    child.stdout!.on('data', on);
+    child.stderr!.on('data', on);
+    child.on('error', reject);
+    child.on('exit', (code) => reject(new Error(`${command} exited (${code}) before it was ready:\n${text.slice(-2000)}`)));
+  });
+}
+
+/**
+ * The serve rows: one large blob to 1 and 16 concurrent curl clients, from `airlock serve` and from
+ * nginx serving the same files (sendfile, no hashing: the ceiling). Throughput counts every client's bytes.
+ */
+async function serveBench(cache: string, fileName: string, fileMib: number, workDir: string): Promise<void> {
+  const commit = (await readFile(join(cache, 'models--bench--model', 'refs', 'main'), 'utf8')).trim();
+  const airlockServe = await startDaemon(process.execPath, [airlockBin, 'serve', '--cache-dir', cache, '--listen', '127.0.0.1:0', '--access-log', '/dev/null', '--workers', String(cpus().length)], /export HF_ENDPOINT=(\S+)/);
+  await mkdir(workDir, { recursive: true });
+  const conf = join(workDir, 'nginx.conf');
+  // a port that was free a moment ago (nginx cannot be told to pick one)
+  const nginxPort = await new Promise<number>((resolve, reject) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+    probe.on('error', reject);
+  });
+  await writeFile(conf, [
+    'daemon off;', 'user root;', 'worker_processes auto;', `pid ${join(workDir, 'nginx.pid')};`, `error_log ${join(workDir, 'nginx-error.log')};`,
+    'events { worker_connections 256; }',
+    `http { access_log off; sendfile on; tcp_nopush on; types { } default_type application/octet-stream;`,
+    `  client_body_temp_path ${workDir}; proxy_temp_path ${workDir}; fastcgi_temp_path ${workDir}; uwsgi_temp_path ${workDir}; scgi_temp_path ${workDir};`,
+    `  server { listen 127.0.0.1:${nginxPort}; root ${cache}; } }`, '',
+  ].join('\n'));
+  const nginx = spawn('/usr/sbin/nginx', ['-c', conf, '-p', workDir], { stdio: 'ignore' });
+  const nginxUrl = `http://127.0.0.1:${nginxPort}/models--bench--model/snapshots/${commit}/${fileName}`;
+  try {
+    // nginx has no "ready" line: wait until it answers
+    for (let i = 0; i < 200; i++) {
+      const ok = await fetch(nginxUrl, { method: 'HEAD' }).then((r) => r.ok, () => false);
+      if (ok) break;
+      await sleep(50);
+    }
+    const serveUrl = `${airlockServe.match[1]}/bench/model/resolve/main/${fileName}`;
+    // both servers start from the same warm page cache (else the first one pays the disk read)
+    const blob = join(cache, 'models--bench--model', 'snapshots', commit, fileName);
+    const warm = () => timed('sh', ['-c', `cat '${blob}' > /dev/null`]).then(() => undefined);
+    for (const clients of [1, 16]) {
+      const load = (url: string) => () => timed('sh', ['-c', `seq ${clients} | xargs -P ${clients} -I{} curl -sf --noproxy '*' -o /dev/null '${url}'`]);
+      await measure('serve', `airlock serve, ${clients} client${clients > 1 ? 's' : ''}`, fileMib * clients, load(serveUrl), warm);
+      // per process: the largest worker (each serves its share of the clients)
+      rows[rows.length - 1]!.maxRssMiB = Math.max(...(await Promise.all(childPids(airlockServe.child.pid).map(peakRssMiB))));
+      await measure('serve', `nginx, ${clients} client${clients > 1 ? 's' : ''}`, fileMib * clients, load(nginxUrl), warm);
+      const workers = (await readFile(join(workDir, 'nginx.pid'), 'utf8').catch(() => '')).trim();
+      rows[rows.length - 1]!.maxRssMiB = await peakRssMiB(workers ? Number(workers) : nginx.pid);
+    }
+  } finally {
+    airlockServe.child.kill('SIGTERM');
+    nginx.kill('SIGQUIT');
+  }
 }
 
 const rows: Row[] = [];
@@ -287,6 +379,7 @@ try {
     await measure('model', 'airlock verify', mib, () => airlock(['verify', bundle, '--trusted-keys', pub, '--quiet']));
     const cache = join(dir, 'cache');
     await measure('model', 'airlock import', mib, () => airlock(['import', bundle, '--trusted-keys', pub, '--cache-dir', cache]), fresh(cache));
+    if (process.env['BENCH_SERVE'] !== '0') await serveBench(cache, files[1]!.path, shardBytes / MiB, join(dir, 'serve-work'));
     const x = join(dir, 'extract');
     const target = join(dir, 'manual-target');
     await measure('model', 'tar x + sha256sum -c + mv', mib,
@@ -430,6 +523,8 @@ torch.save(sd, ${JSON.stringify(path)})`]);
       const dd = get('model', 'dd conv=fsync (write limit)');
       return pull && curl && dd ? pull.mibPerSecond / Math.min(curl.mibPerSecond, dd.mibPerSecond) : null;
     })(),
+    'serve / nginx, 1 client': ratio(get('serve', 'airlock serve, 1 client'), get('serve', 'nginx, 1 client')),
+    'serve / nginx, 16 clients': ratio(get('serve', 'airlock serve, 16 clients'), get('serve', 'nginx, 16 clients')),
   };
   // peak disk over the payload size: 1 is the downloads alone; the target for export is ≤ 1.1
   const diskOverSize = (r: Row | undefined) => (r && r.peakDiskMiB !== null ? r.peakDiskMiB / r.mib : null);

@@ -10,6 +10,9 @@ missing=()
 for tool in "${!pkg_for[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg_for[$tool]}")
 done
+# chromium (headless: the `airlock serve` page test) and nginx (the serve bench's baseline); nginx lives in /usr/sbin
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 # GNU time (peak RSS in the bench and its smoke test): the shell builtin of the same name does not count
 [ -x /usr/bin/time ] || missing+=(time)
 if [ "${#missing[@]}" -eq 0 ]; then exit 0; fi

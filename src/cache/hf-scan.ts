@@ -169,6 +169,16 @@ async function scanRepo(cacheDir: string, folder: string, problems: CacheProblem
   return repo;
 }
 
+/**
+ * One repo folder (`models--acme--tiny`), read the same way as by scanHfCache: undefined when it is
+ * missing or not a hub repo folder. `airlock serve` calls it per request, so the cache can change under it.
+ */
+export async function scanHfRepo(cacheDir: string, folder: string): Promise<{ repo: CachedRepo | undefined; problems: CacheProblem[] }> {
+  const problems: CacheProblem[] = [];
+  if (!(await isDirectory(join(cacheDir, folder)))) return { repo: undefined, problems };
+  return { repo: await scanRepo(cacheDir, folder, problems), problems };
+}
+
 /** Lists every repo, revision, ref and blob, and what scan_cache_dir() would warn about. */
 export async function scanHfCache(cacheDir: string): Promise<CacheScan> {
   let names: string[];

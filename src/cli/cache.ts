@@ -5,6 +5,7 @@ import { checkOutputFile, STDOUT_PATH, writeOutputFile } from '../fs/output-file
 import { resolveHfCacheDir } from '../cache/hf-hub.js';
 import { scanHfCache, verifyHfCache, type CacheProblem, type CacheScan } from '../cache/hf-scan.js';
 import { formatInventory, inventoryFromScan } from '../cache/inventory.js';
+import { refreshVerifiedEvidence } from '../cache/evidence.js';
 import { chooseSigner } from '../signing/keyring.js';
 import { formatBytes, printFailure, printResult, type Output } from './render.js';
 import { jsonOption, type CommandContext } from './main.js';
@@ -66,14 +67,23 @@ export function registerCache(program: Command, context: CommandContext): void {
         if (out.json) printFailure(out, { ...report, cache: { layout: 'hf', path: report.cacheDir } }, error);
         throw error;
       }
-      if (out.json) return printResult(out, { ...report, cache: { layout: 'hf', path: report.cacheDir } });
-      if (!report.exists) return out.stdout(`OK: ${report.cacheDir}: nothing imported yet (no hub cache there), nothing to check\n`);
-      out.stdout(`OK: ${summary}; no problems\n`);
+      // every blob matched its name: the evidence records (for `airlock serve`'s page) say so
+      const refreshed = await refreshVerifiedEvidence(
+        report.cacheDir,
+        report.repos.flatMap((repo) => repo.revisions.map((rev) => ({ folder: repo.folder, commit: rev.commit, allBlobsGood: rev.files.every((f) => f.blob !== undefined) }))),
+      ).catch(() => 0);
+      if (out.json) return printResult(out, { ...report, cache: { layout: 'hf', path: report.cacheDir }, evidenceRefreshed: refreshed });
+      if (!report.exists) return out.stdout(`OK: ${report.cacheDir}: nothing imported yet (no hub cache there), nothing to check
+`);
+      out.stdout(`OK: ${summary}; no problems${refreshed > 0 ? `; ${refreshed} evidence record(s) marked re-verified` : ''}
+`);
       // what loading the files would run (built-in allow-list), judged in the same read; reported, not refused
       for (const c of report.content) {
         const what = c.verdict === 'unsafe' ? `UNSAFE: would import ${c.unsafeGlobals.join(', ')}` : c.verdict === 'unscannable' ? `UNSCANNABLE: ${c.problems.slice(0, 2).join('; ')}` : c.verdict === 'safe' ? `safe: ${c.globals.length} allow-listed global(s)` : 'no code';
-        out.stdout(`  content ${c.repo} ${c.path} (${c.format}): ${what}\n`);
-        for (const n of c.notes) out.stdout(`    note: ${n}\n`);
+        out.stdout(`  content ${c.repo} ${c.path} (${c.format}): ${what}
+`);
+        for (const n of c.notes) out.stdout(`    note: ${n}
+`);
       }
     });
 

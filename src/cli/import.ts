@@ -282,6 +282,7 @@ export function registerImport(program: Command, context: CommandContext): void 
         );
       }
       renderContent(out, result.content);
+      for (const warning of result.warnings) out.stderr(`airlock: warning: ${warning}\n`);
     });
 }
 

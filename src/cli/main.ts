@@ -28,6 +28,7 @@ const COMMANDS: ReadonlyArray<{ name: string; load: () => Promise<Register> }> =
   { name: 'cache', load: async () => (await import('./cache.js')).registerCache },
   { name: 'publish', load: async () => (await import('./publish.js')).registerPublish },
   { name: 'pull', load: async () => (await import('./pull.js')).registerPull },
+  { name: 'serve', load: async () => (await import('./serve.js')).registerServe },
 ];
 
 /**

@@ -8,7 +8,7 @@
  * target is left as it was.
  */
 import { join } from 'node:path';
-import type { Manifest } from '../bundle/manifest.js';
+import type { Manifest, ManifestRepo } from '../bundle/manifest.js';
 import type { PayloadEntry, PayloadSink, PayloadTarget } from '../bundle/reader.js';
 import { commitToHfCache } from '../cache/hf-hub.js';
 import { commitToModelScopeCache } from '../cache/modelscope.js';
@@ -52,6 +52,8 @@ export interface CommittedRepo extends RepoSummary {
 export interface Committed<V> {
   verified: V;
   target: CommitTarget;
+  /** The manifest repos written (all, or those `repos` selected). */
+  selected: ManifestRepo[];
   repos: CommittedRepo[];
   warnings: string[];
   /** Every analysed file's verdict (undefined when the content check was off). */
@@ -129,10 +131,12 @@ export async function stageThenCommit<V extends { manifest: Manifest }>(options:
         : target.layout === 'dir'
           ? await commitToPlainDir({ localDir: target.cacheDir, repos, ...common })
           : await commitToHfCache({ cacheDir: staging.cacheDir, repos, ...common });
-    const summaries = summarizeRepos({ ...verified.manifest, repos: staged.selected(verified.manifest) });
+    const selected = staged.selected(verified.manifest);
+    const summaries = summarizeRepos({ ...verified.manifest, repos: selected });
     committed = {
       verified,
       target,
+      selected,
       repos: summaries.map((summary, i) => {
         const outcome = outcomes[i]!;
         return { ...summary, folder: outcome.folder, filesWritten: outcome.filesWritten, filesReused: outcome.filesReused, refWritten: outcome.refWritten ?? false };

@@ -20,6 +20,7 @@ import type { RepoSummary } from './summary.js';
 import { observeSink, type ReadProgress } from './progress-sink.js';
 import type { Manifest } from '../bundle/manifest.js';
 import { stageThenCommit } from './commit-path.js';
+import { recordImportEvidence } from './evidence.js';
 
 /** Where a bundle goes, once its verified manifest is known (for a default that depends on the bundle). */
 export type ChooseTarget = (manifest: Manifest) => { layout: ImportLayout; cacheDir: string };
@@ -153,6 +154,20 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
         ...withoutIndex(source),
         content: done.content,
       };
+      // after the commit, outside the cache: what `airlock serve` shows and trusts as "complete"
+      if (done.target.layout !== 'dir') {
+        committed.warnings.push(
+          ...(await recordImportEvidence({
+            cacheDir: done.target.cacheDir,
+            layout: done.target.layout,
+            repos: done.selected,
+            bundlePath: options.bundlePath,
+            bundleSha256: verified.bundleSha256,
+            bundleBytes: verified.bundleBytes,
+            signers: verified.signers,
+          })),
+        );
+      }
     } finally {
       source.destroy();
     }

@@ -24,6 +24,7 @@ import { verifyDetachedSignature, type TrustPolicy, type VerifiedSigner } from '
 import { withRetries, markTransient, type RetryPolicy } from '../hub/retry.js';
 import { stageThenCommit, type CommittedRepo } from '../import/commit-path.js';
 import type { ContentPolicy } from '../content/index.js';
+import { recordImportEvidence } from '../import/evidence.js';
 import type { ContentOutcome } from '../import/summary.js';
 import { watchInterrupts } from '../import/interrupt.js';
 import type { ImportLayout } from '../import/staging-sink.js';
@@ -286,6 +287,19 @@ export async function pullArtifact(options: PullOptions): Promise<PullResult> {
         return { manifest: checked.manifest };
       },
     );
+    // after the commit, outside the cache: the evidence record `airlock serve` shows (as import keeps it)
+    const evidenceWarnings =
+      done.target.layout === 'dir'
+        ? []
+        : await recordImportEvidence({
+            cacheDir: done.target.cacheDir,
+            layout: done.target.layout,
+            repos: done.selected,
+            bundlePath: `${checked.reference}@${checked.digest}`,
+            bundleSha256: undefined,
+            bundleBytes: done.repos.reduce((n, r) => n + r.bytes, 0),
+            signers: checked.signers,
+          });
     return {
       reference: checked.reference,
       digest: checked.digest,
@@ -296,7 +310,7 @@ export async function pullArtifact(options: PullOptions): Promise<PullResult> {
       repo: done.repos[0]!,
       bytesDownloaded,
       filesPresent,
-      warnings: done.warnings,
+      warnings: [...done.warnings, ...evidenceWarnings],
       content: done.content,
     };
   } finally {

@@ -31,6 +31,7 @@ test('the benchmark suite runs every scenario and reports ratios', { timeout: 30
       'pickle: import torch zip, analysis on', 'pickle: import torch zip, analysis off',
       'model: airlock publish (OCI registry)', 'model: curl -T (upload to the registry)', 'model: airlock pull (OCI registry)',
       'model: curl (download blobs from the registry)',
+      'serve: airlock serve, 1 client', 'serve: nginx, 1 client', 'serve: airlock serve, 16 clients', 'serve: nginx, 16 clients',
     ]) {
       assert.ok(labels.includes(expected), `${expected} measured (got ${labels.join(', ')})`);
     }
@@ -53,6 +54,7 @@ test('the benchmark suite runs every scenario and reports ratios', { timeout: 30
     assert.ok('import / dd conv=fsync (write limit)' in result.ratios, 'import is compared with the write limit');
     assert.ok('import torch zip: analysis on / off' in result.ratios, 'the content analysis cost is reported');
     assert.ok('publish / curl -T upload' in result.ratios && 'pull / max(curl download, dd conv=fsync)' in result.ratios, 'publish and pull are compared');
+    assert.ok('serve / nginx, 16 clients' in result.ratios, 'airlock serve is compared with nginx');
     for (const value of Object.values(result.ratios)) assert.equal(typeof value, 'number');
     for (const key of [
       'export peak disk / model size', 'curl peak disk / model size', 'manual peak disk / model size',

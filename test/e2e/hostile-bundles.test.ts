@@ -323,7 +323,8 @@ async function expectRejected(bytes: Buffer, code: ErrorCode, message?: RegExp):
   }
   assert.equal(formatTree(await snapshotTree(cache, { mtimes: true })), before, 'the cache changed');
   assert.deepEqual(await stagingLeftovers(cache), [], 'staging left behind');
-  assert.deepEqual((await readdir(dir)).sort(), ['hostile.airlock.tar', 'hub', 'resident.tar'], 'something was written next to the cache');
+  // hub.airlock: the resident import's evidence record (src/cache/evidence.ts), untouched by the hostile one
+  assert.deepEqual((await readdir(dir)).sort(), ['hostile.airlock.tar', 'hub', 'hub.airlock', 'resident.tar'], 'something was written next to the cache');
   await assert.rejects(stat('/tmp/airlock-hostile-escape.txt'));
   await assert.rejects(stat(join(tmpdir(), 'escape.txt')));
 }
