@@ -24,6 +24,8 @@ export interface EvidenceFile {
   lfs: boolean;
   /** ModelScope: the last commit that touched the file. */
   lastCommit?: string;
+  /** What loading the file would import, as judged on this side when it was imported (issue 17). */
+  content?: { verdict: 'safe' | 'unsafe' | 'unscannable' | 'no-code'; globals: string[]; unsafeGlobals: string[] };
 }
 
 export interface EvidenceRecord {

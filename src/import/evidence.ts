@@ -5,11 +5,12 @@
  */
 import { basename } from 'node:path';
 import type { ManifestRepo } from '../bundle/manifest.js';
-import { writeEvidence, type EvidenceLayout, type EvidenceRecord } from '../cache/evidence.js';
+import { writeEvidence, type EvidenceFile, type EvidenceLayout, type EvidenceRecord } from '../cache/evidence.js';
 import { repoFolderName } from '../cache/hf-hub.js';
 import { modelScopeRepoSegments } from '../cache/modelscope.js';
 import type { VerifiedSigner } from '../signing/verify.js';
 import { toolVersion } from '../version.js';
+import type { ContentOutcome } from './summary.js';
 
 export interface EvidenceInput {
   cacheDir: string;
@@ -19,6 +20,8 @@ export interface EvidenceInput {
   bundleSha256: string | undefined;
   bundleBytes: number;
   signers: readonly VerifiedSigner[];
+  /** The verdicts of the content check, when it ran: kept per file for `serve`'s securityFileStatus. */
+  content?: ContentOutcome | undefined;
   now?: Date;
 }
 
@@ -26,7 +29,9 @@ export interface EvidenceInput {
 export async function recordImportEvidence(input: EvidenceInput): Promise<string[]> {
   const now = (input.now ?? new Date()).toISOString();
   const warnings: string[] = [];
+  const verdicts = new Map((input.content?.files ?? []).map((f) => [`${f.repo}\0${f.path}`, f]));
   for (const repo of input.repos) {
+    const label = `${repo.type === 'dataset' ? 'datasets/' : ''}${repo.id}@${repo.commit}`;
     const folder = input.layout === 'hf' ? repoFolderName(repo.type, repo.id) : modelScopeRepoSegments(repo.type, repo.id).join('/');
     const record: EvidenceRecord = {
       record: 'model-airlock-evidence',
@@ -50,6 +55,7 @@ export async function recordImportEvidence(input: EvidenceInput): Promise<string
         etag: f.etag,
         lfs: f.lfs,
         ...(f.lastCommit === undefined ? {} : { lastCommit: f.lastCommit }),
+        ...contentOf(verdicts.get(`${label}\0${f.path}`)),
       })),
     };
     try {
@@ -59,4 +65,8 @@ export async function recordImportEvidence(input: EvidenceInput): Promise<string
     }
   }
   return warnings;
+}
+
+function contentOf(verdict: { verdict: 'safe' | 'unsafe' | 'unscannable' | 'no-code'; globals: string[]; unsafeGlobals: string[] } | undefined): { content?: EvidenceFile['content'] } {
+  return verdict === undefined ? {} : { content: { verdict: verdict.verdict, globals: verdict.globals, unsafeGlobals: verdict.unsafeGlobals } };
 }

@@ -165,6 +165,7 @@ export async function importBundle(options: ImportOptions): Promise<ImportResult
             bundleSha256: verified.bundleSha256,
             bundleBytes: verified.bundleBytes,
             signers: verified.signers,
+            content: done.content,
           })),
         );
       }

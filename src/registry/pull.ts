@@ -299,6 +299,7 @@ export async function pullArtifact(options: PullOptions): Promise<PullResult> {
             bundleSha256: undefined,
             bundleBytes: done.repos.reduce((n, r) => n + r.bytes, 0),
             signers: checked.signers,
+            content: done.content,
           });
     return {
       reference: checked.reference,

@@ -7,6 +7,7 @@
  * connections, and time: a client that sends its headers too slowly or stops reading for `idleTimeoutMs`
  * is disconnected, so a slow client holds at most one socket for a bounded time.
  */
+import { evidenceSecurityStatus } from './security.js';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -97,7 +98,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     bad,
     pageSize: options.pageSize ?? 1000,
     expandPageSize: options.expandPageSize ?? 50,
-    security: options.security,
+    // per-file verdicts recorded at import (pickleImportScan); a caller may plug in another source
+    security: options.security ?? evidenceSecurityStatus,
     onIntegrityFailure: (e) => emit({ event: 'integrity-failure', ...e }),
   };
   const maxBody = options.maxBodyBytes ?? 1024 * 1024;

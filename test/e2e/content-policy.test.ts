@@ -18,6 +18,7 @@ import { formatTree, snapshotTree, stagingLeftovers } from '../support/cache-sna
 import { makeTestKey, writeBundleFile } from '../support/bundle-builder.ts';
 import { importBundle, verifyBundle } from '../../src/import/index.ts';
 import { isAirlockError } from '../../src/errors.ts';
+import { startServer } from '../../src/serve/index.ts';
 
 let hub: HubServer;
 let dir: string;
@@ -175,6 +176,18 @@ describe('content policy: a checkpoint that would run os.system', () => {
     // inspect shows what the exporter recorded, and says it is the exporter's judgement
     const inspect = await runAirlock(['inspect', bundle]);
     assert.match(inspect.stdout, /pytorch_model\.bin .*\[unsafe: .*os\.system.* — as the exporter judged; verify\/import judge again\]/);
+    // airlock serve answers the verdict import recorded as the Hub's securityFileStatus (expand=true)
+    const served = await startServer({ cacheDir: cache, host: '127.0.0.1', port: 0 });
+    try {
+      const tree = (await (await fetch(`${served.url}/api/models/acme/evil-bert/tree/main?expand=true`)).json()) as Array<{ path: string; securityFileStatus?: { status: string; pickleImportScan: { highestSafetyLevel: string; imports: Array<{ module: string; name: string; safety: string }> } } }>;
+      const status = tree.find((e) => e.path === 'pytorch_model.bin')?.securityFileStatus;
+      assert.equal(status?.status, 'unsafe');
+      assert.equal(status?.pickleImportScan.highestSafetyLevel, 'dangerous');
+      assert.ok(status?.pickleImportScan.imports.some((i) => i.module === 'os' && i.name === 'system' && i.safety === 'dangerous'), JSON.stringify(status));
+      assert.equal(tree.find((e) => e.path === 'config.json')?.securityFileStatus, undefined, 'a file without code claims no scan');
+    } finally {
+      await served.close();
+    }
   });
 });
 
