@@ -206,7 +206,7 @@ print(json.dumps({"snapshot": path, "warnings": [str(w) for w in info.warnings],
   test('split volumes publish in place; files already in the repository are not uploaded again', async () => {
     const media = join(dir, 'usb');
     await mkdir(media);
-    await exportBundle(['acme/tiny-llm', '--revision', 'main', '--split-size', '5000'], join(media, 'tiny.airlock.tar'));
+    await exportBundle(['acme/tiny-llm', '--revision', 'main', '--split-size', '1MiB'], join(media, 'tiny.airlock.tar'));
     const first = join(media, 'tiny.airlock.tar.000');
     const p = await publish(first, 'models');
     assert.equal(p.code, 0, p.stderr);
