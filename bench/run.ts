@@ -177,8 +177,8 @@ function startDaemon(command: string, args: string[], ready: RegExp): Promise<{ 
       const m = ready.exec(text);
       if (m) resolve({ child, match: m });
     };
-    child.stdout!.on('data', on);
-    child.stderr!.on('data', on);
+    child.stdout.on('data', on);
+    child.stderr.on('data', on);
     child.on('error', reject);
     child.on('exit', (code) => reject(new Error(`${command} exited (${code}) before it was ready:\n${text.slice(-2000)}`)));
   });

@@ -11,7 +11,6 @@ import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promise
 import { basename, dirname, join, resolve } from 'node:path';
 import { randomSuffix } from '../fs/atomic.js';
 import { COMMIT_RE, isSafeRelativePath } from '../fs/safe-path.js';
-import { toolVersion } from '../version.js';
 
 export type EvidenceLayout = 'hf' | 'modelscope';
 

@@ -1,5 +1,5 @@
 /** The only place that writes to the terminal. Library code returns values or throws AirlockErrors. */
-import { AirlockError } from '../errors.js';
+import type { AirlockError } from '../errors.js';
 import { ProgressModel, type ProgressSnapshot } from '../export/progress.js';
 import type { ReadProgress } from '../import/progress-sink.js';
 

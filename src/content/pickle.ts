@@ -14,7 +14,7 @@
  * - Bounded: opcodes, memo entries, stack items, mark depth, line lengths, pickles per file. Long
  *   string and bytes arguments are skipped by length, never buffered.
  */
-import type { ByteParser } from './byte-machine.js';
+import type { ByteAnswer, ByteParser, ByteRequest } from './byte-machine.js';
 
 export interface PickleLimits {
   /** Opcodes per file (all its pickles). */
@@ -82,7 +82,6 @@ export interface WalkOptions {
   pickles?: number;
 }
 
-const MARK = Symbol('mark');
 /** A literal that is not a str (None, numbers, bytes, containers built from literals). */
 const OTHER = Symbol('value');
 /** What a call or construction returned: at run time it could be anything, a str included. */
@@ -168,7 +167,7 @@ export function* walkPickles(options: WalkOptions = {}): ByteParser<PickleScan> 
   return scan;
 }
 
-function* walkOne(scan: PickleScan, limits: PickleLimits, addGlobal: (g: string, imports: boolean) => void): Generator<import('./byte-machine.js').ByteRequest, void, import('./byte-machine.js').ByteAnswer> {
+function* walkOne(scan: PickleScan, limits: PickleLimits, addGlobal: (g: string, imports: boolean) => void): Generator<ByteRequest, void, ByteAnswer> {
   let stack: Item[] = [];
   const meta: Item[][] = [];
   let depthItems = 0; // items on the metastack's saved stacks
@@ -178,19 +177,19 @@ function* walkOne(scan: PickleScan, limits: PickleLimits, addGlobal: (g: string,
     throw new PickleFailure('invalid', `${what} (${at()})`);
   };
 
-  function* take(n: number): Generator<import('./byte-machine.js').ByteRequest, Uint8Array, import('./byte-machine.js').ByteAnswer> {
+  function* take(n: number): Generator<ByteRequest, Uint8Array, ByteAnswer> {
     const got = yield { t: 'take', n };
     if (!(got instanceof Uint8Array)) throw new PickleFailure('truncated', `the pickle ends inside an argument (${at()})`);
     return got;
   }
-  function* line(): Generator<import('./byte-machine.js').ByteRequest, Uint8Array, import('./byte-machine.js').ByteAnswer> {
+  function* line(): Generator<ByteRequest, Uint8Array, ByteAnswer> {
     const got = yield { t: 'line', max: limits.maxLine };
     if (got === 'long') throw new PickleFailure('limit', `a text argument is longer than ${limits.maxLine} bytes (${at()})`);
     if (!(got instanceof Uint8Array)) throw new PickleFailure('truncated', `the pickle ends inside a text argument (${at()})`);
     return got;
   }
   /** A length-prefixed argument: kept as a string when short, skipped by length when long. */
-  function* data(n: number, kind: 'str' | 'bytes' | 'latin1'): Generator<import('./byte-machine.js').ByteRequest, Item, import('./byte-machine.js').ByteAnswer> {
+  function* data(n: number, kind: 'str' | 'bytes' | 'latin1'): Generator<ByteRequest, Item, ByteAnswer> {
     if (!Number.isSafeInteger(n) || n < 0) invalid(`a length of ${n} bytes`);
     if (n > KEEP_STRING || kind === 'bytes') {
       const ok = yield { t: 'skip', n };

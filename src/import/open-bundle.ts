@@ -13,7 +13,7 @@ import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { AirlockError, fsError } from '../errors.js';
 import { BUNDLE_READ_CHUNK } from '../bundle/reader.js';
-import { checkPartsPresent, firstPartPaths, partPath, indexPathFor, parsePartsIndex, readParts, splitBundleOf } from '../bundle/parts.js';
+import { checkPartsPresent, firstPartPaths, indexPathFor, parsePartsIndex, readParts, splitBundleOf } from '../bundle/parts.js';
 import { pooledStream, readPooled, type ReadPool } from '../bundle/read-pool.js';
 import { findParts, readPartsWithoutIndex, type MissingIndex } from '../bundle/parts-unindexed.js';
 import { verifyDetachedSignature, type TrustPolicy } from '../signing/verify.js';
@@ -57,7 +57,7 @@ function openFifo(path: string, signal: AbortSignal | undefined): Promise<Readab
     const onAbort = (): void => {
       if (settled) return;
       settled = true;
-      reject(signal!.reason);
+      reject(signal!.reason instanceof Error ? signal!.reason : new Error(String(signal!.reason)));
       openFd(path, constants.O_WRONLY | constants.O_NONBLOCK, (error, fd) => {
         if (error === null) closeFd(fd, () => undefined);
       });

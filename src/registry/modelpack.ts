@@ -212,7 +212,7 @@ export function parseArtifactManifest(bytes: Uint8Array, subject: string): Parse
       if (typeof annotations !== 'object' || Array.isArray(annotations) || Object.values(annotations).some((v) => typeof v !== 'string')) {
         return void problems.push(`${where}: annotations are not strings`);
       }
-      const a = annotations as Record<string, string>;
+      const a = annotations;
       const path = a[ANNOTATION_FILEPATH] ?? a['org.cnai.model.filepath'] ?? a[ANNOTATION_TITLE];
       const roleText = a[ANNOTATION_ROLE];
       const role = roleText === 'sums' || roleText === 'signature' || roleText === 'manifest' ? roleText : undefined;

@@ -14,5 +14,6 @@ export async function inParallel<T>(items: readonly T[], limit: number, work: (i
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrows what a worker threw, unchanged
   if (failed !== undefined) throw failed;
 }

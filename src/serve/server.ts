@@ -141,7 +141,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
     if (raw[0] === 'api' && raw[1] === 'v1' && options.modelscopeDir !== undefined) {
       ctx.log.api = 'modelscope';
-      return handleModelScope(ctx, { root: options.modelscopeDir, evidenceCacheDir: options.modelscopeDir, bad, onIntegrityFailure: deps.onIntegrityFailure }, raw.slice(2));
+      return handleModelScope(ctx, { root: options.modelscopeDir, evidenceCacheDir: options.modelscopeDir, bad, onIntegrityFailure: (e) => deps.onIntegrityFailure(e) }, raw.slice(2));
     }
     if (raw[0] === 'api' && (raw[1] === 'models' || raw[1] === 'datasets')) {
       ctx.log.api = 'hf';

@@ -65,8 +65,8 @@ function start(args: string[]): Running {
   let stderr = '';
   let finished = false;
   let signal: NodeJS.Signals | null = null;
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const exited = new Promise<number | null>((resolve) =>
     child.on('close', (code, sig) => {
       finished = true;
@@ -129,8 +129,8 @@ describe('one export per output at a time', () => {
     } finally {
       hub.setFaults({});
     }
-    assert.equal(await first!.exited, 0, first!.stderr());
-    assert.match(first!.stdout(), /Wrote .*cy\.tar/);
+    assert.equal(await first.exited, 0, first.stderr());
+    assert.match(first.stdout(), /Wrote .*cy\.tar/);
     assert.ok(!(await locked(out)), 'the lock is gone after the export');
     const verify = await runAirlock(['verify', out, '--allow-unsigned']);
     assert.equal(verify.code, 0, verify.stderr);
@@ -148,7 +148,7 @@ describe('one export per output at a time', () => {
     } finally {
       hub.setFaults({});
     }
-    assert.equal(await first!.exited, 0, first!.stderr());
+    assert.equal(await first.exited, 0, first.stderr());
   });
 
   test('a lock left by a process that died (kill -9) is taken over', async () => {

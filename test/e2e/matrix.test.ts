@@ -73,7 +73,10 @@ const kinds = new Map<string, Kind>();
 const broken = new Map<string, unknown>();
 function kindOf(name: string): Kind {
   const kind = kinds.get(name);
-  if (kind === undefined) throw broken.get(name) ?? new Error(`bundle kind ${name} was not built`);
+  if (kind === undefined) {
+    const failure = broken.get(name);
+    throw failure instanceof Error ? failure : new Error(`bundle kind ${name} was not built: ${String(failure)}`);
+  }
   return kind;
 }
 async function building(name: string, work: () => Promise<void>): Promise<void> {

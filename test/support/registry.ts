@@ -104,8 +104,8 @@ export async function startRegistry(auth: RegistryAuth = { kind: 'none' }, optio
     output = '';
     const proc = spawn('docker-registry', ['serve', config], { stdio: ['ignore', 'pipe', 'pipe'] });
     child = proc;
-    proc.stdout!.setEncoding('utf8').on('data', (d: string) => (output += d));
-    proc.stderr!.setEncoding('utf8').on('data', (d: string) => (output += d));
+    proc.stdout.setEncoding('utf8').on('data', (d: string) => (output += d));
+    proc.stderr.setEncoding('utf8').on('data', (d: string) => (output += d));
     await waitReady(host, proc, () => output, caPath !== undefined);
   };
   const stop = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<void> => {

@@ -22,7 +22,7 @@ export function startServe(args: readonly string[], env: Record<string, string |
   const access: Array<Record<string, unknown>> = [];
   const waiters: Array<{ match: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }> = [];
   let partial = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
     out += d;
     partial += d;
     let nl: number;
@@ -45,7 +45,7 @@ export function startServe(args: readonly string[], env: Record<string, string |
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return new Promise((resolve, reject) => {
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
       err += d;
       const m = /export HF_ENDPOINT=(\S+)/.exec(err);
       if (m) {

@@ -39,7 +39,7 @@ test('the config validates against the ModelPack config schema; diffIds are ever
   const schema = JSON.parse(await readFile(new URL('../../schemas/modelpack-config.schema.json', import.meta.url), 'utf8')) as object;
   const ajv = addFormats(new Ajv2020({ allErrors: true, strict: true }));
   const validate = ajv.compile(schema);
-  const config = JSON.parse(artifact.configBytes.toString('utf8')) as any;
+  const config = JSON.parse(artifact.configBytes.toString('utf8'));
   assert.ok(validate(structuredClone(config)), JSON.stringify(validate.errors));
   assert.deepEqual(config.modelfs.diffIds, artifact.manifest.layers.map((l) => l.digest));
   assert.equal(config.descriptor.revision, repo.commit);
