@@ -7,7 +7,8 @@ import { parseOciReference, publishBundle } from '../registry/index.js';
 import { addTrustOptions, renderSigners, trustFrom, type TrustFlags } from './import.js';
 import { jsonOption, type CommandContext } from './main.js';
 import { addRegistryOptions, registryFrom, type RegistryFlags } from './registry-flags.js';
-import { formatBytes, printJson } from './render.js';
+import { formatBytes, printResult } from './render.js';
+import { verifiedSigners } from './result.js';
 
 export function registerPublish(program: Command, context: CommandContext): void {
   addRegistryOptions(
@@ -44,7 +45,7 @@ export function registerPublish(program: Command, context: CommandContext): void
             if (!out.json) out.stderr(`  ${e.action.padEnd(8)} ${e.repository} ${e.name} (${formatBytes(e.size)})\n`);
           },
         });
-        if (out.json) return printJson(out, { ok: true, ...result });
+        if (out.json) return printResult(out, { ...result, signers: verifiedSigners(result.signers) });
         out.stdout(`Published ${bundles[0]} to ${target.registry}\n`);
         renderSigners(out, result.signers);
         for (const r of result.repos) {

@@ -10,7 +10,9 @@ import { addTrustOptions, renderSigners, trustFrom, type TrustFlags } from './im
 import { addContentOptions, contentPolicyFrom, renderContent, type ContentFlags } from './content-options.js';
 import { jsonOption, type CommandContext } from './main.js';
 import { addRegistryOptions, registryFrom, type RegistryFlags } from './registry-flags.js';
-import { formatBytes, printJson, type Output } from './render.js';
+import { formatBytes, printResult, type Output } from './render.js';
+import { bundleJson, verifiedSigners } from './result.js';
+import { summarizeRepos } from '../import/summary.js';
 
 export function registerPull(program: Command, context: CommandContext): void {
   const command = addRegistryOptions(
@@ -58,7 +60,8 @@ export function registerPull(program: Command, context: CommandContext): void {
             if (!out.json) out.stderr(`  verified ${e.path} (${formatBytes(e.size)})\n`);
           },
         });
-        if (out.json) return printJson(out, { ok: true, ...result });
+        // the one vocabulary (schemas/cli-result.schema.json): repos is an array, cache names layout and path
+        if (out.json) return printResult(out, { ...result, repos: [result.repo], signers: verifiedSigners(result.signers), cache: { layout: result.layout, path: result.cacheDir } });
         out.stdout(`Pulled ${result.reference} (${result.digest}) into ${cacheDir} (layout ${layout})\n`);
         renderSigners(out, result.signers);
         const r = result.repo;
@@ -76,7 +79,19 @@ export async function inspectOci(out: Output, text: string, flags: RegistryFlags
   const client = await registryFrom(reference.registry, flags);
   try {
     const a = await readArtifact(client, reference, undefined);
-    if (out.json) return printJson(out, { ok: true, reference: a.reference, digest: a.digest, signed: a.signed, signatureChecked: false, repo: a.repo, manifest: a.manifest });
+    if (out.json) {
+      return printResult(out, {
+        reference: a.reference,
+        digest: a.digest,
+        bundle: bundleJson(a.reference, null, null),
+        signed: a.signed,
+        signatureChecked: false,
+        // NOT checked here: who signed is only known once pull checks the signature against pinned keys
+        signers: [],
+        repos: summarizeRepos({ ...a.manifest, repos: [a.repo] }),
+        manifest: a.manifest,
+      });
+    }
     out.stdout(`${a.reference} (${a.digest}): ModelPack artifact of an airlock bundle made by model-airlock ${a.manifest.tool.version} at ${a.manifest.createdAt}\n`);
     out.stdout(a.signed ? '  signed — NOT checked here; run `airlock pull --trusted-keys …`\n' : '  UNSIGNED\n');
     const repo = a.repo;

@@ -17,6 +17,7 @@ import { runPython } from '../support/python.ts';
 import { sampleModelFiles } from '../support/sample-model.ts';
 import { snapshotTree } from '../support/cache-snapshot.ts';
 import { startRegistry, type TestRegistry } from '../support/registry.ts';
+import { Ajv2020 } from 'ajv/dist/2020.js';
 
 let hub: HubServer;
 let registry: TestRegistry;
@@ -78,6 +79,36 @@ after(async () => {
   await registry?.close();
   await hub?.close();
   await rm(dir, { recursive: true, force: true });
+});
+
+describe('publish, pull and inspect oci:// speak the one --json vocabulary', () => {
+  test('each result validates against schemas/cli-result.schema.json: ok, command, signers, repos (an array), cache', async () => {
+    const schema = JSON.parse(await readFile(new URL('../../schemas/cli-result.schema.json', import.meta.url), 'utf8')) as object;
+    const validate = new Ajv2020({ allErrors: true, strict: false }).compile(schema);
+    const check = (what: string, json: unknown): any => {
+      assert.ok(validate(json), `${what}: ${JSON.stringify(validate.errors)}\n${JSON.stringify(json)}`);
+      return json;
+    };
+    const p = check('publish', (await publish(single, 'vocab')).json);
+    assert.equal(p.command, 'publish');
+    assert.equal(p.signers[0].verified, true);
+    const cache = join(dir, 'vocab-cache');
+    const pulled = await pull('vocab/acme/tiny-llm:main', cache, ['--json']);
+    assert.equal(pulled.code, 0, pulled.stderr);
+    const r = check('pull', JSON.parse(pulled.stdout));
+    assert.equal(r.command, 'pull');
+    assert.deepEqual(r.cache, { layout: 'hf', path: cache });
+    assert.equal(r.repos[0].id, 'acme/tiny-llm');
+    const inspected = await runAirlock(['inspect', `oci://${registry.host}/vocab/acme/tiny-llm:main`, '--plain-http', '--json']);
+    assert.equal(inspected.code, 0, inspected.stderr);
+    const i = check('inspect oci://', JSON.parse(inspected.stdout));
+    assert.equal(i.signatureChecked, false);
+    assert.deepEqual(i.signers, [], 'nothing is claimed about signers that were not checked');
+    const refused = await pull('vocab/acme/no-such:main', join(dir, 'vocab-cache-2'), ['--json']);
+    assert.notEqual(refused.code, 0);
+    const e = check('pull (refused)', JSON.parse(refused.stdout));
+    assert.equal(e.ok, false);
+  });
 });
 
 describe('publish and pull', () => {
