@@ -37,16 +37,7 @@ export async function acquireLock(path: string, options: LockOptions = {}): Prom
     }
     const holder = await readlink(path).catch(() => undefined);
     if (holder !== undefined && ownerIsDead(holder)) {
-      // move it aside first, and drop it only if it is still the dead one (never a fresh lock)
-      const aside = `${path}.stale-${randomSuffix()}`;
-      try {
-        await rename(path, aside);
-        const moved = await readlink(aside).catch(() => undefined);
-        if (moved === holder) await unlink(aside).catch(() => undefined);
-        else await rename(aside, path).catch(() => undefined); // raced with a fresh owner: put it back
-      } catch {
-        // someone else took it over first
-      }
+      await dropStaleLock(path, holder);
       continue;
     }
     if (Date.now() - started > timeoutMs) {
@@ -89,18 +80,7 @@ export async function tryAcquireLock(path: string): Promise<{ release: () => Pro
     }
     const holder = await readlink(path).catch(() => undefined);
     if (tries < 3 && (holder === undefined || ownerIsDead(holder))) {
-      if (holder !== undefined) {
-        // move it aside first, and drop it only if it is still the dead one (never a fresh lock)
-        const aside = `${path}.stale-${randomSuffix()}`;
-        try {
-          await rename(path, aside);
-          const moved = await readlink(aside).catch(() => undefined);
-          if (moved === holder) await unlink(aside).catch(() => undefined);
-          else await rename(aside, path).catch(() => undefined); // raced with a fresh owner: put it back
-        } catch {
-          // someone else took it over first
-        }
-      }
+      if (holder !== undefined) await dropStaleLock(path, holder);
       continue;
     }
     return { holder };
@@ -114,4 +94,17 @@ export async function tryAcquireLock(path: string): Promise<{ release: () => Pro
       if (holder === owner) await unlink(path).catch(() => undefined);
     },
   };
+}
+
+/** Takes over a dead owner's lock: moved aside first, dropped only if it is still the dead one (never a fresh lock). */
+async function dropStaleLock(path: string, holder: string): Promise<void> {
+  const aside = `${path}.stale-${randomSuffix()}`;
+  try {
+    await rename(path, aside);
+    const moved = await readlink(aside).catch(() => undefined);
+    if (moved === holder) await unlink(aside).catch(() => undefined);
+    else await rename(aside, path).catch(() => undefined); // raced with a fresh owner: put it back
+  } catch {
+    // someone else took it over first
+  }
 }

@@ -4,6 +4,7 @@
  * (fingerprint, user id, signature time), the bundle and source commit, when it was imported and last
  * re-verified. Plain server-side HTML, no script, every value escaped.
  */
+import { formatBytes } from '../format.js';
 import { readdir } from 'node:fs/promises';
 import type { EvidenceRecord } from '../cache/evidence.js';
 import { unsafeRepoIdReason } from '../fs/safe-path.js';
@@ -24,16 +25,7 @@ function layout(title: string, body: string): string {
   return `<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>${h(title)}</title><style>${STYLE}</style></head>\n<body>\n<p><a href="/">airlock serve</a></p>\n${body}\n</body></html>\n`;
 }
 
-function bytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
-}
+const bytes = (n: number): string => formatBytes(n, 1);
 
 function repoHref(type: 'model' | 'dataset', id: string): string {
   return `/${type === 'dataset' ? 'datasets/' : ''}${id.split('/').map(encodeURIComponent).join('/')}`;
