@@ -187,6 +187,25 @@ function placeholderContent(path: string): ManifestContent {
     : { verdict: 'unscannable', format: 'torch-legacy' };
 }
 
+/**
+ * The draft export sizes the leading reserve from, for a finished manifest: each file's summaries
+ * replaced by the placeholders the exporter lays the bundle out with (hashes keep their length). For
+ * writers that must lay a bundle out exactly as export does (the test bundle builder).
+ */
+export function draftManifestOf(manifest: Manifest): Manifest {
+  return {
+    ...manifest,
+    repos: manifest.repos.map((repo) => ({
+      ...repo,
+      files: repo.files.map((f) => ({
+        ...f,
+        ...(f.safetensors === undefined ? {} : { safetensors: PLACEHOLDER_TENSORS }),
+        ...(f.content === undefined ? {} : { content: placeholderContent(f.path) }),
+      })),
+    })),
+  };
+}
+
 /** The manifest's repos for these plans, with each file's sha256 and safetensors summary from the callbacks. */
 function describeRepos(
   plans: readonly SnapshotPlan[],

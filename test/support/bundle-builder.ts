@@ -27,6 +27,7 @@ import { gitBlobSha1, sha256Hex } from '../../src/integrity/digest.ts';
 import { openPgpSigner, type Signer } from '../../src/signing/sign.ts';
 import { readPublicKeys, type TrustedKey } from '../../src/signing/verify.ts';
 import { layOut, leadingBlock, leadingReserve } from '../../src/export/bundle-layout.ts';
+import { draftManifestOf } from '../../src/export/exporter.ts';
 import { END_OF_ARCHIVE_BYTES, paddingAfter } from '../../src/bundle/tar-header.ts';
 import type { BundleLeading } from '../../src/bundle/writer.ts';
 
@@ -141,6 +142,18 @@ export function makeManifest(repos: readonly BuilderRepo[], createdAt = '2025-01
   };
 }
 
+/** The length of the draft export would size the reserve from; a manifest that is not JSON (hostile cases) is its own draft. */
+function draftLength(manifest: Uint8Array): number {
+  let parsed: Manifest;
+  try {
+    parsed = JSON.parse(Buffer.from(manifest).toString('utf8')) as Manifest;
+  } catch {
+    return manifest.byteLength;
+  }
+  if (!Array.isArray(parsed?.repos) || !parsed.repos.every((r) => Array.isArray(r?.files))) return manifest.byteLength;
+  return serializeManifest(draftManifestOf(parsed)).byteLength;
+}
+
 /** Serialised like formatManifest, but without validation (so hostile manifests can be built). */
 export function serializeManifest(manifest: Manifest): Buffer {
   return Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`, 'utf8');
@@ -200,9 +213,9 @@ export async function buildBundle(options: BuildOptions): Promise<BuiltBundle> {
  * this gives byte for byte what export writes for the same manifest, SHA256SUMS and signature.
  */
 export async function writerLayout(leading: BundleLeading, payload: ReadonlyArray<{ name: string; data: Buffer }>): Promise<Buffer> {
-  // export estimates the reserve from a draft with placeholder hashes of the same length; the builder's
-  // manifests carry no safetensors summaries, so the draft is as long as the manifest itself
-  const reserve = leadingReserve(leading.sums.byteLength, leading.manifest.byteLength, leading.signature !== undefined);
+  // export sizes the reserve from a draft: placeholder hashes of the same length, placeholder safetensors
+  // and content summaries — the same draft, made by export's own function, from the finished manifest
+  const reserve = leadingReserve(leading.sums.byteLength, draftLength(leading.manifest), leading.signature !== undefined);
   const layout = layOut(payload.map((p) => ({ name: p.name, size: p.data.byteLength, expected: '' })), reserve);
   const block = (await leadingBlock(leading, reserve)) ?? (await leadingBlock(leading))!;
   const byName = new Map(payload.map((p) => [p.name, p.data]));
