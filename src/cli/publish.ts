@@ -1,4 +1,5 @@
 import { resolve } from 'node:path';
+import { addContentOptions, contentPolicyFrom, type ContentFlags } from './content-options.js';
 import { Option, type Command } from 'commander';
 import { parseSize } from '../bundle/parts.js';
 import { AirlockError } from '../errors.js';
@@ -11,7 +12,7 @@ import { formatBytes, printResult } from './render.js';
 import { verifiedSigners } from './result.js';
 
 export function registerPublish(program: Command, context: CommandContext): void {
-  addRegistryOptions(
+  const command = addRegistryOptions(
     addTrustOptions(
       program
         .command('publish')
@@ -22,14 +23,15 @@ export function registerPublish(program: Command, context: CommandContext): void
     .requiredOption('--to <oci://host/prefix>', 'registry and repository prefix: repos land at PREFIX/<org>/<name> (datasets: PREFIX/datasets/<org>/<name>)')
     .option('--concurrency <n>', 'blobs uploaded at once (default 4)')
     .addOption(new Option('--chunk-size <size>', 'upload blobs larger than this in chunks (PATCH) of this size; default: one streamed PUT per blob'))
-    .addOption(jsonOption())
-    .action(async (bundles: string[], flags: TrustFlags & RegistryFlags & { to: string; concurrency?: string; chunkSize?: string }) => {
+    .addOption(jsonOption());
+  addContentOptions(command).action(async (bundles: string[], flags: TrustFlags & RegistryFlags & ContentFlags & { to: string; concurrency?: string; chunkSize?: string }) => {
       const out = context.output(Boolean(flags.json));
       if (bundles.length > 1 && !bundles.every((b) => /\.\d{3,}$/.test(b))) throw new AirlockError('E_USAGE', `one bundle at a time, got ${bundles.length}`);
       const target = parseOciReference(flags.to, { needReference: false });
       const concurrency = flags.concurrency === undefined ? 4 : Number(flags.concurrency);
       if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) throw new AirlockError('E_USAGE', `--concurrency must be 1…64, not ${flags.concurrency}`);
       const trust = await trustFrom(flags);
+      const contentPolicy = await contentPolicyFrom(flags);
       const client = await registryFrom(target.registry, flags);
       try {
         const result = await publishBundle({
@@ -38,6 +40,7 @@ export function registerPublish(program: Command, context: CommandContext): void
           prefix: target.repository,
           trust: trust.policy,
           allowUnsigned: Boolean(flags.allowUnsigned),
+          contentPolicy,
           retry: retryPolicyFromEnv(process.env),
           concurrency,
           chunkBytes: flags.chunkSize === undefined ? undefined : parseSize(flags.chunkSize),

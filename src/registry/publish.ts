@@ -21,6 +21,7 @@ import { openBundleBytes, type BundleBytes } from '../bundle/entry-offsets.js';
 import { parseSha256Sums } from '../integrity/sha256sums.js';
 import { verifyDetachedSignature, type TrustPolicy, type VerifiedSigner } from '../signing/verify.js';
 import { verifyBundle } from '../import/index.js';
+import type { ContentPolicy } from '../content/index.js';
 import { withRetries, type RetryPolicy } from '../hub/retry.js';
 import type { Readable } from 'node:stream';
 import type { RegistryClient } from './client.js';
@@ -35,6 +36,8 @@ export interface PublishOptions {
   prefix: string;
   trust: TrustPolicy;
   allowUnsigned?: boolean;
+  /** As for verify: files whose loading would run code outside the allow-list are refused unless allowed. */
+  contentPolicy?: ContentPolicy;
   retry: RetryPolicy;
   /** Blobs uploaded at once (default 4). */
   concurrency?: number;
@@ -131,7 +134,7 @@ async function readHead(bytes: BundleBytes, options: PublishOptions): Promise<He
 
 export async function publishBundle(options: PublishOptions): Promise<PublishResult> {
   const { client } = options;
-  const verified = await verifyBundle({ bundlePath: options.bundlePath, trust: options.trust, allowUnsigned: options.allowUnsigned ?? false, ...(options.signal === undefined ? {} : { signal: options.signal }) });
+  const verified = await verifyBundle({ bundlePath: options.bundlePath, trust: options.trust, allowUnsigned: options.allowUnsigned ?? false, ...(options.contentPolicy === undefined ? {} : { contentPolicy: options.contentPolicy }), ...(options.signal === undefined ? {} : { signal: options.signal }) });
   const delta = verified.repos.find((r) => r.referenced > 0);
   if (delta !== undefined) {
     throw new AirlockError('E_USAGE', `${options.bundlePath} is a delta bundle (${delta.referenced} files of ${delta.id} are not in it); only full bundles can be published`, {

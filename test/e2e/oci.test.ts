@@ -111,6 +111,33 @@ describe('publish, pull and inspect oci:// speak the one --json vocabulary', () 
   });
 });
 
+describe('what loading would run (issue 17) is judged on both sides of the registry', () => {
+  test('publish refuses a pickle that would call os.system unless allowed; pull judges again and refuses, cache unchanged', async () => {
+    // protocol 2: GLOBAL os.system, the argument "true", REDUCE — what pickle.loads would run
+    const evil = Buffer.from('\x80\x02cos\nsystem\nX\x04\x00\x00\x00true\x85R.', 'latin1');
+    await hub.addRepo({ id: 'acme/evil-pkl', files: [{ path: 'config.json', data: Buffer.from('{}\n') }, { path: 'model.pkl', data: evil }] });
+    const bundle = join(dir, 'evil.airlock.tar');
+    await exportBundle(['acme/evil-pkl'], bundle);
+    const refused = await publish(bundle, 'unsafe');
+    assert.equal(refused.code, 3, refused.stderr);
+    assert.equal(refused.json.error.code, 'E_UNSAFE_CONTENT');
+    assert.match(refused.json.error.message, /model\.pkl[\s\S]*os\.system/);
+    const allowed = await publish(bundle, 'unsafe', ['--allow-unsafe-pickle']);
+    assert.equal(allowed.code, 0, allowed.stderr);
+
+    const cache = join(dir, 'unsafe-cache');
+    await mkdir(cache);
+    const before = await snapshotTree(cache);
+    const pulled = await pull('unsafe/acme/evil-pkl:main', cache, ['--json']);
+    assert.equal(pulled.code, 3, pulled.stderr);
+    assert.equal(JSON.parse(pulled.stdout).error.code, 'E_UNSAFE_CONTENT');
+    assert.deepEqual(await snapshotTree(cache), before, 'nothing landed');
+    const let_through = await pull('unsafe/acme/evil-pkl:main', cache, ['--allow-unsafe-pickle']);
+    assert.equal(let_through.code, 0, let_through.stderr);
+    assert.match(let_through.stdout, /UNSAFE: would import os\.system/);
+  });
+});
+
 describe('publish and pull', () => {
   test('round trip: the pulled cache is the imported cache, and huggingface_hub + transformers load it offline', { timeout: 300_000 }, async () => {
     const p = await publish(single, 'models');
