@@ -37,17 +37,20 @@ export function queryBool(query: URLSearchParams, name: string): boolean {
 }
 
 export function sendJson(ctx: RequestContext, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const data = Buffer.from(JSON.stringify(body));
-  ctx.log.status = status;
-  ctx.res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': String(data.length), ...headers });
-  ctx.res.end(ctx.req.method === 'HEAD' ? undefined : data);
+  sendBytes(ctx, status, 'application/json; charset=utf-8', Buffer.from(JSON.stringify(body)), headers);
 }
 
 export function sendText(ctx: RequestContext, status: number, contentType: string, text: string, headers: Record<string, string> = {}): void {
-  const data = Buffer.from(text, 'utf8');
+  sendBytes(ctx, status, contentType, Buffer.from(text, 'utf8'), headers);
+}
+
+/** A whole small body (JSON, HTML); the access log counts what went out (nothing for HEAD). */
+function sendBytes(ctx: RequestContext, status: number, contentType: string, data: Buffer, headers: Record<string, string>): void {
+  const head = ctx.req.method === 'HEAD';
   ctx.log.status = status;
+  ctx.log.bytes = head ? 0 : data.length;
   ctx.res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': String(data.length), ...headers });
-  ctx.res.end(ctx.req.method === 'HEAD' ? undefined : data);
+  ctx.res.end(head ? undefined : data);
 }
 
 export type HubErrorCode = 'RepoNotFound' | 'RevisionNotFound' | 'EntryNotFound';

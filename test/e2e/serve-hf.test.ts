@@ -406,6 +406,18 @@ describe('operations', () => {
     const line = await serve.waitForAccess((l) => l['file'] === 'model.safetensors' && l['status'] === 200 && l['method'] === 'GET' && l['repo'] === 'acme/tiny-llm');
     for (const key of ['time', 'client', 'repo', 'revision', 'file', 'bytes', 'status']) assert.ok(key in line, key);
     assert.equal(line['bytes'], tiny.files.find((f) => f.path === 'model.safetensors')!.size);
+    // JSON answers count their bytes too (the audit trail shows what every request carried away)
+    const before = serve.access.length;
+    const after = (l: Record<string, unknown>): boolean => serve.access.indexOf(l) >= before;
+    const info = await curl(['-f', '-o', '/dev/null', '-w', '%{size_download}', `${serve.url}/api/models/acme/tiny-llm/revision/main`]);
+    const api = await serve.waitForAccess((l) => after(l) && l['path'] === '/api/models/acme/tiny-llm/revision/main');
+    assert.equal(api['status'], 200);
+    assert.ok(Number(info.stdout) > 0);
+    assert.equal(api['bytes'], Number(info.stdout));
+    const missing = await curl(['-o', '/dev/null', '-w', '%{size_download}', `${serve.url}/acme/tiny-llm/resolve/main/no-such-file.bin`]);
+    const notFound = await serve.waitForAccess((l) => after(l) && l['path'] === '/acme/tiny-llm/resolve/main/no-such-file.bin');
+    assert.equal(notFound['status'], 404);
+    assert.equal(notFound['bytes'], Number(missing.stdout));
   });
 
   test('bearer tokens and TLS: 401 without a token, the token never logged, https with the PEM files', { timeout: 180_000 }, async () => {
