@@ -28,6 +28,9 @@
  *             venv's torch: import with the content analysis on vs off (issue 17: within 5 %).
  *
  *   BENCH_SCENARIOS=model,files,rss,pickle  which scenarios run (default all)
+ *   BENCH_ROWS=export,import,serve,oci  which rows of the model scenario run (default all; the
+ *             bundle and the imported cache that serve/oci need are still made, unmeasured)
+ *   BENCH_SERVE=0  same as leaving serve out of BENCH_ROWS
  *
  *   BENCH_REPS=3  repetitions (median reported); BENCH_DIR=…  data location (needs ~4× the size free)
  *   BENCH_OUT=bench/results/bench.json  where the JSON goes
@@ -56,6 +59,15 @@ const OUT = process.env['BENCH_OUT'] ?? join(repoRoot, 'bench', 'results', 'benc
 const TORCH_MIB = Number(process.env['BENCH_TORCH_MIB'] ?? SIZE_MIB);
 const SCENARIOS = new Set((process.env['BENCH_SCENARIOS'] ?? 'model,files,rss,pickle').split(',').map((s) => s.trim()));
 const want = (scenario: string): boolean => SCENARIOS.has(scenario);
+const MODEL_ROWS = new Set((process.env['BENCH_ROWS'] ?? 'export,import,serve,oci').split(',').map((s) => s.trim()));
+if (process.env['BENCH_SERVE'] === '0') MODEL_ROWS.delete('serve');
+const wantRows = (group: string): boolean => MODEL_ROWS.has(group);
+/**
+ * A shell script that runs `commands` at once and fails when any of them fails. (`$(jobs -p)` runs in a
+ * subshell that has no jobs, so `wait` would be skipped: the pids are collected as they start.)
+ */
+const inParallelSh = (commands: string[]): string =>
+  `pids=''\n${commands.map((c) => `( ${c} ) & pids="$pids $!"`).join('\n')}\nfail=0; for p in $pids; do wait $p || fail=1; done; exit $fail`;
 const SHARDS = 4;
 const MiB = 1024 * 1024;
 /** How often the disk sampler walks a command's directories (plus the walk itself). */
@@ -328,9 +340,10 @@ try {
     // the bundle (and the export's work dir) in a directory of its own: its peak disk is all export's
     const out = join(dir, 'out-model');
     const bundle = join(out, 'model.airlock.tar');
-    await measure('model', 'airlock export', mib, exportInto(out, 'model.airlock.tar', ['bench/model', '--sign-key', key], env), fresh(out));
+    if (wantRows('export')) await measure('model', 'airlock export', mib, exportInto(out, 'model.airlock.tar', ['bench/model', '--sign-key', key], env), fresh(out));
+    else await fresh(out)().then(exportInto(out, 'model.airlock.tar', ['bench/model', '--sign-key', key], env, false));
     // the same files from ModelScope (API + signed-URL CDN, streamed from disk): its own output directory
-    {
+    if (wantRows('export')) {
       const msFiles = [];
       for (const f of files) msFiles.push({ path: f.path, data: f.fromFile === undefined ? (f.data ?? '') : await fileOnDisk(f.fromFile) });
       modelscope.addRepo({ id: 'bench/model', files: msFiles });
@@ -340,6 +353,7 @@ try {
       await rm(msOut, { recursive: true, force: true });
     }
 
+    if (wantRows('export')) {
     const dl = join(dir, 'curl');
     const curlAll = files.map((f) => `curl -sfL -o '${dl}/${f.path}' '${hub.endpoint}/bench/model/resolve/main/${f.path}' || exit 1`).join('; ');
     await measure('model', 'curl (download to disk)', mib, () => withPeakDisk([dl], () => timed('sh', ['-c', curlAll])), fresh(dl));
@@ -375,11 +389,15 @@ try {
       await rm(oneOut, { recursive: true, force: true });
       await rm(oneDl, { recursive: true, force: true });
     }
+    }
 
-    await measure('model', 'airlock verify', mib, () => airlock(['verify', bundle, '--trusted-keys', pub, '--quiet']));
     const cache = join(dir, 'cache');
-    await measure('model', 'airlock import', mib, () => airlock(['import', bundle, '--trusted-keys', pub, '--cache-dir', cache]), fresh(cache));
-    if (process.env['BENCH_SERVE'] !== '0') await serveBench(cache, files[1]!.path, shardBytes / MiB, join(dir, 'serve-work'));
+    if (wantRows('import')) {
+      await measure('model', 'airlock verify', mib, () => airlock(['verify', bundle, '--trusted-keys', pub, '--quiet']));
+      await measure('model', 'airlock import', mib, () => airlock(['import', bundle, '--trusted-keys', pub, '--cache-dir', cache]), fresh(cache));
+    } else if (wantRows('serve')) await fresh(cache)().then(() => airlock(['import', bundle, '--trusted-keys', pub, '--cache-dir', cache]));
+    if (wantRows('serve')) await serveBench(cache, files[1]!.path, shardBytes / MiB, join(dir, 'serve-work'));
+    if (wantRows('import')) {
     const x = join(dir, 'extract');
     const target = join(dir, 'manual-target');
     await measure('model', 'tar x + sha256sum -c + mv', mib,
@@ -387,13 +405,14 @@ try {
       async () => { await fresh(x)(); await fresh(target)(); });
     await measure('model', 'openssl dgst -sha256 (hash limit)', mib, () => timed('openssl', ['dgst', '-sha256', bundle]));
     await measure('model', 'cat > /dev/null (read limit)', mib, () => timed('sh', ['-c', `cat '${bundle}' > /dev/null`]));
+    }
     // import writes every byte once more and makes it durable before the commit: this is that floor
     const copy = join(dir, 'write-limit.tar');
-    await measure('model', 'dd conv=fsync (write limit)', mib, () => timed('dd', [`if=${bundle}`, `of=${copy}`, 'bs=1M', 'conv=fsync', 'status=none']), () => rm(copy, { force: true }));
+    if (wantRows('import') || wantRows('oci')) await measure('model', 'dd conv=fsync (write limit)', mib, () => timed('dd', [`if=${bundle}`, `of=${copy}`, 'bs=1M', 'conv=fsync', 'status=none']), () => rm(copy, { force: true }));
     await rm(copy, { force: true });
 
     // ---- OCI: publish / pull against a local registry (docs/oci.md) ------------------------------
-    {
+    if (wantRows('oci')) {
       const registry = await startRegistry();
       try {
         const shards = files.slice(1).map((f) => ({ path: f.fromFile!, name: f.path }));
@@ -412,16 +431,16 @@ try {
         await measure('model', 'curl -T (upload to the registry)', mib, () => {
           const repo = `curl${++round}`;
           const one = shards.map((f, i) =>
-            `( loc=$(curl -sf -D - -o /dev/null -X POST 'http://${registry.host}/v2/${repo}/blobs/uploads/' | tr -d '\\r' | sed -n 's/^[Ll]ocation: //p') && curl -sf -o /dev/null -T '${f.path}' -H 'Content-Type: application/octet-stream' "$loc&digest=${digests[i]}" ) &`,
+            `loc=$(curl -sf -D - -o /dev/null -X POST 'http://${registry.host}/v2/${repo}/blobs/uploads/' | tr -d '\\r' | sed -n 's/^[Ll]ocation: //p') && curl -sf -o /dev/null -T '${f.path}' -H 'Content-Type: application/octet-stream' "$loc&digest=${digests[i]}"`,
           );
-          return timed('sh', ['-c', `${one.join('\n')}\nfail=0; for j in $(jobs -p); do wait $j || fail=1; done; exit $fail`]);
+          return timed('sh', ['-c', inParallelSh(one)]);
         });
         const pulled = join(dir, 'pull-cache');
         await measure('model', 'airlock pull (OCI registry)', mib, () =>
           airlock(['pull', `oci://${registry.host}/p1/bench/model:main`, '--trusted-keys', pub, '--plain-http', '--cache-dir', pulled]), fresh(pulled));
         const blobs = join(dir, 'curl-blobs');
         await measure('model', 'curl (download blobs from the registry)', mib, () =>
-          timed('sh', ['-c', `${digests.map((d, i) => `curl -sf -o '${blobs}/${i}' 'http://${registry.host}/v2/p1/bench/model/blobs/${d}' &`).join('\n')}\nfail=0; for j in $(jobs -p); do wait $j || fail=1; done; exit $fail`]), fresh(blobs));
+          timed('sh', ['-c', inParallelSh(digests.map((d, i) => `curl -sf -o '${blobs}/${i}' 'http://${registry.host}/v2/p1/bench/model/blobs/${d}'`))]), fresh(blobs));
         await rm(pulled, { recursive: true, force: true });
         await rm(blobs, { recursive: true, force: true });
       } finally {
