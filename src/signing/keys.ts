@@ -48,14 +48,21 @@ export function parseExpiry(value: string, now: Date): number | undefined {
   return seconds;
 }
 
+/** The address rule OpenPGP.js applies to a user id's email (a local part, `@`, and a domain of two or more characters). */
+const EMAIL = /^[^\p{C}\p{Z}@<>\\]+@[^\p{C}\p{Z}@<>\\]+[^\p{C}\p{Z}\p{P}]$/u;
+
 export function parseUserId(userId: string): { name?: string; email?: string } {
+  const refuse = (why: string): AirlockError =>
+    new AirlockError('E_USAGE', `--user-id ${JSON.stringify(userId)}: ${why}`, { subject: '--user-id', hint: 'use the form "Name <email@example.org>"' });
+  if (/\p{C}/u.test(userId)) throw refuse('it contains control characters');
   const m = /^\s*(.*?)\s*<([^<>\s]+@[^<>\s]+)>\s*$/.exec(userId);
-  if (m) return { ...(m[1] ? { name: m[1] } : {}), email: m[2]! };
-  if (/^[^<>\s]+@[^<>\s]+$/.test(userId.trim())) return { email: userId.trim() };
+  const email = m ? m[2]! : /^[^<>\s]+@[^<>\s]+$/.test(userId.trim()) ? userId.trim() : undefined;
+  if (email !== undefined) {
+    if (!EMAIL.test(email)) throw refuse(`${JSON.stringify(email)} is not an email address an OpenPGP key can carry`);
+    return { ...(m?.[1] ? { name: m[1] } : {}), email };
+  }
   if (userId.trim() !== '' && !/[<>]/.test(userId)) return { name: userId.trim() };
-  throw new AirlockError('E_USAGE', `not a user id: ${JSON.stringify(userId)}`, {
-    hint: 'use the form "Name <email@example.org>"',
-  });
+  throw refuse('not a user id');
 }
 
 /**

@@ -139,6 +139,18 @@ describe('keys generate', () => {
     assert.equal(await readFile(join(out, 'signer.pub.asc'), 'utf8'), 'old public key\n');
   });
 
+  test('a user id OpenPGP cannot carry is a usage error naming it (not "a bug in airlock"), nothing written', async () => {
+    for (const uid of ['Lab <ops@x>', 'ops@lab.', 'Tab\there <t@example.org>', '<>']) {
+      const out = fresh('keys');
+      const r = await runAirlock(['keys', 'generate', '--user-id', uid, '--out-dir', out]);
+      assertUsage(r, /--user-id/);
+      assert.doesNotMatch(r.stderr, /E_INTERNAL|bug in airlock/);
+      await assert.rejects(stat(out), 'no directory created');
+    }
+    const ok = await runAirlock(['keys', 'generate', '--user-id', 'Lab <ops@lab.internal>', '--out-dir', fresh('keys')]);
+    assert.equal(ok.code, 0, ok.stderr);
+  });
+
   test('an empty or newline-only --passphrase-file is refused, nothing written, content never echoed', async () => {
     for (const content of ['', '\n', '\r\n\n', '   \n']) {
       const pass = fresh('pass.txt');
