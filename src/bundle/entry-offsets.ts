@@ -1,13 +1,12 @@
 /**
  * Where each entry's bytes sit inside a bundle (single tar or split volumes), found by reading only the
- * tar headers, and byte ranges of the logical bundle as streams. `publish` uses it after the full
- * verification pass: each payload file is then streamed straight out of the bundle to the registry
- * (which checks the digest itself), several at a time, without hashing the bytes a second time.
+ * tar headers, and positioned reads of the logical bundle. `publish` uses it after the full
+ * verification pass: each payload file is then read straight out of the bundle into the upload's
+ * reused buffers (the registry checks the digest itself), several at a time, without hashing the
+ * bytes a second time.
  */
 import { open, readdir, readFile, stat, type FileHandle } from 'node:fs/promises';
-import { createReadStream } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { Readable } from 'node:stream';
 import { AirlockError, fsError } from '../errors.js';
 import { firstPartPaths, indexPathFor, parsePartsIndex, splitBundleOf } from './parts.js';
 import { findParts } from './parts-unindexed.js';
@@ -30,9 +29,9 @@ export interface EntryOffset {
 export interface BundleBytes {
   size: number;
   entries: Map<string, EntryOffset>;
-  /** Bytes [start, end) of the logical bundle, as a stream. */
-  stream(start: number, end: number): Readable;
   read(start: number, length: number): Promise<Buffer>;
+  /** Bytes [start, start + length) of the logical bundle into `into` (whole, or throws). */
+  readInto(start: number, into: Buffer, length: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -85,8 +84,7 @@ export async function openBundleBytes(path: string): Promise<BundleBytes> {
     handles.set(p, h);
     return h;
   };
-  const read = async (start: number, length: number): Promise<Buffer> => {
-    const out = Buffer.alloc(length);
+  const readInto = async (start: number, out: Buffer, length: number): Promise<void> => {
     let done = 0;
     for (const s of segments) {
       if (done === length) break;
@@ -98,6 +96,10 @@ export async function openBundleBytes(path: string): Promise<BundleBytes> {
       done += n;
     }
     if (done !== length) throw new AirlockError('E_BUNDLE_MALFORMED', `${path}: the tar ends before byte ${start + length}`, { subject: path });
+  };
+  const read = async (start: number, length: number): Promise<Buffer> => {
+    const out = Buffer.alloc(length);
+    await readInto(start, out, length);
     return out;
   };
   const entries = new Map<string, EntryOffset>();
@@ -126,17 +128,7 @@ export async function openBundleBytes(path: string): Promise<BundleBytes> {
     size,
     entries,
     read,
-    stream(start: number, end: number): Readable {
-      async function* chunks(): AsyncGenerator<Buffer> {
-        for (const s of segments) {
-          const from = Math.max(start, s.start);
-          const to = Math.min(end, s.start + s.size);
-          if (from >= to) continue;
-          for await (const chunk of createReadStream(s.path, { start: from - s.start, end: to - s.start - 1, highWaterMark: 1024 * 1024 })) yield chunk as Buffer;
-        }
-      }
-      return Readable.from(chunks(), { objectMode: false });
-    },
+    readInto,
     async close(): Promise<void> {
       for (const h of handles.values()) await h.close().catch(() => undefined);
       handles.clear();

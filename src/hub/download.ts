@@ -18,6 +18,7 @@ import { constants, type FileHandle, mkdir, open, readdir, rm, stat, truncate } 
 import { join } from 'node:path';
 import { AirlockError, fsError } from '../errors.js';
 import { Digester, type Digests } from '../integrity/digest.js';
+import { CoalescingWriter } from '../fs/coalescing-writer.js';
 import { markTransient, withRetries, type RetryEvent, type RetryPolicy } from './retry.js';
 import type { RemoteFile } from './types.js';
 
@@ -135,109 +136,8 @@ export function integrityError(what: string, message: string): AirlockError {
 
 const DEFAULT_MIN_PART_BYTES = 8 * 1024 * 1024;
 const READ_CHUNK_BYTES = 1024 * 1024;
-/**
- * Size of a write buffer; a Writer fills at most one while another is being written, so at most twice
- * this is unwritten — small on purpose: it is lost if the process is killed, and must be fetched again.
- */
-const WRITE_BUFFER_BYTES = 1024 * 1024;
-/** Write buffers kept for the next downloads (concurrent files × 2 covers the default). */
-const MAX_SPARE_WRITE_BUFFERS = 8;
-const spareWriteBuffers: Buffer[] = [];
-
-function takeWriteBuffer(): Buffer {
-  return spareWriteBuffers.pop() ?? Buffer.allocUnsafeSlow(WRITE_BUFFER_BYTES);
-}
-
-function giveWriteBuffer(buffer: Buffer): void {
-  if (spareWriteBuffers.length < MAX_SPARE_WRITE_BUFFERS) spareWriteBuffers.push(buffer);
-}
-
 /** The server ignored a Range request: start over, whole file, one connection. */
 class RangeIgnored extends Error {}
-
-/**
- * Positioned writes, one in flight. A chunk that arrives with nothing in flight is written as it is;
- * chunks that arrive meanwhile are COPIED into a reused write buffer, written as one when the disk is
- * free. Not queuing the network's own buffers matters: held until written, they outlived young-gen
- * collection and cost V8 a mark-compact per ~30 MiB downloaded (docs/performance.md). Data loss on a
- * kill is bounded by two write buffers, so a resumed run re-downloads almost nothing.
- */
-class Writer {
-  /** The buffer being filled (from the spare list), its bytes so far and their file position. */
-  #buffer: Buffer | undefined;
-  #filled = 0;
-  #at = 0;
-  #inFlight: Promise<void> | undefined;
-  #error: unknown;
-  constructor(
-    readonly handle: Positional,
-    readonly path: string,
-  ) {}
-
-  /** `chunk` must not change until `drain()` resolved (it may be written without a copy). */
-  async write(chunk: Buffer, position: number): Promise<void> {
-    if (this.#error !== undefined) throw this.#failure();
-    if (this.#filled > 0 && this.#at + this.#filled !== position) await this.drain();
-    if (this.#inFlight === undefined && this.#filled === 0) {
-      this.#start(chunk, position, undefined);
-      return;
-    }
-    for (let done = 0; done < chunk.length; ) {
-      if (this.#buffer === undefined) this.#buffer = takeWriteBuffer();
-      if (this.#filled === 0) this.#at = position + done;
-      const n = chunk.copy(this.#buffer, this.#filled, done, Math.min(chunk.length, done + this.#buffer.length - this.#filled));
-      this.#filled += n;
-      done += n;
-      // full: wait until it is handed to the disk (not until written: the next one fills meanwhile)
-      while (this.#filled === WRITE_BUFFER_BYTES && this.#error === undefined) {
-        if (this.#inFlight !== undefined) await this.#inFlight;
-        else this.#flush();
-      }
-      if (this.#error !== undefined) throw this.#failure();
-    }
-  }
-
-  #start(data: Buffer, at: number, spare: Buffer | undefined): void {
-    this.#inFlight = writeAll(this.handle, data, at).then(
-      () => {
-        this.#inFlight = undefined;
-        if (spare !== undefined) giveWriteBuffer(spare);
-        this.#flush();
-      },
-      (error: unknown) => {
-        this.#error = error;
-        this.#inFlight = undefined;
-        if (spare !== undefined) giveWriteBuffer(spare);
-      },
-    );
-  }
-
-  /** Writes what is buffered, when nothing is in flight. */
-  #flush(): void {
-    if (this.#inFlight !== undefined || this.#filled === 0 || this.#error !== undefined) return;
-    const buffer = this.#buffer!;
-    const data = buffer.subarray(0, this.#filled);
-    this.#buffer = undefined;
-    this.#filled = 0;
-    this.#start(data, this.#at, buffer);
-  }
-
-  #failure(): AirlockError {
-    // what is still buffered can never be written now
-    if (this.#buffer !== undefined) giveWriteBuffer(this.#buffer);
-    this.#buffer = undefined;
-    this.#filled = 0;
-    return fsError(this.#error, 'write', this.path);
-  }
-
-  async drain(): Promise<void> {
-    while (this.#error === undefined && (this.#inFlight !== undefined || this.#filled > 0)) {
-      if (this.#inFlight !== undefined) await this.#inFlight;
-      else this.#flush();
-    }
-    if (this.#error !== undefined) throw this.#failure();
-  }
-}
 
 async function writeAll(handle: Positional, data: Buffer, position: number): Promise<void> {
   let done = 0;
@@ -367,7 +267,7 @@ export async function downloadFile(
     const digester = new Digester(file.lfsSha256 === undefined ? file.size : undefined);
     if (!resuming) await target.discard();
     const handle = await target.open();
-    const writer = new Writer(handle, destination);
+    const writer = new CoalescingWriter((data, at) => writeAll(handle, data, at), destination);
     let frontier = 0; // bytes of destination that are written and hashed
     try {
       // 1. The kept prefix (size of destination) is re-hashed once.
@@ -406,7 +306,7 @@ export async function downloadFile(
           options.onResume?.(have);
         }
         const partHandle = await openRw(path);
-        const partWriter = new Writer(partHandle, path);
+        const partWriter = new CoalescingWriter((data, at) => writeAll(partHandle, data, at), path);
         try {
           await fetchRange(p.start + have, p.end, (chunk, at) => partWriter.write(chunk, at - p.start));
           await partWriter.drain();

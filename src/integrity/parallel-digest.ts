@@ -124,6 +124,14 @@ class HashLane {
 const idleLanes: HashLane[] = [];
 const MAX_IDLE_LANES = 4;
 
+/**
+ * Stops the idle hashing threads. For a command that has done its hashing and goes on to other work
+ * (publish uploads for minutes after its verification pass): a kept thread holds its own heap.
+ */
+export function stopIdleHashThreads(): void {
+  for (const lane of idleLanes.splice(0)) lane.terminate();
+}
+
 function acquireLane(): HashLane {
   const lane = idleLanes.pop() ?? new HashLane();
   lane.ref();

@@ -12,11 +12,19 @@
  *   5xx/408/429 and network failures are transient (the callers retry per blob with backoff).
  *
  * Credentials never appear in messages: only URLs without their query are shown.
+ *
+ * Blob uploads (PUT, PATCH) go through node:http instead: their body is read piecewise into two reused
+ * buffers, and a buffer is refilled only when the socket has flushed it — the write callback, which
+ * undici's request API does not give. Multi-GB layers then allocate nothing per chunk (fresh 1 MiB
+ * read buffers, freed only when the GC gets to them, cost publish tens of MiB of RSS).
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { rootCertificates } from 'node:tls';
 import type { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import { Agent, request, type Dispatcher } from 'undici';
 import { AirlockError, redact } from '../errors.js';
 import { displayUrl, headerValue, USER_AGENT } from '../hub/http.js';
@@ -41,6 +49,17 @@ export interface RegistryClientOptions {
   timeoutMs?: number;
 }
 
+/** Reads `length` bytes of a blob at `position` into `into` (all of them, or throws). */
+export type BlobReader = (position: number, into: Buffer, length: number) => Promise<void>;
+
+const UPLOAD_CHUNK = 1024 * 1024;
+/** Upload buffers kept for the next blobs (4 concurrent uploads × 2). */
+const spareUploadBuffers: Buffer[] = [];
+const takeUploadBuffer = (): Buffer => spareUploadBuffers.pop() ?? Buffer.allocUnsafeSlow(UPLOAD_CHUNK);
+const giveUploadBuffer = (buffer: Buffer): void => {
+  if (spareUploadBuffers.length < 8) spareUploadBuffers.push(buffer);
+};
+
 type Challenge = { kind: 'basic' } | { kind: 'bearer'; realm: string; service: string | undefined };
 
 export interface RegistryResponse {
@@ -57,6 +76,8 @@ interface Send {
   headers?: Record<string, string>;
   /** Re-created for every attempt. */
   body?: () => Readable | Buffer;
+  /** A large body, read piecewise into reused buffers: bytes [start, end) of a blob (uploads). */
+  source?: { read: BlobReader; start: number; end: number };
   /** `repository:<name>:<actions>` scopes this request needs (Bearer tokens are per scope). */
   scopes: string[];
 }
@@ -93,6 +114,9 @@ export class RegistryClient {
   readonly #credentials: Credentials | undefined;
   readonly #dispatcher: Dispatcher;
   readonly #plainHttp: boolean;
+  readonly #ca: string[] | undefined;
+  readonly #timeoutMs: number;
+  #nodeAgent: HttpAgent | HttpsAgent | undefined;
   #challenge: Challenge | undefined;
   readonly #tokens = new Map<string, { token: string; expires: number }>();
 
@@ -112,11 +136,14 @@ export class RegistryClient {
       }
       ca = [...rootCertificates, pem];
     }
+    this.#ca = ca;
+    this.#timeoutMs = timeout;
     this.#dispatcher =
       options.dispatcher ?? new Agent({ connectTimeout: 30_000, headersTimeout: timeout, bodyTimeout: timeout, keepAliveTimeout: 10_000, ...(ca === undefined ? {} : { connect: { ca } }) });
   }
 
   async close(): Promise<void> {
+    this.#nodeAgent?.destroy();
     await this.#dispatcher.close().catch(() => undefined);
   }
 
@@ -236,6 +263,7 @@ export class RegistryClient {
       // the registry's origin only, and never again once a redirect left it
       if (sendAuth && url.origin === origin) headers['authorization'] = auth!;
       else sendAuth = false;
+      if (req.source !== undefined) return this.#streamed(req, req.source, url, headers);
       let response: Dispatcher.ResponseData;
       try {
         response = await request(url, {
@@ -261,6 +289,68 @@ export class RegistryClient {
       }
       return { status: response.statusCode, headers: response.headers, body: response.body, url };
     }
+  }
+
+  /**
+   * One request whose body is `source`, read into two reused buffers: one is being filled from the disk
+   * while the socket sends the other, and each is refilled only after its write callback (the socket
+   * flushed it). An early answer (a 401, 413 …) stops the body; that connection is then not reused.
+   */
+  #streamed(req: Send, source: NonNullable<Send['source']>, url: URL, headers: Record<string, string>): Promise<RegistryResponse> {
+    const tls = url.protocol === 'https:';
+    this.#nodeAgent ??= tls ? new HttpsAgent({ keepAlive: true, ...(this.#ca === undefined ? {} : { ca: this.#ca }) }) : new HttpAgent({ keepAlive: true });
+    const outgoing = (tls ? httpsRequest : httpRequest)(url, { method: req.method, headers, agent: this.#nodeAgent, timeout: this.#timeoutMs });
+    let answered = false;
+    let ended = false;
+    const response = new Promise<RegistryResponse>((resolve, reject) => {
+      outgoing.on('error', (error) => reject(this.#networkError(error, req.method, url)));
+      outgoing.on('timeout', () => outgoing.destroy(Object.assign(new Error(`no progress for ${Math.round(this.#timeoutMs / 1000)} s`), { code: 'ETIMEDOUT' })));
+      outgoing.on('response', (res: IncomingMessage) => {
+        answered = true;
+        // the body was cut short: the server may still wait for it, so this connection goes
+        if (!ended) res.once('close', () => outgoing.destroy());
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: nodeBody(res), url });
+      });
+    });
+    const pump = async (): Promise<void> => {
+      const buffers = [takeUploadBuffer(), takeUploadBuffer()];
+      const flushed: Array<Promise<void>> = [Promise.resolve(), Promise.resolve()];
+      try {
+        let slot = 0;
+        for (let at = source.start; at < source.end && !answered && !outgoing.destroyed; at += UPLOAD_CHUNK) {
+          const n = Math.min(UPLOAD_CHUNK, source.end - at);
+          await flushed[slot];
+          const chunk = buffers[slot]!.subarray(0, n);
+          await source.read(at, chunk, n);
+          if (answered || outgoing.destroyed) break;
+          flushed[slot] = new Promise<void>((resolve, reject) => outgoing.write(chunk, (error) => (error ? reject(error) : resolve())));
+          slot ^= 1;
+        }
+        if (!answered && !outgoing.destroyed) {
+          ended = true;
+          outgoing.end();
+        }
+        await Promise.all(flushed);
+      } finally {
+        // a buffer goes back only when no write holds it any more
+        void Promise.allSettled(flushed).then(() => buffers.forEach(giveUploadBuffer));
+      }
+    };
+    // a failing read (the bundle changed, EIO) ends the request; the read's own error is what is reported
+    const pumped = pump().then(
+      () => undefined,
+      (error: unknown) => {
+        outgoing.destroy(error instanceof Error ? error : new Error(String(error)));
+        return error;
+      },
+    );
+    return Promise.all([response.catch((error: unknown) => error), pumped]).then(([answer, readFailure]) => {
+      if (readFailure instanceof AirlockError) throw readFailure;
+      if (answer instanceof Error || !(typeof answer === 'object' && answer !== null && 'status' in answer)) {
+        throw readFailure !== undefined && !answered ? this.#networkError(readFailure, req.method, url) : answer;
+      }
+      return answer as RegistryResponse;
+    });
   }
 
   /** Turns a non-success answer into an AirlockError (transient for 5xx/408/429). Consumes the body. */
@@ -332,9 +422,9 @@ export class RegistryClient {
   /**
    * Uploads one blob. Monolithic (POST, then one streamed PUT) unless `chunkBytes` is given and the blob
    * is larger; chunked (PATCH per chunk, then PUT) also when the registry refuses the monolithic PUT.
-   * `open(start, end)` streams bytes [start, end) of the blob. The registry checks the digest.
+   * `read` reads the blob's bytes by position. The registry checks the digest.
    */
-  async uploadBlob(repository: string, digest: string, size: number, open: (start: number, end: number) => Readable | Buffer, chunkBytes?: number): Promise<void> {
+  async uploadBlob(repository: string, digest: string, size: number, read: BlobReader, chunkBytes?: number): Promise<void> {
     const scopes = [`repository:${repository}:pull,push`];
     if (chunkBytes === undefined || size <= chunkBytes) {
       const location = await this.#startUpload(repository);
@@ -343,7 +433,7 @@ export class RegistryClient {
         method: 'PUT',
         url: location.href,
         headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
-        body: () => open(0, size),
+        source: { read, start: 0, end: size },
         scopes,
       });
       if (response.status === 201) return void (await drop(response.body));
@@ -359,7 +449,7 @@ export class RegistryClient {
         method: 'PATCH',
         url: location.href,
         headers: { 'content-type': 'application/octet-stream', 'content-length': String(end - start), 'content-range': `${start}-${end - 1}` },
-        body: () => open(start, end),
+        source: { read, start, end },
         scopes,
       });
       if (response.status !== 202) return this.fail(`PATCH ${repository}@${digest} bytes ${start}-${end - 1}`, response);
@@ -459,6 +549,15 @@ export class RegistryClient {
     }
     return { bytes, digest };
   }
+}
+
+/** A node:http answer with the little of undici's body API the callers use (`dump`, iteration, `on`). */
+function nodeBody(res: IncomingMessage): Dispatcher.ResponseData['body'] {
+  const dump = async (): Promise<void> => {
+    res.resume();
+    await finished(res).catch(() => undefined);
+  };
+  return Object.assign(res, { dump }) as unknown as Dispatcher.ResponseData['body'];
 }
 
 function emptyBody(): Dispatcher.ResponseData['body'] {

@@ -21,10 +21,10 @@ import { openBundleBytes, type BundleBytes } from '../bundle/entry-offsets.js';
 import { parseSha256Sums } from '../integrity/sha256sums.js';
 import { verifyDetachedSignature, type TrustPolicy, type VerifiedSigner } from '../signing/verify.js';
 import { verifyBundle } from '../import/index.js';
+import { stopIdleHashThreads } from '../integrity/parallel-digest.js';
 import type { ContentPolicy } from '../content/index.js';
 import { withRetries, type RetryPolicy } from '../hub/retry.js';
-import type { Readable } from 'node:stream';
-import type { RegistryClient } from './client.js';
+import type { BlobReader, RegistryClient } from './client.js';
 import { buildArtifact, OCI_MANIFEST_TYPE, type TrustBlob, type TrustRole } from './modelpack.js';
 import { repositoryFor, tagsFor } from './reference.js';
 import { inParallel } from './parallel.js';
@@ -92,8 +92,14 @@ interface Blob {
   name: string;
   digest: string;
   size: number;
-  open: (start: number, end: number) => Readable | Buffer;
+  read: BlobReader;
 }
+
+const fromMemory =
+  (bytes: Buffer): BlobReader =>
+  async (position, into, length) => {
+    bytes.copy(into, 0, position, position + length);
+  };
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 
@@ -142,6 +148,8 @@ export async function publishBundle(options: PublishOptions): Promise<PublishRes
       hint: 'export the repo again without --have, then publish that bundle',
     });
   }
+  // the verification pass is the last hashing publish does (the registry checks each digest itself)
+  stopIdleHashThreads();
   const bytes = await openBundleBytes(options.bundlePath);
   try {
     const head = await readHead(bytes, options);
@@ -157,10 +165,10 @@ export async function publishBundle(options: PublishOptions): Promise<PublishRes
         if (entry === undefined || entry.size !== file.size) {
           throw new AirlockError('E_BUNDLE_MALFORMED', `${options.bundlePath}: ${name} is not where the verified bundle had it`, { subject: name });
         }
-        return { name: file.path, digest: `sha256:${file.sha256}`, size: file.size, open: (start, end) => bytes.stream(entry.offset + start, entry.offset + end) };
+        return { name: file.path, digest: `sha256:${file.sha256}`, size: file.size, read: (position, into, length) => bytes.readInto(entry.offset + position, into, length) };
       });
-      for (const t of head.trust) blobs.push({ name: t.role, digest: `sha256:${t.sha256}`, size: t.size, open: (start, end) => t.bytes.subarray(start, end) });
-      blobs.push({ name: 'config', digest: artifact.manifest.config.digest, size: artifact.configBytes.byteLength, open: (start, end) => artifact.configBytes.subarray(start, end) });
+      for (const t of head.trust) blobs.push({ name: t.role, digest: `sha256:${t.sha256}`, size: t.size, read: fromMemory(t.bytes) });
+      blobs.push({ name: 'config', digest: artifact.manifest.config.digest, size: artifact.configBytes.byteLength, read: fromMemory(artifact.configBytes) });
 
       const counts = { uploaded: 0, mounted: 0, skipped: 0, bytes: 0 };
       // the same content twice in one repo is one blob
@@ -171,7 +179,7 @@ export async function publishBundle(options: PublishOptions): Promise<PublishRes
           if (await client.hasBlob(repository, blob.digest, blob.size)) return 'skipped';
           const from = seenIn.get(blob.digest);
           if (from !== undefined && from !== repository && (await client.mountBlob(repository, blob.digest, from))) return 'mounted';
-          await client.uploadBlob(repository, blob.digest, blob.size, blob.open, options.chunkBytes);
+          await client.uploadBlob(repository, blob.digest, blob.size, blob.read, options.chunkBytes);
           return 'uploaded';
         });
         seenIn.set(blob.digest, repository);

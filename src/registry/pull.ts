@@ -32,6 +32,7 @@ import type { RegistryClient } from './client.js';
 import { parseArtifactManifest, type ArtifactLayer, type TrustRole } from './modelpack.js';
 import { formatOciReference, registryRepoPath, tagsFor, type OciReference } from './reference.js';
 import { inParallel } from './parallel.js';
+import { CoalescingWriter } from '../fs/coalescing-writer.js';
 
 export interface PullOptions {
   reference: OciReference;
@@ -191,6 +192,9 @@ async function downloadLayer(client: RegistryClient, repository: string, item: {
   const { entry, layer } = item;
   const { file } = entry;
   const target = await sink.open(entry);
+  const stageError = (error: unknown): AirlockError => fsError(error, 'stage', `${repository} ${file.path}`);
+  // socket chunks (~64 KiB) are gathered into 1 MiB writes, one in flight while the next ones arrive
+  const writer = new CoalescingWriter((data) => target.write(data), `${repository} ${file.path}`);
   try {
     const hash = createHash('sha256');
     // the git blob id (hub cache etag of non-LFS files), as the bundle reader checks it
@@ -215,7 +219,7 @@ async function downloadLayer(client: RegistryClient, repository: string, item: {
           hash.update(chunk);
           git?.update(chunk);
           // a failing write (disk full, permissions) is the node's problem, not the network's: not retried
-          await target.write(chunk).catch((error: unknown) => Promise.reject(fsError(error, 'stage', `${repository} ${file.path}`)));
+          await writer.write(chunk, have).catch((error: unknown) => Promise.reject(stageError(error)));
           have += chunk.byteLength;
           count(chunk.byteLength);
           progressed();
@@ -230,6 +234,7 @@ async function downloadLayer(client: RegistryClient, repository: string, item: {
         throw markTransient(new AirlockError('E_NETWORK', `${repository} ${file.path}: the registry ended the download after ${have} of ${file.size} bytes`, { subject: file.path }), { status: 0 });
       }
     });
+    await writer.drain().catch((error: unknown) => Promise.reject(stageError(error)));
     const actual = hash.digest('hex');
     if (actual !== file.sha256) {
       throw new AirlockError('E_HASH_MISMATCH', `${repository} ${file.path} does not match the signed SHA256SUMS: sha256 ${actual}, expected ${file.sha256}`, {
@@ -242,6 +247,7 @@ async function downloadLayer(client: RegistryClient, repository: string, item: {
     }
     await target.finish().catch((error: unknown) => Promise.reject(fsError(error, 'stage', `${repository} ${file.path}`)));
   } catch (error) {
+    await writer.drain().catch(() => undefined);
     await target.abort();
     throw error;
   }
