@@ -53,7 +53,7 @@ export function registerPublish(program: Command, context: CommandContext): void
         renderSigners(out, result.signers);
         for (const r of result.repos) {
           out.stdout(`  ${r.type} ${r.id}@${r.revision} → ${r.references.join(' ')} (${r.digest})\n`);
-          out.stdout(`    ${r.layers} layers and the config, ${r.layers + 1} blobs: ${r.blobsUploaded} uploaded (${formatBytes(r.bytesUploaded)}), ${r.blobsMounted} mounted, ${r.blobsSkipped} already there\n`);
+          out.stdout(`    ${r.layers} layers + config = ${r.blobsUploaded + r.blobsMounted + r.blobsSkipped} blobs: ${r.blobsUploaded} uploaded (${formatBytes(r.bytesUploaded)}), ${r.blobsMounted} mounted, ${r.blobsSkipped} already there\n`);
         }
       } finally {
         await client.close();
