@@ -17,7 +17,7 @@ import { open, readdir, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { AirlockError, fsError } from '../errors.js';
-import type { PartsStream } from './parts.js';
+import { indexPathFor, type PartsStream } from './parts.js';
 import { pooledStream, readPooled, type ReadPool } from './read-pool.js';
 
 const READ_CHUNK = 1024 * 1024;
@@ -65,7 +65,11 @@ export async function findParts(bundlePath: string): Promise<FoundPart[]> {
     byNumber.set(n, name);
   }
   if (byNumber.size === 0) {
-    throw new AirlockError('E_NOT_FOUND', `no parts of ${base} in ${dir}`, { subject: bundlePath, hint: `the parts are named ${base}.000, ${base}.001, …` });
+    // nothing at all: neither the index the user may have named nor any part
+    throw new AirlockError('E_NOT_FOUND', `no bundle ${base}: neither its index ${basename(indexPathFor(bundlePath))} nor parts ${base}.000, ${base}.001, … are in ${dir}`, {
+      subject: bundlePath,
+      hint: `check the path (\`ls ${dir}\`): a split bundle is its index NAME.parts.json next to parts NAME.tar.000, NAME.tar.001, …`,
+    });
   }
   const parts: FoundPart[] = [];
   for (let i = 0; i < byNumber.size; i++) {

@@ -38,6 +38,11 @@ test('a gap names the missing part; a number claimed twice is refused; no parts 
   await rejectsWith(findParts(await media('gap', { 'b.tar.000': 'a', 'b.tar.002': 'c' })), 'E_MISSING_ENTRY', (e) => assert.match(e.message, /part b\.tar\.001 is missing/));
   await rejectsWith(findParts(await media('twice', { 'b.tar.000': 'a', 'b.tar.001': 'b', 'b.tar.0001': 'b' })), 'E_DUPLICATE_ENTRY', (e) => assert.match(e.message, /b\.tar\.0001/));
   await rejectsWith(findParts(await media('none', { 'b.parts.json': '{}' })), 'E_NOT_FOUND');
+  // a mistyped index name (`NAME.tar.parts.json`): the message names that index, not a `.tar.tar` bundle
+  await rejectsWith(findParts(`${await media('typo', { 'b.tar.000': 'a' })}.tar`), 'E_NOT_FOUND', (e) => {
+    assert.match(e.message, /neither its index b\.tar\.parts\.json nor parts b\.tar\.tar\.000/);
+    assert.match(e.hint ?? '', /NAME\.parts\.json next to parts NAME\.tar\.000/);
+  });
 });
 
 test('the stream is the parts joined; a failure downstream says the damaged part cannot be named', async () => {
