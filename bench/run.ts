@@ -21,7 +21,8 @@
  *   serve   — (BENCH_SERVE=0 skips) the imported model's first shard served to 1 and 16 concurrent curl
  *             clients by `airlock serve` (which hashes every byte it sends) and by Debian's nginx over
  *             the same blob files on loopback, in the same run; the servers' peak RSS (VmHWM).
- *   files   — a dataset of BENCH_FILES (default 2000) small files: per-file overhead of export/import.
+ *   files   — a dataset of BENCH_FILES (default 2000) small files: per-file overhead of export/import,
+ *             and of publish/pull (one layer per file) against the local registry.
  *   rss     — a BENCH_RSS_GIB (default 0 = skipped; the issue asks for 10) bundle: peak RSS of
  *             export/verify/import as bundles grow.
  *   pickle  — a torch.save zip checkpoint of BENCH_TORCH_MIB (default BENCH_SIZE_MIB) written by the
@@ -438,6 +439,15 @@ try {
         const pulled = join(dir, 'pull-cache');
         await measure('model', 'airlock pull (OCI registry)', mib, () =>
           airlock(['pull', `oci://${registry.host}/p1/bench/model:main`, '--trusted-keys', pub, '--plain-http', '--cache-dir', pulled]), fresh(pulled));
+        // the fan-out: four nodes pull the same artifact at once (here four caches on one machine, so the
+        // four share its CPUs and disk: the aggregate is a floor for what separate nodes get)
+        const nodes = [1, 2, 3, 4].map((n) => join(dir, `pull-node-${n}`));
+        await measure('model', 'airlock pull, 4 nodes at once', mib * nodes.length, async () => {
+          const started = Date.now();
+          const samples = await Promise.all(nodes.map((cache) => airlock(['pull', `oci://${registry.host}/p1/bench/model:main`, '--trusted-keys', pub, '--plain-http', '--cache-dir', cache])));
+          return { seconds: (Date.now() - started) / 1000, maxRssMiB: Math.max(...samples.map((x) => x.maxRssMiB)) };
+        }, async () => { for (const n of nodes) await fresh(n)(); });
+        for (const n of nodes) await rm(n, { recursive: true, force: true });
         const blobs = join(dir, 'curl-blobs');
         await measure('model', 'curl (download blobs from the registry)', mib, () =>
           timed('sh', ['-c', inParallelSh(digests.map((d, i) => `curl -sf -o '${blobs}/${i}' 'http://${registry.host}/v2/p1/bench/model/blobs/${d}'`))]), fresh(blobs));
@@ -465,6 +475,21 @@ try {
     await measure('files', 'airlock import', mib, () => airlock(['import', bundle, '--trusted-keys', pub, '--cache-dir', cache]), fresh(cache));
     // a 3 MiB bundle: what verify costs before the first payload byte (node start-up, openpgp, signature)
     await measure('files', 'airlock verify', mib, () => airlock(['verify', bundle, '--trusted-keys', pub, '--quiet']));
+    // the registry side of the same 2,000 files: one layer per file (HEAD, POST, PUT each), and back
+    {
+      const registry = await startRegistry();
+      try {
+        let round = 0;
+        await measure('files', 'airlock publish (OCI registry)', mib, () =>
+          airlock(['publish', bundle, '--to', `oci://${registry.host}/f${++round}`, '--trusted-keys', pub, '--plain-http']));
+        const pulled = join(dir, 'files-pull-cache');
+        await measure('files', 'airlock pull (OCI registry)', mib, () =>
+          airlock(['pull', `oci://${registry.host}/f1/datasets/bench/many-files:main`, '--trusted-keys', pub, '--plain-http', '--cache-dir', pulled]), fresh(pulled));
+        await rm(pulled, { recursive: true, force: true });
+      } finally {
+        await registry.close();
+      }
+    }
     await rm(out, { recursive: true, force: true });
     await rm(cache, { recursive: true, force: true });
   }
@@ -544,6 +569,7 @@ torch.save(sd, ${JSON.stringify(path)})`]);
       const dd = get('model', 'dd conv=fsync (write limit)');
       return pull && curl && dd ? pull.mibPerSecond / Math.min(curl.mibPerSecond, dd.mibPerSecond) : null;
     })(),
+    'pull, 4 nodes at once / 1 node (aggregate)': ratio(get('model', 'airlock pull, 4 nodes at once'), get('model', 'airlock pull (OCI registry)')),
     'serve / nginx, 1 client': ratio(get('serve', 'airlock serve, 1 client'), get('serve', 'nginx, 1 client')),
     'serve / nginx, 16 clients': ratio(get('serve', 'airlock serve, 16 clients'), get('serve', 'nginx, 16 clients')),
   };
@@ -563,6 +589,8 @@ torch.save(sd, ${JSON.stringify(path)})`]);
     'import ms per file': get('files', 'airlock import') ? (get('files', 'airlock import')!.seconds * 1000) / FILES : null,
     'import ms per file beyond verify': get('files', 'airlock import') && get('files', 'airlock verify') ? ((get('files', 'airlock import')!.seconds - get('files', 'airlock verify')!.seconds) * 1000) / FILES : null,
     'verify fixed cost ms (small bundle)': get('files', 'airlock verify') ? get('files', 'airlock verify')!.seconds * 1000 : null,
+    'publish ms per file': get('files', 'airlock publish (OCI registry)') ? (get('files', 'airlock publish (OCI registry)')!.seconds * 1000) / FILES : null,
+    'pull ms per file': get('files', 'airlock pull (OCI registry)') ? (get('files', 'airlock pull (OCI registry)')!.seconds * 1000) / FILES : null,
   };
 
   const w = (s: string) => process.stdout.write(s);

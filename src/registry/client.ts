@@ -270,6 +270,9 @@ export class RegistryClient {
           method: req.method,
           headers,
           ...(req.body === undefined ? {} : { body: req.body() }),
+          // undici closes the connection after every HEAD (for servers that send a body with it); a
+          // registry answers HEAD properly, and a publish HEADs every blob: one connection, not one each
+          ...(req.method === 'HEAD' ? { reset: false } : {}),
           dispatcher: this.#dispatcher,
         });
       } catch (error) {
