@@ -4,6 +4,7 @@
  * pending while the next piece is read) and use weights of several buffers, from a split bundle whose
  * parts cut through the file: a buffer refilled too early, or a read across a part boundary that went
  * wrong, changes the bytes, the registry refuses the digest, and pull would not get the signed file.
+ * And a publish of many small files keeps its few connections (HEAD, POST, PUT per blob on each).
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -28,8 +29,9 @@ const weights = safetensorsOf(randomBytes(5 * MiB + 12_345));
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 /** Relays to the registry; request bodies are read 16 KiB at a time with a pause between reads. */
-async function startSlowRelay(target: string): Promise<{ host: string; bodyBytes: () => number; close(): Promise<void> }> {
+async function startSlowRelay(target: string): Promise<{ host: string; bodyBytes: () => number; connections: () => number; close(): Promise<void> }> {
   let bodyBytes = 0;
+  let connections = 0;
   const server: Server = createServer((req, res) => {
     const [hostname, port] = target.split(':');
     const upstream = httpRequest({ hostname, port: Number(port), method: req.method, path: req.url, headers: req.headers }, (up) => {
@@ -49,10 +51,12 @@ async function startSlowRelay(target: string): Promise<{ host: string; bodyBytes
       upstream.end();
     })().catch(() => upstream.destroy());
   });
+  server.on('connection', () => (connections += 1));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     host: `127.0.0.1:${(server.address() as AddressInfo).port}`,
     bodyBytes: () => bodyBytes,
+    connections: () => connections,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
@@ -104,4 +108,21 @@ test('a multi-MiB file from split volumes, uploaded over a slow socket, lands by
   const got = await readFile(join(cache, 'models--acme--big-weights', 'snapshots', model.commit, 'model.safetensors'));
   assert.equal(got.length, weights.length);
   assert.equal(sha(got), sha(weights));
+});
+
+test('publishing many small files reuses a few connections (no connection per blob, HEADs included)', { timeout: 300_000 }, async () => {
+  const files = Array.from({ length: 60 }, (_, i) => ({ path: `data/row-${i}.json`, data: `{"row": ${i}}\n` }));
+  await hub.addRepo({ id: 'acme/rows', type: 'dataset', files });
+  const bundle = join(dir, 'rows.airlock.tar');
+  const exp = await runAirlock(['export', 'datasets/acme/rows', '--sign-key', join(dir, 'keys', 'signer.key.asc'), '-o', bundle], { env: { HF_ENDPOINT: hub.endpoint } });
+  assert.equal(exp.code, 0, exp.stderr);
+  const relay = await startSlowRelay(registry.host);
+  try {
+    const published = await runAirlock(['publish', bundle, '--to', `oci://${relay.host}/rows`, '--trusted-keys', join(dir, 'keys', 'signer.pub.asc'), '--plain-http', '--concurrency', '4']);
+    assert.equal(published.code, 0, published.stderr);
+    // 64 blobs (60 files, 3 trust layers, the config) × HEAD + POST + PUT: a few pooled connections (a dozen here), not one or more per blob
+    assert.ok(relay.connections() <= 16, `${relay.connections()} connections for 64 blobs`);
+  } finally {
+    await relay.close();
+  }
 });
