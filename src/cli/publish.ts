@@ -21,15 +21,15 @@ export function registerPublish(program: Command, context: CommandContext): void
     ),
   )
     .requiredOption('--to <oci://host/prefix>', 'registry and repository prefix: repos land at PREFIX/<org>/<name> (datasets: PREFIX/datasets/<org>/<name>)')
-    .option('--concurrency <n>', 'blobs uploaded at once (default 4)')
+    .option('--concurrency <n>', 'blobs uploaded at once (default: 4 large ones and 16 under 4 MiB)')
     .addOption(new Option('--chunk-size <size>', 'upload blobs larger than this in chunks (PATCH) of this size; default: one streamed PUT per blob'))
     .addOption(jsonOption());
   addContentOptions(command).action(async (bundles: string[], flags: TrustFlags & RegistryFlags & ContentFlags & { to: string; concurrency?: string; chunkSize?: string }) => {
       const out = context.output(Boolean(flags.json));
       if (bundles.length > 1 && !bundles.every((b) => /\.\d{3,}$/.test(b))) throw new AirlockError('E_USAGE', `one bundle at a time, got ${bundles.length}`);
       const target = parseOciReference(flags.to, { needReference: false });
-      const concurrency = flags.concurrency === undefined ? 4 : Number(flags.concurrency);
-      if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) throw new AirlockError('E_USAGE', `--concurrency must be 1…64, not ${flags.concurrency}`);
+      const concurrency = flags.concurrency === undefined ? undefined : Number(flags.concurrency);
+      if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64)) throw new AirlockError('E_USAGE', `--concurrency must be 1…64, not ${flags.concurrency}`);
       const trust = await trustFrom(flags);
       const contentPolicy = await contentPolicyFrom(flags);
       const client = await registryFrom(target.registry, flags);

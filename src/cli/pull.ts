@@ -28,7 +28,7 @@ export function registerPull(program: Command, context: CommandContext): void {
     .option('--local-dir <dir>', 'with --layout dir: write plain files here')
     .option('--no-weight-check', 'skip the safetensors header and shard-index checks')
     .option('--no-space-check', 'skip the free-space check before the download')
-    .option('--concurrency <n>', 'layers downloaded at once (default 4)')
+    .option('--concurrency <n>', 'layers downloaded at once (default: 4 large ones and 16 under 4 MiB)')
     .addOption(jsonOption());
   addContentOptions(command).action(async (text: string, flags: TrustFlags & RegistryFlags & ContentFlags & { layout?: string; cacheDir?: string; localDir?: string; weightCheck: boolean; spaceCheck: boolean; concurrency?: string }) => {
       const out = context.output(Boolean(flags.json));
@@ -37,8 +37,8 @@ export function registerPull(program: Command, context: CommandContext): void {
       const layout = (flags.layout ?? (flags.localDir !== undefined ? 'dir' : 'hf')) as ImportLayout;
       if (layout === 'dir' && flags.localDir === undefined) throw new AirlockError('E_USAGE', '--layout dir needs --local-dir DIR');
       if (flags.localDir !== undefined && layout !== 'dir') throw new AirlockError('E_USAGE', `--local-dir goes with --layout dir, not --layout ${layout}`);
-      const concurrency = flags.concurrency === undefined ? 4 : Number(flags.concurrency);
-      if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) throw new AirlockError('E_USAGE', `--concurrency must be 1…64, not ${flags.concurrency}`);
+      const concurrency = flags.concurrency === undefined ? undefined : Number(flags.concurrency);
+      if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64)) throw new AirlockError('E_USAGE', `--concurrency must be 1…64, not ${flags.concurrency}`);
       const trust = await trustFrom(flags);
       const contentPolicy = await contentPolicyFrom(flags);
       const cacheDir = layout === 'dir' ? resolve(flags.localDir!) : layout === 'modelscope' ? resolveModelScopeCacheDir(flags.cacheDir, process.env) : resolveHfCacheDir(flags.cacheDir, process.env);

@@ -316,14 +316,16 @@ export class RegistryClient {
       });
     });
     const pump = async (): Promise<void> => {
-      const buffers = [takeUploadBuffer(), takeUploadBuffer()];
+      // a small body gets buffers of its own size (many small uploads run at once); a large one the pool's
+      const small = source.end - source.start < UPLOAD_CHUNK;
+      const buffers = small ? [Buffer.allocUnsafe(source.end - source.start)] : [takeUploadBuffer(), takeUploadBuffer()];
       const flushed: Array<Promise<void>> = [Promise.resolve(), Promise.resolve()];
       try {
         let slot = 0;
         for (let at = source.start; at < source.end && !answered && !outgoing.destroyed; at += UPLOAD_CHUNK) {
           const n = Math.min(UPLOAD_CHUNK, source.end - at);
           await flushed[slot];
-          const chunk = buffers[slot]!.subarray(0, n);
+          const chunk = buffers[slot % buffers.length]!.subarray(0, n);
           await source.read(at, chunk, n);
           if (answered || outgoing.destroyed) break;
           flushed[slot] = new Promise<void>((resolve, reject) => outgoing.write(chunk, (error) => (error ? reject(error) : resolve())));
@@ -336,7 +338,7 @@ export class RegistryClient {
         await Promise.all(flushed);
       } finally {
         // a buffer goes back only when no write holds it any more
-        void Promise.allSettled(flushed).then(() => buffers.forEach(giveUploadBuffer));
+        if (!small) void Promise.allSettled(flushed).then(() => buffers.forEach(giveUploadBuffer));
       }
     };
     // a failing read (the bundle changed, EIO) ends the request; the read's own error is what is reported

@@ -27,7 +27,7 @@ import { withRetries, type RetryPolicy } from '../hub/retry.js';
 import type { BlobReader, RegistryClient } from './client.js';
 import { buildArtifact, OCI_MANIFEST_TYPE, type TrustBlob, type TrustRole } from './modelpack.js';
 import { repositoryFor, tagsFor } from './reference.js';
-import { inParallel } from './parallel.js';
+import { inParallelBySize, laneLimits } from './parallel.js';
 
 export interface PublishOptions {
   bundlePath: string;
@@ -39,7 +39,7 @@ export interface PublishOptions {
   /** As for verify: files whose loading would run code outside the allow-list are refused unless allowed. */
   contentPolicy?: ContentPolicy;
   retry: RetryPolicy;
-  /** Blobs uploaded at once (default 4). */
+  /** Blobs uploaded at once (default: `laneLimits`, 4 large and 16 small). */
   concurrency?: number;
   /** Upload blobs larger than this in PATCH chunks of this size (default: one monolithic PUT). */
   chunkBytes?: number | undefined;
@@ -173,7 +173,7 @@ export async function publishBundle(options: PublishOptions): Promise<PublishRes
       const counts = { uploaded: 0, mounted: 0, skipped: 0, bytes: 0 };
       // the same content twice in one repo is one blob
       const unique = [...new Map(blobs.map((b) => [b.digest, b])).values()];
-      await inParallel(unique, options.concurrency ?? 4, async (blob) => {
+      await inParallelBySize(unique, (blob) => blob.size, laneLimits(options.concurrency), async (blob) => {
         options.signal?.throwIfAborted();
         const action = await withRetries({ policy: options.retry, what: `${repository} ${blob.name}` }, async (): Promise<BlobAction> => {
           if (await client.hasBlob(repository, blob.digest, blob.size)) return 'skipped';

@@ -31,7 +31,7 @@ import type { ImportLayout } from '../import/staging-sink.js';
 import type { RegistryClient } from './client.js';
 import { parseArtifactManifest, type ArtifactLayer, type TrustRole } from './modelpack.js';
 import { formatOciReference, registryRepoPath, tagsFor, type OciReference } from './reference.js';
-import { inParallel } from './parallel.js';
+import { inParallelBySize, laneLimits } from './parallel.js';
 import { CoalescingWriter } from '../fs/coalescing-writer.js';
 
 export interface PullOptions {
@@ -46,7 +46,7 @@ export interface PullOptions {
   /** What loading the files would execute (issue 17): refused unless the policy allows it, as for import. */
   contentPolicy?: ContentPolicy;
   retry: RetryPolicy;
-  /** Layers downloaded at once (default 4). */
+  /** Layers downloaded at once (default: `laneLimits`, 4 large and 16 small). */
   concurrency?: number;
   onLayer?: (event: { path: string; size: number; done: boolean }) => void;
   signal?: AbortSignal;
@@ -274,7 +274,7 @@ export async function pullArtifact(options: PullOptions): Promise<PullResult> {
         await sink.begin(checked.manifest);
         const staged = sink.staged!;
         const discard = await discardSink.open(checked.layers[0]?.entry as PayloadEntry);
-        await inParallel(checked.layers, options.concurrency ?? 4, async (item) => {
+        await inParallelBySize(checked.layers, (item) => item.entry.file.size, laneLimits(options.concurrency), async (item) => {
           signal.throwIfAborted();
           // already in the target, complete and with the signed sha256 (re-hashed by the staging sink)?
           // then nothing is downloaded: a re-pull on a warm node costs a hash pass, not a transfer
