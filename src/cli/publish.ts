@@ -8,7 +8,8 @@ import { parseOciReference, publishBundle } from '../registry/index.js';
 import { addTrustOptions, renderSigners, trustFrom, type TrustFlags } from './import.js';
 import { jsonOption, type CommandContext } from './main.js';
 import { addRegistryOptions, registryFrom, type RegistryFlags } from './registry-flags.js';
-import { formatBytes, printResult } from './render.js';
+import { formatBytes, printResult, terminalReadProgress } from './render.js';
+import type { ReadProgress } from '../import/progress-sink.js';
 import { verifiedSigners } from './result.js';
 
 export function registerPublish(program: Command, context: CommandContext): void {
@@ -23,8 +24,9 @@ export function registerPublish(program: Command, context: CommandContext): void
     .requiredOption('--to <oci://host/prefix>', 'registry and repository prefix: repos land at PREFIX/<org>/<name> (datasets: PREFIX/datasets/<org>/<name>)')
     .option('--concurrency <n>', 'blobs uploaded at once (default: 4 large ones and 16 under 4 MiB)')
     .addOption(new Option('--chunk-size <size>', 'upload blobs larger than this in chunks (PATCH) of this size; default: one streamed PUT per blob'))
+    .addOption(new Option('--quiet', 'print only the one result line (no details, no progress); errors still go to stderr'))
     .addOption(jsonOption());
-  addContentOptions(command).action(async (bundles: string[], flags: TrustFlags & RegistryFlags & ContentFlags & { to: string; concurrency?: string; chunkSize?: string }) => {
+  addContentOptions(command).action(async (bundles: string[], flags: TrustFlags & RegistryFlags & ContentFlags & { to: string; concurrency?: string; chunkSize?: string; quiet?: boolean }) => {
       const out = context.output(Boolean(flags.json));
       if (bundles.length > 1 && !bundles.every((b) => /\.\d{3,}$/.test(b))) throw new AirlockError('E_USAGE', `one bundle at a time, got ${bundles.length}`);
       const target = parseOciReference(flags.to, { needReference: false });
@@ -33,6 +35,23 @@ export function registerPublish(program: Command, context: CommandContext): void
       const trust = await trustFrom(flags);
       const contentPolicy = await contentPolicyFrom(flags);
       const client = await registryFrom(target.registry, flags);
+      // on a terminal: the verification pass, then the upload, each as a live progress block
+      let verifying = terminalReadProgress(out, !flags.quiet);
+      const showProgress = verifying !== undefined;
+      let uploading: ReturnType<typeof terminalReadProgress>;
+      const upload: ReadProgress = {
+        // once per repo of the bundle: one block each
+        planned: (bytes, files) => {
+          verifying?.stop();
+          verifying = undefined;
+          uploading?.stop();
+          uploading = terminalReadProgress(out, true);
+          uploading?.progress.planned(bytes, files);
+        },
+        start: (path, size) => uploading?.progress.start(path, size),
+        bytes: (delta, path) => uploading?.progress.bytes(delta, path),
+        finish: (path) => uploading?.progress.finish(path),
+      };
       try {
         const result = await publishBundle({
           bundlePath: resolve(bundles[0]!),
@@ -45,10 +64,17 @@ export function registerPublish(program: Command, context: CommandContext): void
           concurrency,
           chunkBytes: flags.chunkSize === undefined ? undefined : parseSize(flags.chunkSize),
           onBlob: (e) => {
-            if (!out.json) out.stderr(`  ${e.action.padEnd(8)} ${e.repository} ${e.name} (${formatBytes(e.size)})\n`);
+            if (!out.json && !flags.quiet && !showProgress) out.stderr(`  ${e.action.padEnd(8)} ${e.repository} ${e.name} (${formatBytes(e.size)})\n`);
           },
+          ...(verifying === undefined ? {} : { progress: { verify: verifying.progress, upload } }),
+        }).finally(() => {
+          verifying?.stop();
+          uploading?.stop();
         });
         if (out.json) return printResult(out, { ...result, signers: verifiedSigners(result.signers) });
+        if (flags.quiet) {
+          return out.stdout(`Published ${bundles[0]} to ${result.repos.flatMap((r) => r.references).join(' ')}: ${result.blobsUploaded} blobs uploaded (${formatBytes(result.bytesUploaded)}), ${result.blobsSkipped + result.blobsMounted} already there\n`);
+        }
         out.stdout(`Published ${bundles[0]} to ${target.registry}\n`);
         renderSigners(out, result.signers);
         for (const r of result.repos) {

@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { AirlockError } from '../errors.js';
 import { resolveHfCacheDir } from '../cache/hf-hub.js';
 import { resolveModelScopeCacheDir } from '../cache/modelscope.js';
@@ -10,7 +10,7 @@ import { addTrustOptions, renderSigners, trustFrom, type TrustFlags } from './im
 import { addContentOptions, contentPolicyFrom, renderContent, type ContentFlags } from './content-options.js';
 import { jsonOption, type CommandContext } from './main.js';
 import { addRegistryOptions, registryFrom, type RegistryFlags } from './registry-flags.js';
-import { formatBytes, printResult, type Output } from './render.js';
+import { formatBytes, printResult, terminalReadProgress, type Output } from './render.js';
 import { bundleJson, verifiedSigners } from './result.js';
 import { summarizeRepos } from '../import/summary.js';
 
@@ -29,8 +29,9 @@ export function registerPull(program: Command, context: CommandContext): void {
     .option('--no-weight-check', 'skip the safetensors header and shard-index checks')
     .option('--no-space-check', 'skip the free-space check before the download')
     .option('--concurrency <n>', 'layers downloaded at once (default: 4 large ones and 16 under 4 MiB)')
+    .addOption(new Option('--quiet', 'print only the one result line (no details, no progress); errors still go to stderr'))
     .addOption(jsonOption());
-  addContentOptions(command).action(async (text: string, flags: TrustFlags & RegistryFlags & ContentFlags & { layout?: string; cacheDir?: string; localDir?: string; weightCheck: boolean; spaceCheck: boolean; concurrency?: string }) => {
+  addContentOptions(command).action(async (text: string, flags: TrustFlags & RegistryFlags & ContentFlags & { layout?: string; cacheDir?: string; localDir?: string; weightCheck: boolean; spaceCheck: boolean; concurrency?: string; quiet?: boolean }) => {
       const out = context.output(Boolean(flags.json));
       const reference = parseOciReference(text, { needReference: true });
       if (flags.layout !== undefined && !['hf', 'modelscope', 'dir'].includes(flags.layout)) throw new AirlockError('E_USAGE', `--layout must be hf, modelscope or dir, not ${JSON.stringify(flags.layout)}`);
@@ -43,6 +44,8 @@ export function registerPull(program: Command, context: CommandContext): void {
       const contentPolicy = await contentPolicyFrom(flags);
       const cacheDir = layout === 'dir' ? resolve(flags.localDir!) : layout === 'modelscope' ? resolveModelScopeCacheDir(flags.cacheDir, process.env) : resolveHfCacheDir(flags.cacheDir, process.env);
       const client = await registryFrom(reference.registry, flags);
+      // a live progress block on a terminal; else one line per layer as it lands (none under --quiet/--json)
+      const display = terminalReadProgress(out, !flags.quiet);
       try {
         const result = await pullArtifact({
           reference,
@@ -57,11 +60,13 @@ export function registerPull(program: Command, context: CommandContext): void {
           retry: retryPolicyFromEnv(process.env),
           concurrency,
           onLayer: (e) => {
-            if (!out.json) out.stderr(`  verified ${e.path} (${formatBytes(e.size)})\n`);
+            if (!out.json && !flags.quiet && display === undefined) out.stderr(`  verified ${e.path} (${formatBytes(e.size)})\n`);
           },
-        });
+          ...(display === undefined ? {} : { progress: display.progress }),
+        }).finally(() => display?.stop());
         // the one vocabulary (schemas/cli-result.schema.json): repos is an array, cache names layout and path
         if (out.json) return printResult(out, { ...result, repos: [result.repo], signers: verifiedSigners(result.signers), cache: { layout: result.layout, path: result.cacheDir } });
+        if (flags.quiet) return out.stdout(`Pulled ${result.reference} into ${cacheDir}: ${result.repo.files} files, ${formatBytes(result.repo.bytes)}\n`);
         out.stdout(`Pulled ${result.reference} (${result.digest}) into ${cacheDir} (layout ${layout})\n`);
         renderSigners(out, result.signers);
         const r = result.repo;

@@ -23,6 +23,7 @@ import { verifyDetachedSignature, type TrustPolicy, type VerifiedSigner } from '
 import { verifyBundle } from '../import/index.js';
 import { stopIdleHashThreads } from '../integrity/parallel-digest.js';
 import type { ContentPolicy } from '../content/index.js';
+import type { ReadProgress } from '../import/progress-sink.js';
 import { withRetries, type RetryPolicy } from '../hub/retry.js';
 import type { BlobReader, RegistryClient } from './client.js';
 import { buildArtifact, OCI_MANIFEST_TYPE, type TrustBlob, type TrustRole } from './modelpack.js';
@@ -44,6 +45,8 @@ export interface PublishOptions {
   /** Upload blobs larger than this in PATCH chunks of this size (default: one monolithic PUT). */
   chunkBytes?: number | undefined;
   onBlob?: (event: BlobEvent) => void;
+  /** The verification pass, then the upload: told about every byte (the CLI's progress display). */
+  progress?: { verify: ReadProgress; upload: ReadProgress };
   signal?: AbortSignal;
 }
 
@@ -140,7 +143,14 @@ async function readHead(bytes: BundleBytes, options: PublishOptions): Promise<He
 
 export async function publishBundle(options: PublishOptions): Promise<PublishResult> {
   const { client } = options;
-  const verified = await verifyBundle({ bundlePath: options.bundlePath, trust: options.trust, allowUnsigned: options.allowUnsigned ?? false, ...(options.contentPolicy === undefined ? {} : { contentPolicy: options.contentPolicy }), ...(options.signal === undefined ? {} : { signal: options.signal }) });
+  const verified = await verifyBundle({
+    bundlePath: options.bundlePath,
+    trust: options.trust,
+    allowUnsigned: options.allowUnsigned ?? false,
+    ...(options.contentPolicy === undefined ? {} : { contentPolicy: options.contentPolicy }),
+    ...(options.signal === undefined ? {} : { signal: options.signal }),
+    ...(options.progress === undefined ? {} : { progress: options.progress.verify }),
+  });
   const delta = verified.repos.find((r) => r.referenced > 0);
   if (delta !== undefined) {
     throw new AirlockError('E_USAGE', `${options.bundlePath} is a delta bundle (${delta.referenced} files of ${delta.id} are not in it); only full bundles can be published`, {
@@ -173,15 +183,31 @@ export async function publishBundle(options: PublishOptions): Promise<PublishRes
       const counts = { uploaded: 0, mounted: 0, skipped: 0, bytes: 0 };
       // the same content twice in one repo is one blob
       const unique = [...new Map(blobs.map((b) => [b.digest, b])).values()];
+      const progress = options.progress?.upload;
+      progress?.planned(unique.reduce((n, b) => n + b.size, 0), unique.length);
       await inParallelBySize(unique, (blob) => blob.size, laneLimits(options.concurrency), async (blob) => {
         options.signal?.throwIfAborted();
+        progress?.start(blob.name, blob.size);
+        let sent = 0;
+        // bytes count as they are read for the socket (at most two buffers ahead of it); a retry counts again from 0
+        const read: BlobReader =
+          progress === undefined
+            ? blob.read
+            : async (position, into, length) => {
+                await blob.read(position, into, length);
+                const delta = position + length - sent;
+                sent = position + length;
+                progress.bytes(delta, blob.name);
+              };
         const action = await withRetries({ policy: options.retry, what: `${repository} ${blob.name}` }, async (): Promise<BlobAction> => {
           if (await client.hasBlob(repository, blob.digest, blob.size)) return 'skipped';
           const from = seenIn.get(blob.digest);
           if (from !== undefined && from !== repository && (await client.mountBlob(repository, blob.digest, from))) return 'mounted';
-          await client.uploadBlob(repository, blob.digest, blob.size, blob.read, options.chunkBytes);
+          await client.uploadBlob(repository, blob.digest, blob.size, read, options.chunkBytes);
           return 'uploaded';
         });
+        if (sent < blob.size) progress?.bytes(blob.size - sent, blob.name);
+        progress?.finish(blob.name);
         seenIn.set(blob.digest, repository);
         if (action === 'uploaded') {
           counts.uploaded += 1;

@@ -24,6 +24,7 @@ import { verifyDetachedSignature, type TrustPolicy, type VerifiedSigner } from '
 import { withRetries, markTransient, type RetryPolicy } from '../hub/retry.js';
 import { stageThenCommit, type CommittedRepo } from '../import/commit-path.js';
 import type { ContentPolicy } from '../content/index.js';
+import type { ReadProgress } from '../import/progress-sink.js';
 import { recordImportEvidence } from '../import/evidence.js';
 import type { ContentOutcome } from '../import/summary.js';
 import { watchInterrupts } from '../import/interrupt.js';
@@ -49,6 +50,8 @@ export interface PullOptions {
   /** Layers downloaded at once (default: `laneLimits`, 4 large and 16 small). */
   concurrency?: number;
   onLayer?: (event: { path: string; size: number; done: boolean }) => void;
+  /** Told about every layer byte as it is downloaded and hashed (the CLI's progress display). */
+  progress?: ReadProgress;
   signal?: AbortSignal;
   handleSignals?: boolean;
 }
@@ -274,6 +277,8 @@ export async function pullArtifact(options: PullOptions): Promise<PullResult> {
         await sink.begin(checked.manifest);
         const staged = sink.staged!;
         const discard = await discardSink.open(checked.layers[0]?.entry as PayloadEntry);
+        const { progress } = options;
+        progress?.planned(checked.layers.reduce((n, l) => n + l.entry.file.size, 0), checked.layers.length);
         await inParallelBySize(checked.layers, (item) => item.entry.file.size, laneLimits(options.concurrency), async (item) => {
           signal.throwIfAborted();
           // already in the target, complete and with the signed sha256 (re-hashed by the staging sink)?
@@ -282,11 +287,19 @@ export async function pullArtifact(options: PullOptions): Promise<PullResult> {
           if (probe === discard) {
             await probe.finish();
             filesPresent += 1;
+            progress?.start(item.entry.file.path, item.entry.file.size);
+            progress?.bytes(item.entry.file.size, item.entry.file.path);
+            progress?.finish(item.entry.file.path);
             options.onLayer?.({ path: item.entry.file.path, size: item.entry.file.size, done: true });
             return;
           }
           await probe.abort();
-          await downloadLayer(options.client, options.reference.repository, item, sink, options.retry, (n) => (bytesDownloaded += n));
+          progress?.start(item.entry.file.path, item.entry.file.size);
+          await downloadLayer(options.client, options.reference.repository, item, sink, options.retry, (n) => {
+            bytesDownloaded += n;
+            progress?.bytes(n, item.entry.file.path);
+          });
+          progress?.finish(item.entry.file.path);
           options.onLayer?.({ path: item.entry.file.path, size: item.entry.file.size, done: true });
         });
         signal.throwIfAborted();
