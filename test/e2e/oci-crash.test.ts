@@ -26,6 +26,7 @@ import { startHubServer, type AddedCommit, type HubServer } from '../support/hub
 import { runAirlock } from '../support/cli.ts';
 import { assertVenv } from '../support/python.ts';
 import { sampleModelFiles } from '../support/sample-model.ts';
+import { safetensorsOf } from '../support/safetensors-fixture.ts';
 import { formatTree, snapshotTree, stagingLeftovers } from '../support/cache-snapshot.ts';
 import { assertConsistent, inParallel, killPoints, pythonCheck, runKillable, withoutLocks, writeRunner, type SweepFile } from '../support/crash-sweep.ts';
 import { startRegistry, type TestRegistry } from '../support/registry.ts';
@@ -43,7 +44,9 @@ const OLD_FILES: SweepFile[] = [
   sampleModelFiles().find((f) => f.path === 'config.json')!,
   { path: 'old.txt', data: Buffer.from('the old revision\n') },
 ];
-const NEW_FILES: SweepFile[] = sampleModelFiles();
+// plus a 2.5 MB shard: staged in several 1 MiB writes, so kill points by bytes fall inside one layer
+const SHARD = { path: 'model-2.safetensors', data: safetensorsOf(Buffer.alloc(2_500_000, 0x42)) };
+const NEW_FILES: SweepFile[] = [...sampleModelFiles(), SHARD];
 const FOLDER = 'models--acme--tiny-llm';
 const LOCK = join('.locks', 'airlock-commit.lock');
 
@@ -72,6 +75,17 @@ async function lockLeft(cache: string): Promise<boolean> {
     () => true,
     () => false,
   );
+}
+
+/** Whether the dead pull's staging holds a file cut short: written in part, not the size of any file. */
+async function partiallyStaged(cache: string): Promise<boolean> {
+  const sizes = new Set(NEW_FILES.map((f) => Buffer.byteLength(f.data)));
+  for (const name of await stagingLeftovers(cache)) {
+    for (const entry of (await snapshotTree(join(cache, '.locks', name))) ?? []) {
+      if (entry.type === 'file' && entry.size! > 0 && !sizes.has(entry.size!)) return true;
+    }
+  }
+  return false;
 }
 
 /** Files in the evidence folder next to the cache that are not records (a dead pull's temp file, say). */
@@ -103,7 +117,7 @@ before(async () => {
   await hub.addRepo({ id: 'acme/bystander', files: [{ path: 'config.json', data: Buffer.from('{"bystander": true}\n') }] });
   const bystander = join(dir, 'bystander.airlock.tar');
   await exportBundle(['acme/bystander'], bystander);
-  newCommit = await hub.addCommit({ id: 'acme/tiny-llm' }, sampleModelFiles());
+  newCommit = await hub.addCommit({ id: 'acme/tiny-llm' }, [...sampleModelFiles(), SHARD]);
   const bundle = join(dir, 'new.airlock.tar');
   await exportBundle(['acme/tiny-llm', '--revision', 'main'], bundle);
   registry = await startRegistry();
@@ -155,7 +169,7 @@ describe('kill -9 at every step of a pull', () => {
         const r = await runKillable(runner, pullArgs(cache), point.env);
         assert.equal(r.signal, 'SIGKILL', `${point.label}: the child was not killed (exit ${r.code}): ${r.stderr}`);
         await assertConsistent(cache, expect, point.label);
-        return { cache, point, locked: await lockLeft(cache) };
+        return { cache, point, locked: await lockLeft(cache), partial: await partiallyStaged(cache) };
       });
       const caches = killed.map((k) => k.cache);
       const afterKill = await pythonCheck(caches, 'acme/tiny-llm', newCommit.commit, NEW_FILES);
@@ -163,6 +177,8 @@ describe('kill -9 at every step of a pull', () => {
         assert.deepEqual(afterKill[cache]!.warnings, [], `${point.label}: scan_cache_dir warnings`);
         assert.match(afterKill[cache]!.snapshot, /^(complete|absent)/, `${point.label}: ${afterKill[cache]!.snapshot}`);
       }
+      // some kills by bytes hit a layer half-written into staging (the re-run must not take it for done)
+      assert.ok(killed.some((k) => k.partial), 'no kill point fell inside a layer');
       // kills inside the commit leave its lock behind, owned by a dead process: the re-run must take it over
       const lockedPoints = killed.filter((k) => k.locked);
       assert.ok(lockedPoints.length > 0, 'no kill point left the commit lock behind');
