@@ -23,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildBundle, makeTestKey, type BuilderRepo, type TestKey } from '../support/bundle-builder.ts';
 import { formatTree, snapshotTree, stagingLeftovers, type TreeEntry } from '../support/cache-snapshot.ts';
-import { assertConsistent, inParallel, killPoints, pythonCheck, runKillable, waitFor, withoutLocks, writeRunner } from '../support/crash-sweep.ts';
+import { assertConsistent, evidenceStrays, inParallel, killPoints, pythonCheck, runKillable, waitFor, withoutLocks, writeRunner } from '../support/crash-sweep.ts';
 import { assertVenv } from '../support/python.ts';
 import { safetensorsOf } from '../support/safetensors-fixture.ts';
 
@@ -146,6 +146,7 @@ describe('kill -9 at every step of an import', () => {
       assert.equal(again.code, 0, `${label}: re-run failed: ${again.stderr}`);
       assert.equal(formatTree(withoutLocks(await snapshotTree(cache))), scenario.cleanTree, `${label}: re-run differs from a clean import`);
       assert.deepEqual(await stagingLeftovers(cache), [], `${label}: the dead import's staging was not swept`);
+      assert.deepEqual(await evidenceStrays(cache), [], `${label}: stray files next to the evidence records`);
     });
     const afterRerun = await pythonCheck(caches, 'acme/crashy', NEW.commit!, NEW.files);
     for (const cache of caches) {

@@ -19,7 +19,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cp, lstat, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { cp, lstat, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startHubServer, type AddedCommit, type HubServer } from '../support/hub-server.ts';
@@ -28,7 +28,7 @@ import { assertVenv } from '../support/python.ts';
 import { sampleModelFiles } from '../support/sample-model.ts';
 import { safetensorsOf } from '../support/safetensors-fixture.ts';
 import { formatTree, snapshotTree, stagingLeftovers } from '../support/cache-snapshot.ts';
-import { assertConsistent, inParallel, killPoints, pythonCheck, runKillable, withoutLocks, writeRunner, type SweepFile } from '../support/crash-sweep.ts';
+import { assertConsistent, evidenceStrays, inParallel, killPoints, pythonCheck, runKillable, withoutLocks, writeRunner, type SweepFile } from '../support/crash-sweep.ts';
 import { startRegistry, type TestRegistry } from '../support/registry.ts';
 
 let hub: HubServer;
@@ -86,21 +86,6 @@ async function partiallyStaged(cache: string): Promise<boolean> {
     }
   }
   return false;
-}
-
-/** Files in the evidence folder next to the cache that are not records (a dead pull's temp file, say). */
-async function evidenceStrays(cache: string): Promise<string[]> {
-  const root = `${cache}.airlock`;
-  const out: string[] = [];
-  const walk = async (at: string): Promise<void> => {
-    for (const entry of await readdir(at, { withFileTypes: true }).catch(() => [])) {
-      const path = join(at, entry.name);
-      if (entry.isDirectory()) await walk(path);
-      else if (!/^[0-9a-f]{40}\.json$/.test(entry.name)) out.push(path.slice(root.length + 1));
-    }
-  };
-  await walk(root);
-  return out;
 }
 
 before(async () => {

@@ -13,7 +13,7 @@ import * as assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { snapshotTree, type TreeEntry } from './cache-snapshot.ts';
 import { repoRoot } from './cli.ts';
@@ -257,6 +257,21 @@ print(json.dumps(out))
   const result = await runPython(code, env, { timeoutMs: 300_000 });
   assert.equal(result.code, 0, `python failed:\n${result.stderr}`);
   return JSON.parse(result.stdout.trim().split('\n').pop()!) as Record<string, { warnings: string[]; snapshot: string }>;
+}
+
+/** Files in the evidence folder beside the cache (`<cache>.airlock`) that are not records: a dead writer's temp file, say. */
+export async function evidenceStrays(cache: string): Promise<string[]> {
+  const root = `${cache}.airlock`;
+  const out: string[] = [];
+  const walk = async (at: string): Promise<void> => {
+    for (const entry of await readdir(at, { withFileTypes: true }).catch(() => [])) {
+      const path = join(at, entry.name);
+      if (entry.isDirectory()) await walk(path);
+      else if (!/^[0-9a-f]{40}\.json$/.test(entry.name)) out.push(path.slice(root.length + 1));
+    }
+  };
+  await walk(root);
+  return out;
 }
 
 export async function inParallel<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
