@@ -10,6 +10,7 @@
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { randomSuffix } from '../fs/atomic.js';
+import { ownerIsDead, ownerTag } from '../fs/owner.js';
 import { COMMIT_RE, isSafeRelativePath } from '../fs/safe-path.js';
 
 export type EvidenceLayout = 'hf' | 'modelscope';
@@ -66,7 +67,10 @@ export async function writeEvidence(cacheDir: string, record: EvidenceRecord): P
   const previous = await readEvidenceFile(path);
   const merged: EvidenceRecord = previous ? { ...record, importedAt: previous.importedAt } : record;
   await mkdir(dirname(path), { recursive: true });
-  const temp = `${path}.${randomSuffix()}.tmp`;
+  await sweepDeadTemps(path);
+  // the writer's owner tag in the temp name: a later write can tell a dead writer's leftover (kill -9
+  // between write and rename) from a concurrent writer's file in flight
+  const temp = `${path}.${ownerTag()}-${randomSuffix()}.tmp`;
   try {
     await writeFile(temp, `${JSON.stringify(merged, null, 2)}\n`);
     await rename(temp, path);
@@ -75,6 +79,16 @@ export async function writeEvidence(cacheDir: string, record: EvidenceRecord): P
     throw error;
   }
   return path;
+}
+
+/** Removes temp files of this record left by writers that died (never a live writer's). */
+async function sweepDeadTemps(path: string): Promise<void> {
+  const prefix = `${basename(path)}.`;
+  const names = await readdir(dirname(path)).catch(() => [] as string[]);
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !name.endsWith('.tmp')) continue;
+    if (ownerIsDead(name.slice(prefix.length, -'.tmp'.length))) await rm(join(dirname(path), name), { force: true }).catch(() => undefined);
+  }
 }
 
 async function readEvidenceFile(path: string): Promise<EvidenceRecord | undefined> {

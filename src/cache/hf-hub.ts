@@ -13,7 +13,7 @@
  * that every directory we traverse or create is checked to be a real directory (never a symlink), so
  * nothing is written outside `<cache>/<repo folder>/`, whatever the cache already holds.
  */
-import { sha256File } from '../integrity/file-hash.js';
+import { sha256File, type ChunkObserver } from '../integrity/file-hash.js';
 import { mkdir, open, readlink, rename, stat, symlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -127,10 +127,10 @@ function directoryInTheWay(path: string, root: string): AirlockError {
  * re-validates blobs; we do, since a truncated or corrupted blob would otherwise be linked as if it
  * were the verified file.
  */
-async function matchingBlob(path: string, file: ManifestFile): Promise<BlobIdentity | undefined> {
+async function matchingBlob(path: string, file: ManifestFile, observe?: ChunkObserver): Promise<BlobIdentity | undefined> {
   const identity = await blobIdentity(path);
   if (identity === undefined || identity.size !== file.size) return undefined;
-  if ((await sha256File(path)) !== file.sha256) return undefined;
+  if ((await sha256File(path, observe)) !== file.sha256) return undefined;
   // hashed a file that was replaced meanwhile? then we know nothing about the one there now
   const after = await blobIdentity(path);
   return after !== undefined && sameIdentity(after, identity) ? identity : undefined;
@@ -159,13 +159,13 @@ function sameIdentity(a: BlobIdentity, b: BlobIdentity): boolean {
  * importer need not stage the bytes (it still verifies them). Reads only; the directories on the way
  * must be real directories (never follows a symlinked repo folder or `blobs`).
  */
-export async function findExistingBlob(cacheDir: string, repo: ManifestRepo, file: ManifestFile): Promise<BlobIdentity | undefined> {
+export async function findExistingBlob(cacheDir: string, repo: ManifestRepo, file: ManifestFile, observe?: ChunkObserver): Promise<BlobIdentity | undefined> {
   const root = resolve(cacheDir);
   const folder = repoFolderName(repo.type, repo.id);
   await checkRealDirs(root, [folder, 'blobs'], root);
   const blobs = join(root, folder, 'blobs');
   if ((await lstatIfExists(blobs)) === undefined) return undefined;
-  return matchingBlob(join(blobs, file.etag), file);
+  return matchingBlob(join(blobs, file.etag), file, observe);
 }
 
 async function readSmallFile(path: string, max: number): Promise<Buffer> {

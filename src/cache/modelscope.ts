@@ -13,7 +13,7 @@
  * Pickles are protocol 2 with only PROTO, EMPTY_LIST/EMPTY_DICT, MARK, BINUNICODE, SETITEMS/APPENDS and
  * STOP: nothing executes on load and every Python 3 reads them (§3.3).
  */
-import { sha256File } from '../integrity/file-hash.js';
+import { sha256File, type ChunkObserver } from '../integrity/file-hash.js';
 import { copyFile, open, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -255,14 +255,14 @@ function sameIdentity(a: BlobIdentity, b: BlobIdentity): boolean {
 }
 
 /** Is the file already at its place in the cache (a regular file, not a link) with the right content? */
-export async function findExistingModelScopeFile(cacheDir: string, repo: ManifestRepo, file: ManifestFile): Promise<BlobIdentity | undefined> {
+export async function findExistingModelScopeFile(cacheDir: string, repo: ManifestRepo, file: ManifestFile, observe?: ChunkObserver): Promise<BlobIdentity | undefined> {
   const root = resolve(cacheDir);
   const segments = [...modelScopeRepoSegments(repo.type, repo.id), ...file.path.split('/')];
   await checkRealDirs(root, segments.slice(0, -1), root);
   const path = join(root, ...segments);
   const stats = await lstatIfExists(path);
   if (stats === undefined || !stats.isFile() || stats.size !== file.size) return undefined;
-  if ((await sha256File(path)) !== file.sha256) return undefined;
+  if ((await sha256File(path, observe)) !== file.sha256) return undefined;
   const after = await lstatIfExists(path);
   return after !== undefined && after.isFile() && sameIdentity(identityOf(after), identityOf(stats)) ? identityOf(stats) : undefined;
 }

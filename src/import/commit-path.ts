@@ -101,6 +101,39 @@ export class CommitSink implements PayloadSink {
     if (this.#sink === undefined) throw new AirlockError('E_INTERNAL', `payload entry ${entry.file.path} before the manifest`);
     return this.#sink.open(entry);
   }
+
+  /**
+   * pull's warm path: when the target already holds this entry's file intact, it is not fetched — but it
+   * passes the same checks as a streamed entry (import streams every entry out of the bundle, present or
+   * not, through this sink): its bytes are read from the target, once, hashed against the signed SHA-256
+   * and poured through the content analysis and the weight checks; the verdict counts for the content
+   * policy and the evidence record like any other. Resolves false when the file must be fetched (absent,
+   * other bytes); rejects when the file is there but a check refuses it, as import would.
+   */
+  async openExisting(entry: PayloadEntry): Promise<boolean> {
+    const staged = this.staged;
+    if (staged === undefined) throw new AirlockError('E_INTERNAL', `payload entry ${entry.file.path} before the manifest`);
+    const cancel = staged.beginAdopting(entry);
+    let target: PayloadTarget;
+    try {
+      target = await this.open(entry);
+    } catch (error) {
+      cancel();
+      throw error;
+    }
+    try {
+      if (!(await staged.adoptExisting(entry, (chunk) => target.write(chunk)))) {
+        await target.abort();
+        return false;
+      }
+    } catch (error) {
+      await target.abort();
+      throw error;
+    }
+    // only now, with the hash matched: the checks judge what they saw (a refusal fails the pull)
+    await target.finish();
+    return true;
+  }
 }
 
 /**

@@ -7,7 +7,7 @@
  * The target layout decides what "already there" means: the hub cache's `blobs/<etag>` (hf), the file at
  * its place in the modelscope cache (modelscope) or in the local dir (dir).
  */
-import { sha256File } from '../integrity/file-hash.js';
+import { sha256File, type ChunkObserver } from '../integrity/file-hash.js';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AirlockError, fsError } from '../errors.js';
@@ -38,13 +38,15 @@ export interface StagingSinkOptions {
 }
 
 /** `DIR/<path>` already there as a regular file with the right content. */
-async function findExistingPlainFile(localDir: string, file: ManifestFile): Promise<BlobIdentity | undefined> {
+async function findExistingPlainFile(localDir: string, file: ManifestFile, observe?: ChunkObserver): Promise<BlobIdentity | undefined> {
   const segments = file.path.split('/');
   await checkRealDirs(localDir, segments.slice(0, -1), localDir);
   const path = join(localDir, ...segments);
   const stats = await lstatIfExists(path);
   if (stats === undefined || !stats.isFile() || stats.size !== file.size) return undefined;
-  if ((await sha256File(path)) !== file.sha256) return undefined;
+  if ((await sha256File(path, observe)) !== file.sha256) return undefined;
+  const after = await lstatIfExists(path);
+  if (after === undefined || after.dev !== stats.dev || after.ino !== stats.ino || after.size !== stats.size || after.mtimeMs !== stats.mtimeMs) return undefined;
   return { dev: stats.dev, ino: stats.ino, size: stats.size, mtimeMs: stats.mtimeMs };
 }
 
@@ -57,6 +59,8 @@ export class StagingSink implements PayloadSink {
   readonly #sources = new Map<string, BlobSource>();
   /** Staged files are fsynced in the background, many at a time, instead of one blocking fsync each. */
   readonly #fsync = new FsyncBatch();
+  /** Entries `adoptExisting` is reading from the target right now: opening them discards. */
+  readonly #adopting = new Set<string>();
 
   /** Every staged file is on disk (or this throws, naming it). Call before committing. */
   async flush(): Promise<void> {
@@ -185,21 +189,48 @@ export class StagingSink implements PayloadSink {
     }
   }
 
-  async #existing(entry: PayloadEntry): Promise<BlobIdentity | undefined> {
+  async #existing(entry: PayloadEntry, observe?: ChunkObserver): Promise<BlobIdentity | undefined> {
     switch (this.#layout) {
       case 'hf':
-        return findExistingBlob(this.#target, entry.repo, entry.file);
+        return findExistingBlob(this.#target, entry.repo, entry.file, observe);
       case 'modelscope':
-        return findExistingModelScopeFile(this.#target, entry.repo, entry.file);
+        return findExistingModelScopeFile(this.#target, entry.repo, entry.file, observe);
       case 'dir':
-        return findExistingPlainFile(this.#target, entry.file);
+        return findExistingPlainFile(this.#target, entry.file, observe);
+    }
+  }
+
+  /**
+   * pull's warm path (see CommitSink.openExisting): `open(entry)` then `adoptExisting(entry, …)`. Between
+   * the two, this entry opens as discarded: its bytes come from the target itself, not from a stream.
+   */
+  beginAdopting(entry: PayloadEntry): () => void {
+    const key = this.#key(entry);
+    this.#adopting.add(key);
+    return () => this.#adopting.delete(key);
+  }
+
+  /**
+   * Whether the target already holds the entry's file, intact: read once and hashed against the signed
+   * SHA-256 (and unchanged meanwhile), every chunk handed to `observe`. When it does, that file is the
+   * entry's source (nothing staged, nothing rewritten); otherwise nothing is recorded.
+   */
+  async adoptExisting(entry: PayloadEntry, observe: ChunkObserver): Promise<boolean> {
+    const key = this.#key(entry);
+    try {
+      const identity = await this.#existing(entry, observe);
+      if (identity === undefined) return false;
+      this.#sources.set(key, { kind: 'existing', identity });
+      return true;
+    } finally {
+      this.#adopting.delete(key);
     }
   }
 
   async open(entry: PayloadEntry): Promise<PayloadTarget> {
     if (this.#chosen !== undefined && !this.#chosen.has(entry.repo)) return discardSink.open(entry); // verified, not written
     const key = this.#key(entry);
-    if (this.#sources.has(key)) return discardSink.open(entry);
+    if (this.#sources.has(key) || this.#adopting.has(key)) return discardSink.open(entry);
     const identity = await this.#existing(entry);
     if (identity !== undefined) {
       this.#sources.set(key, { kind: 'existing', identity });

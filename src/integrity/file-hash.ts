@@ -3,12 +3,28 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { fsError } from '../errors.js';
 
-export async function sha256File(path: string): Promise<string> {
+/** Sees every chunk of the hash pass, in order (pull's checks of a file already in the target). */
+export type ChunkObserver = (chunk: Buffer) => void | Promise<void>;
+
+export async function sha256File(path: string, observe?: ChunkObserver): Promise<string> {
   const hash = createHash('sha256');
+  const stream = createReadStream(path, { highWaterMark: 1024 * 1024 });
+  const chunks = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   try {
-    for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
-  } catch (error) {
-    throw fsError(error, 'read', path);
+    for (;;) {
+      let next: IteratorResult<Buffer>;
+      try {
+        next = await chunks.next();
+      } catch (error) {
+        throw fsError(error, 'read', path);
+      }
+      if (next.done === true) break;
+      hash.update(next.value);
+      // the observer's own failure (a check that refuses) is its error, not a read error of this file
+      if (observe !== undefined) await observe(next.value);
+    }
+  } finally {
+    stream.destroy();
   }
   return hash.digest('hex');
 }

@@ -3,7 +3,8 @@
  * clients. What it speaks (see docs/oci.md and the spec notes):
  *
  * - auth: anonymous, Basic (`WWW-Authenticate: Basic`), and the Bearer token challenge (`GET realm?
- *   service=…&scope=…` with Basic credentials when we have them; tokens cached per scope until they
+ *   service=…&scope=…` with Basic credentials when we have them, or — with an identity token, docker's
+ *   OAuth2 refresh token — `POST realm` with `grant_type=refresh_token`; tokens cached per scope until they
  *   expire, 60 s when the server does not say). A request answered 401 is sent once more with fresh
  *   credentials; a body is always re-created from its factory, never replayed from a consumed stream.
  * - redirects: GET/HEAD only (blob reads are often sent to object storage); the Authorization header is
@@ -35,6 +36,8 @@ import { MAX_OCI_MANIFEST_BYTES, OCI_MANIFEST_TYPE } from './modelpack.js';
 const TLS_TRUST_CODES = /^(DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|CERT_[A-Z_]+|ERR_TLS_CERT_ALTNAME_INVALID)$/;
 const MAX_ERROR_BODY = 64 * 1024;
 const MAX_REDIRECTS = 10;
+/** The OAuth2 client id sent with a refresh-token grant (distribution requires one; docker sends "docker"). */
+const OAUTH_CLIENT_ID = 'model-airlock';
 
 export interface RegistryClientOptions {
   /** `host[:port]` */
@@ -119,12 +122,15 @@ export class RegistryClient {
   #nodeAgent: HttpAgent | HttpsAgent | undefined;
   #challenge: Challenge | undefined;
   readonly #tokens = new Map<string, { token: string; expires: number }>();
+  /** The identity token, once the token service rotated it. */
+  #refreshToken: string | undefined;
 
   constructor(options: RegistryClientOptions) {
     this.registry = options.registry;
     this.#plainHttp = options.plainHttp === true;
     this.base = `${this.#plainHttp ? 'http' : 'https'}://${options.registry}`;
     this.#credentials = options.credentials;
+    this.#refreshToken = options.credentials?.identityToken;
     const timeout = options.timeoutMs ?? 10 * 60_000;
     let ca: string[] | undefined;
     if (options.caFile !== undefined) {
@@ -185,29 +191,43 @@ export class RegistryClient {
         hint: 'configure the token service on https (or, on a trusted lab network, use --plain-http)',
       });
     }
-    if (challenge.service !== undefined) realm.searchParams.set('service', challenge.service);
-    for (const scope of scopes) realm.searchParams.append('scope', scope);
+    // an identity token (an OAuth2 refresh token) is traded by POST, as docker does; else GET with Basic
+    const refresh = this.#refreshToken;
+    const method = refresh === undefined ? 'GET' : 'POST';
     const headers: Record<string, string> = { 'user-agent': USER_AGENT };
-    if (this.#credentials !== undefined) headers['authorization'] = this.#basic();
+    let form: string | undefined;
+    if (refresh === undefined) {
+      if (challenge.service !== undefined) realm.searchParams.set('service', challenge.service);
+      for (const scope of scopes) realm.searchParams.append('scope', scope);
+      if (this.#credentials !== undefined) headers['authorization'] = this.#basic();
+    } else {
+      const params = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refresh, client_id: OAUTH_CLIENT_ID, scope: scopes.join(' ') });
+      if (challenge.service !== undefined) params.set('service', challenge.service);
+      form = params.toString();
+      headers['content-type'] = 'application/x-www-form-urlencoded';
+    }
     let response: Dispatcher.ResponseData;
     try {
-      response = await request(realm, { method: 'GET', headers, dispatcher: this.#dispatcher });
+      response = await request(realm, { method, headers, ...(form === undefined ? {} : { body: form }), dispatcher: this.#dispatcher });
     } catch (error) {
-      throw this.#networkError(error, 'GET', realm);
+      throw this.#networkError(error, method, realm);
     }
     const body = await readCapped(response.body, MAX_ERROR_BODY).catch(() => Buffer.alloc(0));
-    if (response.statusCode === 401 || response.statusCode === 403) throw this.#authError(displayUrl(realm), response.statusCode);
+    // OAuth2 answers a refused refresh token with 400 invalid_grant
+    if (response.statusCode === 401 || response.statusCode === 403 || (refresh !== undefined && response.statusCode === 400)) throw this.#authError(displayUrl(realm), response.statusCode);
     if (response.statusCode !== 200) {
-      throw markTransient(new AirlockError('E_HTTP', `GET ${displayUrl(realm)} (token): HTTP ${response.statusCode}`, { subject: displayUrl(realm) }), { status: response.statusCode });
+      throw markTransient(new AirlockError('E_HTTP', `${method} ${displayUrl(realm)} (token): HTTP ${response.statusCode}`, { subject: displayUrl(realm) }), { status: response.statusCode });
     }
-    let parsed: { token?: unknown; access_token?: unknown; expires_in?: unknown };
+    let parsed: { token?: unknown; access_token?: unknown; expires_in?: unknown; refresh_token?: unknown };
     try {
       parsed = JSON.parse(body.toString('utf8')) as typeof parsed;
     } catch {
-      throw new AirlockError('E_HUB_PROTOCOL', `GET ${displayUrl(realm)}: the token service answered no JSON`, { subject: displayUrl(realm) });
+      throw new AirlockError('E_HUB_PROTOCOL', `${method} ${displayUrl(realm)}: the token service answered no JSON`, { subject: displayUrl(realm) });
     }
     const token = typeof parsed.token === 'string' ? parsed.token : typeof parsed.access_token === 'string' ? parsed.access_token : undefined;
-    if (token === undefined || token === '') throw new AirlockError('E_HUB_PROTOCOL', `GET ${displayUrl(realm)}: the token service answered no token`, { subject: displayUrl(realm) });
+    if (token === undefined || token === '') throw new AirlockError('E_HUB_PROTOCOL', `${method} ${displayUrl(realm)}: the token service answered no token`, { subject: displayUrl(realm) });
+    // a rotated refresh token replaces the old one for the rest of this run (it is never written back)
+    if (refresh !== undefined && typeof parsed.refresh_token === 'string' && parsed.refresh_token !== '') this.#refreshToken = parsed.refresh_token;
     const seconds = typeof parsed.expires_in === 'number' && parsed.expires_in > 0 ? parsed.expires_in : 60;
     // refreshed a little early: a long push asks again between blobs instead of failing half-way
     this.#tokens.set(key, { token, expires: Date.now() + Math.max(1, seconds - 10) * 1000 });
@@ -226,14 +246,24 @@ export class RegistryClient {
       hint:
         this.#credentials === undefined
           ? `log in: put credentials for ${this.registry} in ~/.docker/config.json (docker/podman login) or $REGISTRY_AUTH_FILE, or pass --registry-user NAME --registry-password-stdin`
-          : `check the user name and password for ${this.registry} (and that this user may push/pull that repository)`,
+          : this.#credentials.identityToken !== undefined
+            ? `the identity token for ${this.registry} was refused (expired or revoked?): log in again (docker login, or the credential helper's own login)`
+            : `check the user name and password for ${this.registry} (and that this user may push/pull that repository)`,
     });
   }
 
   async #authorization(scopes: string[], fresh: boolean): Promise<string | undefined> {
     const challenge = this.#challenge;
     if (challenge === undefined) return undefined;
-    if (challenge.kind === 'basic') return this.#credentials === undefined ? undefined : this.#basic();
+    if (challenge.kind === 'basic') {
+      if (this.#credentials?.identityToken !== undefined) {
+        throw new AirlockError('E_AUTH', `${this.base} asks for a password (Basic auth), but the credentials from ${this.#credentials.source} are an identity token`, {
+          subject: this.base,
+          hint: 'an identity token works only with a registry that uses token auth (WWW-Authenticate: Bearer); log in with a user name and password (docker login / podman login), or pass --registry-user NAME --registry-password-stdin',
+        });
+      }
+      return this.#credentials === undefined ? undefined : this.#basic();
+    }
     const token = await this.#token(scopes, fresh);
     return token === undefined ? undefined : `Bearer ${token}`;
   }

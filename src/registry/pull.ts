@@ -18,7 +18,7 @@ import { createHash } from 'node:crypto';
 import { AirlockError, fsError } from '../errors.js';
 import { MANIFEST_NAME, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, MAX_SUMS_BYTES, SIGNATURE_NAME, SUMS_NAME, payloadEntryName } from '../bundle/format.js';
 import { parseManifest, payloadEntries, type Manifest, type ManifestRepo, type PayloadEntry } from '../bundle/manifest.js';
-import { checkManifestLine, checkSumsAgainstManifest, discardSink, type PayloadSink } from '../bundle/reader.js';
+import { checkManifestLine, checkSumsAgainstManifest, type PayloadSink } from '../bundle/reader.js';
 import { parseSha256Sums } from '../integrity/sha256sums.js';
 import { verifyDetachedSignature, type TrustPolicy, type VerifiedSigner } from '../signing/verify.js';
 import { withRetries, markTransient, type RetryPolicy } from '../hub/retry.js';
@@ -275,17 +275,14 @@ export async function pullArtifact(options: PullOptions): Promise<PullResult> {
       },
       async (sink) => {
         await sink.begin(checked.manifest);
-        const staged = sink.staged!;
-        const discard = await discardSink.open(checked.layers[0]?.entry as PayloadEntry);
         const { progress } = options;
         progress?.planned(checked.layers.reduce((n, l) => n + l.entry.file.size, 0), checked.layers.length);
         await inParallelBySize(checked.layers, (item) => item.entry.file.size, laneLimits(options.concurrency), async (item) => {
           signal.throwIfAborted();
-          // already in the target, complete and with the signed sha256 (re-hashed by the staging sink)?
-          // then nothing is downloaded: a re-pull on a warm node costs a hash pass, not a transfer
-          const probe = await staged.open(item.entry);
-          if (probe === discard) {
-            await probe.finish();
+          // already in the target, complete and with the signed sha256? then nothing is downloaded: a
+          // re-pull on a warm node costs one read of each file, which is hashed and judged by the same
+          // content analysis and weight checks as a downloaded one (as import judges every entry)
+          if (await sink.openExisting(item.entry)) {
             filesPresent += 1;
             progress?.start(item.entry.file.path, item.entry.file.size);
             progress?.bytes(item.entry.file.size, item.entry.file.path);
@@ -293,7 +290,6 @@ export async function pullArtifact(options: PullOptions): Promise<PullResult> {
             options.onLayer?.({ path: item.entry.file.path, size: item.entry.file.size, done: true });
             return;
           }
-          await probe.abort();
           progress?.start(item.entry.file.path, item.entry.file.size);
           await downloadLayer(options.client, options.reference.repository, item, sink, options.retry, (n) => {
             bytesDownloaded += n;

@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createPrivateKey, createSign, randomUUID } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer as createNetServer } from 'node:net';
-import { createServer, get as httpGet, type Server } from 'node:http';
+import { createServer, get as httpGet, type Server, type ServerResponse } from 'node:http';
 import { get as httpsGet } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -20,7 +20,7 @@ import { run } from './cli.ts';
 export type RegistryAuth =
   | { kind: 'none' }
   | { kind: 'basic'; user: string; password: string }
-  | { kind: 'token'; user: string; password: string };
+  | { kind: 'token'; user: string; password: string; /** also accepted: this OAuth2 refresh token (an identity token), POSTed */ refreshToken?: string };
 
 export interface TestRegistry {
   /** `127.0.0.1:PORT` */
@@ -90,7 +90,7 @@ export async function startRegistry(auth: RegistryAuth = { kind: 'none' }, optio
     await writeFile(htpasswd, made.stdout);
     authYaml = `auth:\n  htpasswd:\n    realm: airlock-test\n    path: ${htpasswd}\n`;
   } else if (auth.kind === 'token') {
-    token = await startTokenServer(dir, auth.user, auth.password);
+    token = await startTokenServer(dir, auth.user, auth.password, auth.refreshToken);
     authYaml = `auth:\n  token:\n    realm: ${token.realm}\n    service: ${token.service}\n    issuer: ${token.issuer}\n    rootcertbundle: ${token.certPath}\n`;
   }
   const config = join(dir, 'config.yml');
@@ -145,6 +145,8 @@ export interface TokenServer {
   certPath: string;
   /** Every scope a token was asked for, in order. */
   scopes: string[];
+  /** How each token was asked for: `password` (GET with Basic) or `refresh_token` (POST, OAuth2). */
+  grants: string[];
   close(): Promise<void>;
 }
 
@@ -152,7 +154,7 @@ function b64url(data: Buffer | string): string {
   return Buffer.from(data).toString('base64url');
 }
 
-async function startTokenServer(dir: string, user: string, password: string): Promise<TokenServer> {
+async function startTokenServer(dir: string, user: string, password: string, refreshToken?: string): Promise<TokenServer> {
   const keyPath = join(dir, 'token.key');
   const certPath = join(dir, 'token.crt');
   const made = await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', keyPath, '-out', certPath, '-days', '2', '-subj', '/CN=airlock-test-token']);
@@ -165,15 +167,9 @@ async function startTokenServer(dir: string, user: string, password: string): Pr
   const service = 'airlock-test-registry';
   const issuer = 'airlock-test-issuer';
   const scopes: string[] = [];
-  const server: Server = createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://x');
-    const header = req.headers.authorization ?? '';
-    const expected = `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
-    if (header !== expected) {
-      res.writeHead(401, { 'content-type': 'application/json' }).end('{"details":"bad credentials"}');
-      return;
-    }
-    const access = url.searchParams.getAll('scope').map((scope) => {
+  const grants: string[] = [];
+  const issue = (res: ServerResponse, asked: string[]): void => {
+    const access = asked.map((scope) => {
       scopes.push(scope);
       const [type, name, actions] = [scope.split(':')[0]!, scope.split(':').slice(1, -1).join(':'), scope.split(':').at(-1)!];
       return { type, name, actions: actions.split(',') };
@@ -186,6 +182,32 @@ async function startTokenServer(dir: string, user: string, password: string): Pr
     const signature = b64url(signer.sign({ key, dsaEncoding: 'ieee-p1363' }));
     const token = `${head}.${claims}.${signature}`;
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token, access_token: token, expires_in: 300 }));
+  };
+  const server: Server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (req.method === 'POST') {
+      // the OAuth2 refresh-token grant (distribution's token spec, what docker sends with an identity token)
+      let body = '';
+      req.setEncoding('utf8').on('data', (d: string) => (body += d));
+      req.on('end', () => {
+        const form = new URLSearchParams(body);
+        if (refreshToken === undefined || form.get('grant_type') !== 'refresh_token' || form.get('refresh_token') !== refreshToken || !form.get('client_id') || form.get('service') !== service) {
+          res.writeHead(400, { 'content-type': 'application/json' }).end('{"error":"invalid_grant"}');
+          return;
+        }
+        grants.push('refresh_token');
+        issue(res, (form.get('scope') ?? '').split(' ').filter((x) => x !== ''));
+      });
+      return;
+    }
+    const header = req.headers.authorization ?? '';
+    const expected = `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+    if (header !== expected) {
+      res.writeHead(401, { 'content-type': 'application/json' }).end('{"details":"bad credentials"}');
+      return;
+    }
+    grants.push('password');
+    issue(res, url.searchParams.getAll('scope'));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
@@ -195,6 +217,7 @@ async function startTokenServer(dir: string, user: string, password: string): Pr
     issuer,
     certPath,
     scopes,
+    grants,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
