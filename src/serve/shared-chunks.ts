@@ -1,0 +1,208 @@
+/**
+ * One SHA-256 pass shared by the concurrent readers of a file (per process), without weakening "every
+ * byte sent was hashed into the digest that was checked".
+ *
+ * A file is walked in aligned chunks (chunk k = bytes [k·CHUNK, (k+1)·CHUNK)). Each chunk read becomes an
+ * entry `{ id, index, parentId, buffer, state }` where `state` is the running SHA-256 after that chunk,
+ * computed as `parent.state.copy()` updated with exactly `buffer`, and `parentId` names the entry of
+ * chunk k−1 it continues (0 = start of file). Entries of recent chunks are published in a table keyed by
+ * the file's identity (device, inode, size, times) and chunk index, at most one per slot.
+ *
+ * A reader holding `prev` (its entry of chunk k−1) ADOPTS the table's entry k only when that entry's
+ * parent is `prev` itself (same id, not merely the same index): then the buffers it has sent and will
+ * send are the very buffers that entry's state hashed, in order. Otherwise it reads chunk k itself, hashes
+ * it from `prev.state.copy()`, and publishes its entry only if slot k is free — a fork, correct but not
+ * shared. The reader that sends a file's last byte compares the digest of its last entry's state with the
+ * file's name before that byte leaves. So one chain hashed once serves every reader that stayed on it.
+ *
+ * Entries are published as soon as their read starts (`ready` settles once read and hashed): readers
+ * arriving in lockstep wait for the one read instead of each reading and forking. Parents are named by
+ * id, not held, so a chain's old buffers are not kept alive by its tail.
+ *
+ * Buffers come from a reuse pool (fresh 1 MiB buffers cost page faults and mark-compacts) and go back
+ * only when no one can touch them again: the table, each reader that took the entry and each socket
+ * write holding it count as references; one whose socket write failed is left to the GC.
+ */
+import { createHash, type Hash } from 'node:crypto';
+
+export const CHUNK = 1024 * 1024;
+
+/** Reused CHUNK-sized buffers. */
+export class BufferPool {
+  readonly #free: Buffer[] = [];
+  constructor(readonly max = 32) {}
+  take(): Buffer {
+    return this.#free.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
+  }
+  give(buffer: Buffer): void {
+    if (this.#free.length < this.max) this.#free.push(buffer);
+  }
+  get idle(): number {
+    return this.#free.length;
+  }
+}
+
+/** The file ended before `at`: it shrank under us. */
+export class ShortRead extends Error {
+  constructor(readonly at: number) {
+    super(`short file (ended at byte ${at})`);
+  }
+}
+
+let nextId = 1;
+
+export class ChunkEntry {
+  readonly id = nextId++;
+  /** The chunk's bytes (its full length); undefined once returned to the pool. */
+  buffer: Buffer | undefined;
+  /** Running SHA-256 after this chunk; set when `ready` resolves, never updated afterwards. */
+  state: Hash | undefined;
+  readonly ready: Promise<void>;
+  refs = 1;
+  #hex: string | undefined;
+
+  constructor(
+    readonly index: number,
+    readonly parentId: number,
+    readonly backing: Buffer,
+    length: number,
+    readonly pool: BufferPool,
+    fill: (entry: ChunkEntry) => Promise<void>,
+  ) {
+    this.buffer = length === backing.length ? backing : backing.subarray(0, length);
+    this.ready = fill(this);
+    // a published entry may be awaited by no one; its failure is seen by those who do await it
+    this.ready.catch(() => undefined);
+  }
+
+  /** The SHA-256 of everything up to and including this chunk (memoised). */
+  hex(): string {
+    if (this.#hex === undefined) this.#hex = this.state!.copy().digest('hex');
+    return this.#hex;
+  }
+
+  release(): void {
+    if (--this.refs === 0 && this.buffer !== undefined) {
+      this.buffer = undefined;
+      this.pool.give(this.backing);
+    }
+  }
+}
+
+export interface ChainStats {
+  /** Chunks read from disk and hashed. */
+  read: number;
+  /** Chunks taken from the table instead. */
+  adopted: number;
+}
+
+interface FileTable {
+  readers: number;
+  slots: Map<number, ChunkEntry>;
+}
+
+export class ChunkChains {
+  readonly #files = new Map<string, FileTable>();
+  /** Every published entry, oldest first (for the global cap). */
+  readonly #order = new Map<ChunkEntry, string>();
+  readonly #window: number;
+  readonly #maxEntries: number;
+  readonly pool: BufferPool;
+  readonly stats: ChainStats = { read: 0, adopted: 0 };
+
+  constructor(options: { window?: number; maxEntries?: number; pool?: BufferPool } = {}) {
+    this.#window = options.window ?? 16;
+    this.#maxEntries = options.maxEntries ?? 48;
+    this.pool = options.pool ?? new BufferPool();
+  }
+
+  /** Entries currently published (all files). */
+  get published(): number {
+    return this.#order.size;
+  }
+
+  /**
+   * A reader of the file `key` (its identity). `close()` it when done: the file's entries are dropped
+   * when its last reader leaves.
+   */
+  reader(key: string): ChainReader {
+    let table = this.#files.get(key);
+    if (table === undefined) {
+      table = { readers: 0, slots: new Map() };
+      this.#files.set(key, table);
+    }
+    table.readers++;
+    return new ChainReader(this, key, table);
+  }
+
+  /** @internal */
+  take(table: FileTable, key: string, prev: ChunkEntry | undefined, index: number, length: number, read: (into: Buffer) => Promise<number>): ChunkEntry {
+    const slot = table.slots.get(index);
+    if (slot !== undefined && slot.buffer !== undefined && slot.parentId === (prev?.id ?? 0) && slot.buffer.length === length) {
+      slot.refs++;
+      this.stats.adopted++;
+      return slot;
+    }
+    this.stats.read++;
+    const parent = prev;
+    const entry = new ChunkEntry(index, parent?.id ?? 0, this.pool.take(), length, this.pool, async (self) => {
+      const [got] = await Promise.all([read(self.buffer!), parent?.ready]);
+      if (got < length) throw new ShortRead(index * CHUNK + got);
+      const state = parent === undefined ? createHash('sha256') : parent.state!.copy();
+      state.update(self.buffer!);
+      self.state = state;
+    });
+    if (slot === undefined) this.#publish(table, key, entry);
+    return entry;
+  }
+
+  #publish(table: FileTable, key: string, entry: ChunkEntry): void {
+    entry.refs++;
+    table.slots.set(entry.index, entry);
+    this.#order.set(entry, key);
+    entry.ready.catch(() => this.#unpublish(entry));
+    // per file: the oldest published go first (a lagging reader's fork keeps a share of the window)
+    if (table.slots.size > this.#window) this.#unpublish(table.slots.values().next().value!);
+    if (this.#order.size > this.#maxEntries) this.#unpublish(this.#order.keys().next().value!);
+  }
+
+  #unpublish(entry: ChunkEntry): void {
+    const key = this.#order.get(entry);
+    if (key === undefined) return;
+    this.#order.delete(entry);
+    const table = this.#files.get(key);
+    if (table?.slots.get(entry.index) === entry) table.slots.delete(entry.index);
+    entry.release();
+  }
+
+  /** @internal */
+  leave(key: string, table: FileTable): void {
+    if (--table.readers > 0) return;
+    for (const entry of [...table.slots.values()]) this.#unpublish(entry);
+    if (this.#files.get(key) === table) this.#files.delete(key);
+  }
+}
+
+export class ChainReader {
+  #closed = false;
+  constructor(
+    readonly chains: ChunkChains,
+    readonly key: string,
+    readonly table: FileTable,
+  ) {}
+
+  /**
+   * The entry of chunk `index` continuing `prev` (undefined: chunk 0), adopted or read with `read`
+   * (which fills `into` from the chunk's first byte and returns how many bytes it got). The caller holds
+   * one reference: `release()` it, or hand it to a socket write that releases it when flushed.
+   */
+  take(prev: ChunkEntry | undefined, index: number, length: number, read: (into: Buffer) => Promise<number>): ChunkEntry {
+    return this.chains.take(this.table, this.key, prev, index, length, read);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.chains.leave(this.key, this.table);
+  }
+}
