@@ -58,6 +58,8 @@ export class ChunkEntry {
   /** Running SHA-256 after this chunk; set when `ready` resolves, never updated afterwards. */
   state: Hash | undefined;
   readonly ready: Promise<void>;
+  /** The entry this one continues, kept only while this one is published (for rejoining, below). */
+  parent: ChunkEntry | undefined;
   refs = 1;
   #hex: string | undefined;
 
@@ -94,10 +96,13 @@ export interface ChainStats {
   read: number;
   /** Chunks taken from the table instead. */
   adopted: number;
+  /** Of those, taken by a reader on another chain whose prefix digest was equal (rejoined). */
+  rejoined: number;
 }
 
 interface FileTable {
-  readers: number;
+  /** Each reader's next chunk index. */
+  positions: Map<ChainReader, number>;
   slots: Map<number, ChunkEntry>;
 }
 
@@ -108,11 +113,11 @@ export class ChunkChains {
   readonly #window: number;
   readonly #maxEntries: number;
   readonly pool: BufferPool;
-  readonly stats: ChainStats = { read: 0, adopted: 0 };
+  readonly stats: ChainStats = { read: 0, adopted: 0, rejoined: 0 };
 
   constructor(options: { window?: number; maxEntries?: number; pool?: BufferPool } = {}) {
-    this.#window = options.window ?? 16;
-    this.#maxEntries = options.maxEntries ?? 48;
+    this.#window = options.window ?? 32;
+    this.#maxEntries = options.maxEntries ?? 64;
     this.pool = options.pool ?? new BufferPool();
   }
 
@@ -128,20 +133,41 @@ export class ChunkChains {
   reader(key: string): ChainReader {
     let table = this.#files.get(key);
     if (table === undefined) {
-      table = { readers: 0, slots: new Map() };
+      table = { positions: new Map(), slots: new Map() };
       this.#files.set(key, table);
     }
-    table.readers++;
-    return new ChainReader(this, key, table);
+    const reader = new ChainReader(this, key, table);
+    table.positions.set(reader, 0);
+    return reader;
   }
 
   /** @internal */
-  take(table: FileTable, key: string, prev: ChunkEntry | undefined, index: number, length: number, read: (into: Buffer) => Promise<number>): ChunkEntry {
+  async take(table: FileTable, key: string, reader: ChainReader, prev: ChunkEntry | undefined, index: number, length: number, read: (into: Buffer) => Promise<number>): Promise<ChunkEntry> {
+    table.positions.set(reader, index + 1);
     const slot = table.slots.get(index);
-    if (slot !== undefined && slot.buffer !== undefined && slot.parentId === (prev?.id ?? 0) && slot.buffer.length === length) {
-      slot.refs++;
-      this.stats.adopted++;
-      return slot;
+    if (slot !== undefined && slot.buffer !== undefined && slot.buffer.length === length) {
+      if (slot.parentId === (prev?.id ?? 0)) {
+        slot.refs++;
+        this.stats.adopted++;
+        return slot;
+      }
+      // Rejoin: the slot continues another chain. If that chain's state before this chunk has the
+      // same SHA-256 as ours, it hashed the same bytes we sent (collision resistance, the very property
+      // the file's name relies on), so its state after this chunk covers exactly what we will have sent.
+      const theirs = slot.parent;
+      if (prev !== undefined && theirs !== undefined && theirs.index === prev.index) {
+        slot.refs++;
+        const same = await Promise.all([theirs.ready, prev.ready]).then(
+          () => theirs.hex() === prev.hex(),
+          () => false,
+        );
+        if (same) {
+          this.stats.adopted++;
+          this.stats.rejoined++;
+          return slot;
+        }
+        slot.release();
+      }
     }
     this.stats.read++;
     const parent = prev;
@@ -152,8 +178,30 @@ export class ChunkChains {
       state.update(self.buffer!);
       self.state = state;
     });
-    if (slot === undefined) this.#publish(table, key, entry);
+    if (!table.slots.has(index) && this.#files.get(key) === table) {
+      entry.parent = parent;
+      this.#publish(table, key, entry);
+    }
     return entry;
+  }
+
+  /**
+   * The entry to drop from a full file table: first one no reader still needs (every reader is past
+   * it), else the one whose next use is farthest: the largest distance to the nearest reader behind it
+   * (a lagging reader's own entries are useless to readers ahead; the chunks just ahead of it are not).
+   */
+  #victim(table: FileTable): ChunkEntry {
+    let victim: ChunkEntry | undefined;
+    let worst = -1;
+    for (const entry of table.slots.values()) {
+      let distance = Number.MAX_SAFE_INTEGER;
+      for (const position of table.positions.values()) if (position <= entry.index) distance = Math.min(distance, entry.index - position);
+      if (distance > worst) {
+        worst = distance;
+        victim = entry;
+      }
+    }
+    return victim!;
   }
 
   #publish(table: FileTable, key: string, entry: ChunkEntry): void {
@@ -161,8 +209,7 @@ export class ChunkChains {
     table.slots.set(entry.index, entry);
     this.#order.set(entry, key);
     entry.ready.catch(() => this.#unpublish(entry));
-    // per file: the oldest published go first (a lagging reader's fork keeps a share of the window)
-    if (table.slots.size > this.#window) this.#unpublish(table.slots.values().next().value!);
+    if (table.slots.size > this.#window) this.#unpublish(this.#victim(table));
     if (this.#order.size > this.#maxEntries) this.#unpublish(this.#order.keys().next().value!);
   }
 
@@ -172,12 +219,14 @@ export class ChunkChains {
     this.#order.delete(entry);
     const table = this.#files.get(key);
     if (table?.slots.get(entry.index) === entry) table.slots.delete(entry.index);
+    entry.parent = undefined;
     entry.release();
   }
 
   /** @internal */
-  leave(key: string, table: FileTable): void {
-    if (--table.readers > 0) return;
+  leave(key: string, table: FileTable, reader: ChainReader): void {
+    table.positions.delete(reader);
+    if (table.positions.size > 0) return;
     for (const entry of [...table.slots.values()]) this.#unpublish(entry);
     if (this.#files.get(key) === table) this.#files.delete(key);
   }
@@ -196,13 +245,13 @@ export class ChainReader {
    * (which fills `into` from the chunk's first byte and returns how many bytes it got). The caller holds
    * one reference: `release()` it, or hand it to a socket write that releases it when flushed.
    */
-  take(prev: ChunkEntry | undefined, index: number, length: number, read: (into: Buffer) => Promise<number>): ChunkEntry {
-    return this.chains.take(this.table, this.key, prev, index, length, read);
+  take(prev: ChunkEntry | undefined, index: number, length: number, read: (into: Buffer) => Promise<number>): Promise<ChunkEntry> {
+    return this.chains.take(this.table, this.key, this, prev, index, length, read);
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.chains.leave(this.key, this.table);
+    this.chains.leave(this.key, this.table, this);
   }
 }

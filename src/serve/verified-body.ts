@@ -25,7 +25,7 @@ const chains = new ChunkChains();
 const pool = chains.pool;
 
 /** For tests and the bench: how many chunks were read and hashed vs taken from another response. */
-export function chainStats(): { read: number; adopted: number } {
+export function chainStats(): { read: number; adopted: number; rejoined: number } {
   return { ...chains.stats };
 }
 
@@ -196,31 +196,38 @@ async function sendShared(res: ServerResponse, handle: FileHandle, size: number,
     );
     return p;
   };
-  let cur: ChunkEntry | undefined = reader.take(undefined, 0, lengthOf(0), readAt(0));
-  let next: ChunkEntry | undefined;
+  let cur: Promise<ChunkEntry> | undefined = reader.take(undefined, 0, lengthOf(0), readAt(0));
+  let next: Promise<ChunkEntry> | undefined;
   let sent = 0;
   try {
     for (let k = 0; k <= last; k++) {
-      const entry: ChunkEntry = cur!;
+      const entry: ChunkEntry = await cur!;
+      cur = undefined;
+      // taken while this chunk is awaited and written: its read (or its wait for a chain) overlaps ours
       if (k < last) next = reader.take(entry, k + 1, lengthOf(k + 1), readAt(k + 1));
       try {
         await entry.ready;
       } catch (error) {
+        entry.release();
         if (!(error instanceof ShortRead)) throw error;
         res.destroy();
         return { kind: 'mismatch', bytes: sent, actual: `short file (${error.at} of ${size} bytes)` };
       }
-      if (res.destroyed) return { kind: 'aborted', bytes: sent };
+      if (res.destroyed) {
+        entry.release();
+        return { kind: 'aborted', bytes: sent };
+      }
       if (k === last) {
         const actual = entry.hex();
         if (actual !== expectedHex) {
+          entry.release();
           res.destroy();
           return { kind: 'mismatch', bytes: sent, actual };
         }
       }
-      const chunkStart = k * CHUNK;
       cur = next;
       next = undefined;
+      const chunkStart = k * CHUNK;
       if (chunkStart + entry.buffer!.length <= start) {
         entry.release(); // walked, hashed, not sent
         continue;
@@ -236,8 +243,7 @@ async function sendShared(res: ServerResponse, handle: FileHandle, size: number,
     }
     return { kind: 'sent', bytes: sent };
   } finally {
-    cur?.release();
-    next?.release();
+    for (const pending of [cur, next]) if (pending) await pending.then((e) => e.release(), () => undefined);
     await Promise.allSettled([...reads]);
     reader.close();
   }

@@ -33,7 +33,7 @@ async function walk(reader: ChainReader, file: ReturnType<typeof fakeFile>): Pro
   const entries: ChunkEntry[] = [];
   let prev: ChunkEntry | undefined;
   for (let k = 0; k < file.chunks.length; k++) {
-    prev = reader.take(prev, k, LEN, file.read(k));
+    prev = await reader.take(prev, k, LEN, file.read(k));
     await prev.ready;
     entries.push(prev);
   }
@@ -46,45 +46,46 @@ test('readers in lockstep share one read and one hash per chunk, and all see the
   const readers = [chains.reader('f'), chains.reader('f'), chains.reader('f')];
   const prev: Array<ChunkEntry | undefined> = [undefined, undefined, undefined];
   for (let k = 0; k < 10; k++) {
-    for (let r = 0; r < 3; r++) prev[r] = readers[r]!.take(prev[r], k, LEN, file.read(k));
+    for (let r = 0; r < 3; r++) prev[r] = await readers[r]!.take(prev[r], k, LEN, file.read(k));
     assert.ok(prev[1] === prev[0] && prev[2] === prev[0], `chunk ${k} is one entry for all`);
     await prev[0]!.ready;
   }
   assert.equal(file.reads, 10);
-  assert.deepEqual(chains.stats, { read: 10, adopted: 20 });
+  assert.deepEqual(chains.stats, { read: 10, adopted: 20, rejoined: 0 });
   assert.equal(prev[0]!.hex(), sha(...file.chunks));
 });
 
-test('a reader adopts only an entry whose parent is the entry it holds; a fork hashes its own bytes', async () => {
+test('a reader adopts only an entry continuing its own entry, or another chain whose prefix digest equals its own', async () => {
   const chains = new ChunkChains({ window: 2 });
   const file = fakeFile(3);
   const a = chains.reader('f');
-  const b = chains.reader('f');
-  const c = chains.reader('f');
-  const a0 = a.take(undefined, 0, LEN, file.read(0));
-  const b0 = b.take(undefined, 0, LEN, file.read(0));
-  assert.equal(b0, a0, 'B joins A at chunk 0');
-  const a1 = a.take(a0, 1, LEN, file.read(1));
-  const a2 = a.take(a1, 2, LEN, file.read(2)); // window 2: chunk 0 leaves the table
+  const a0 = await a.take(undefined, 0, LEN, file.read(0));
+  const a1 = await a.take(a0, 1, LEN, file.read(1));
+  const a2 = await a.take(a1, 2, LEN, file.read(2)); // window 2: chunk 0 leaves the table
   await a2.ready;
+  const original0 = Buffer.from(file.chunks[0]!);
   // the file changes under the same identity (what a flipped bit on disk does)
   file.chunks[0]!.fill(0xee);
-  const c0 = c.take(undefined, 0, LEN, file.read(0)); // slot 0 empty: C reads and publishes its own chunk 0
+  const c = chains.reader('f');
+  const c0 = await c.take(undefined, 0, LEN, file.read(0)); // slot 0 empty: C reads its own chunk 0
   assert.notEqual(c0, a0);
-  const b1 = b.take(b0, 1, LEN, file.read(1)); // slot 1 evicted by C's entry: B reads chunk 1 on A's chain
-  await b1.ready;
-  // slot 1 now holds B's entry, whose parent is A's chunk 0; C holds its own chunk 0: no adoption
-  const c1 = c.take(c0, 1, LEN, file.read(1));
-  assert.notEqual(c1, b1, 'C must not continue a chain whose first chunk it never sent');
-  const c2 = c.take(c1, 2, LEN, file.read(2));
-  await c2.ready;
+  const c1 = await c.take(c0, 1, LEN, file.read(1));
+  assert.notEqual(c1, a1, "A's chunk 1 continues bytes C never sent");
+  const c2 = await c.take(c1, 2, LEN, file.read(2));
   assert.notEqual(c2, a2);
+  await c2.ready;
   assert.equal(c2.hex(), sha(Buffer.alloc(LEN, 0xee), file.chunks[1]!, file.chunks[2]!), 'C checks the bytes C sent');
-  assert.equal(a2.hex(), sha(Buffer.alloc(LEN, 1), file.chunks[1]!, file.chunks[2]!), 'A checks the bytes A sent');
-  const b2 = b.take(b1, 2, LEN, file.read(2));
-  assert.notEqual(b2, a2, "A's chunk 2 continues A's chunk 1, not B's");
-  await b2.ready;
-  assert.equal(b2.hex(), a2.hex(), 'B forked from A after the same first chunk: same bytes, same digest');
+  assert.equal(a2.hex(), sha(original0, file.chunks[1]!, file.chunks[2]!), 'A checks the bytes A sent');
+  assert.equal(chains.stats.rejoined, 0);
+  // back to the original bytes: a new reader reads chunk 0 itself, then rejoins A's chain
+  original0.copy(file.chunks[0]!);
+  const d = chains.reader('f');
+  const d0 = await d.take(undefined, 0, LEN, file.read(0));
+  assert.notEqual(d0, a0);
+  const d1 = await d.take(d0, 1, LEN, file.read(1));
+  assert.equal(d1, a1, 'same prefix digest: D continues on A’s chain');
+  assert.equal(chains.stats.rejoined, 1);
+  assert.equal(await d.take(d1, 2, LEN, file.read(2)), a2);
 });
 
 test('a reader far behind the window reads for itself and still gets every byte, in order', async () => {
@@ -92,11 +93,11 @@ test('a reader far behind the window reads for itself and still gets every byte,
   const file = fakeFile(12);
   const fast = chains.reader('f');
   const slow = chains.reader('f');
-  let slowPrev = slow.take(undefined, 0, LEN, file.read(0));
+  let slowPrev = await slow.take(undefined, 0, LEN, file.read(0));
   await slowPrev.ready;
   const fastWalk = await walk(fast, file);
   for (let k = 1; k < 12; k++) {
-    slowPrev = slow.take(slowPrev, k, LEN, file.read(k));
+    slowPrev = await slow.take(slowPrev, k, LEN, file.read(k));
     await slowPrev.ready;
   }
   assert.equal(slowPrev.hex(), sha(...file.chunks));
@@ -134,13 +135,13 @@ test('a short read fails every reader of that chunk and leaves the table', async
     into.fill(7, 0, 3);
     return 3;
   };
-  const ea = a.take(undefined, 0, LEN, short);
-  const eb = b.take(undefined, 0, LEN, short);
+  const ea = await a.take(undefined, 0, LEN, short);
+  const eb = await b.take(undefined, 0, LEN, short);
   assert.equal(eb, ea);
   await assert.rejects(ea.ready, ShortRead);
   assert.equal(chains.published, 0);
   const file = fakeFile(1);
-  const again = a.take(undefined, 0, LEN, file.read(0));
+  const again = await a.take(undefined, 0, LEN, file.read(0));
   await again.ready;
   assert.equal(again.hex(), sha(file.chunks[0]!));
 });
