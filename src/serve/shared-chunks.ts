@@ -23,16 +23,20 @@
  * only when no one can touch them again: the table, each reader that took the entry and each socket
  * write holding it count as references; one whose socket write failed is left to the GC.
  */
-import { createHash, type Hash } from 'node:crypto';
+import { InlineHasher, type ChainHasher, type ChunkSource } from './chain-hasher.js';
 
 export const CHUNK = 1024 * 1024;
 
 /** Reused CHUNK-sized buffers. */
 export class BufferPool {
   readonly #free: Buffer[] = [];
-  constructor(readonly max = 32) {}
+  /** @param shared SharedArrayBuffer-backed buffers (for a hashing thread) */
+  constructor(
+    readonly max = 48,
+    readonly shared = false,
+  ) {}
   take(): Buffer {
-    return this.#free.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
+    return this.#free.pop() ?? (this.shared ? Buffer.from(new SharedArrayBuffer(CHUNK)) : Buffer.allocUnsafeSlow(CHUNK));
   }
   give(buffer: Buffer): void {
     if (this.#free.length < this.max) this.#free.push(buffer);
@@ -55,8 +59,6 @@ export class ChunkEntry {
   readonly id = nextId++;
   /** The chunk's bytes (its full length); undefined once returned to the pool. */
   buffer: Buffer | undefined;
-  /** Running SHA-256 after this chunk; set when `ready` resolves, never updated afterwards. */
-  state: Hash | undefined;
   readonly ready: Promise<void>;
   /** The entry this one continues, kept only while this one is published (for rejoining, below). */
   parent: ChunkEntry | undefined;
@@ -72,15 +74,21 @@ export class ChunkEntry {
     fill: (entry: ChunkEntry) => Promise<void>,
   ) {
     this.buffer = length === backing.length ? backing : backing.subarray(0, length);
-    this.ready = fill(this);
+    // the read and the hash hold the buffer too (a hashing thread may still be reading it)
+    this.refs++;
+    this.ready = fill(this).finally(() => this.release());
     // a published entry may be awaited by no one; its failure is seen by those who do await it
     this.ready.catch(() => undefined);
   }
 
-  /** The SHA-256 of everything up to and including this chunk (memoised). */
+  /** The SHA-256 of everything up to and including this chunk (once `ready`). */
   hex(): string {
-    if (this.#hex === undefined) this.#hex = this.state!.copy().digest('hex');
-    return this.#hex;
+    return this.#hex!;
+  }
+
+  /** @internal */
+  settle(hex: string): void {
+    this.#hex = hex;
   }
 
   release(): void {
@@ -113,12 +121,15 @@ export class ChunkChains {
   readonly #window: number;
   readonly #maxEntries: number;
   readonly pool: BufferPool;
+  readonly hasher: ChainHasher;
   readonly stats: ChainStats = { read: 0, adopted: 0, rejoined: 0 };
 
-  constructor(options: { window?: number; maxEntries?: number; pool?: BufferPool } = {}) {
+  constructor(options: { window?: number; maxEntries?: number; pool?: BufferPool; hasher?: ChainHasher } = {}) {
     this.#window = options.window ?? 32;
     this.#maxEntries = options.maxEntries ?? 64;
-    this.pool = options.pool ?? new BufferPool();
+    this.hasher = options.hasher ?? new InlineHasher();
+    this.pool = options.pool ?? new BufferPool(48, this.hasher.shared);
+    if (this.pool.shared !== this.hasher.shared) throw new Error('the buffer pool does not suit the hasher');
   }
 
   /** Entries currently published (all files). */
@@ -142,7 +153,7 @@ export class ChunkChains {
   }
 
   /** @internal */
-  async take(table: FileTable, key: string, reader: ChainReader, prev: ChunkEntry | undefined, index: number, length: number, read: (into: Buffer) => Promise<number>): Promise<ChunkEntry> {
+  async take(table: FileTable, key: string, reader: ChainReader, prev: ChunkEntry | undefined, index: number, length: number, source: ChunkSource): Promise<ChunkEntry> {
     table.positions.set(reader, index + 1);
     const slot = table.slots.get(index);
     if (slot !== undefined && slot.buffer !== undefined && slot.buffer.length === length) {
@@ -172,11 +183,10 @@ export class ChunkChains {
     this.stats.read++;
     const parent = prev;
     const entry = new ChunkEntry(index, parent?.id ?? 0, this.pool.take(), length, this.pool, async (self) => {
-      const [got] = await Promise.all([read(self.buffer!), parent?.ready]);
-      if (got < length) throw new ShortRead(index * CHUNK + got);
-      const state = parent === undefined ? createHash('sha256') : parent.state!.copy();
-      state.update(self.buffer!);
-      self.state = state;
+      const { got, hex } = await this.hasher.fill(self, parent, self.buffer!, index * CHUNK, source);
+      // got −1: the parent chunk failed, and with it this chain (its readers see the parent's failure first)
+      if (got < length || hex === undefined) throw new ShortRead(index * CHUNK + Math.max(got, 0));
+      self.settle(hex);
     });
     if (!table.slots.has(index) && this.#files.get(key) === table) {
       entry.parent = parent;
@@ -209,6 +219,12 @@ export class ChunkChains {
     table.slots.set(entry.index, entry);
     this.#order.set(entry, key);
     entry.ready.catch(() => this.#unpublish(entry));
+    // chunks every reader is past serve no one but a reader yet to come, who starts at chunk 0: only the
+    // file's first `window` chunks are kept for it; the rest go at once (a lone reader then cycles a few
+    // buffers that stay in the CPU cache instead of a window's worth of cold ones)
+    let lowest = Number.MAX_SAFE_INTEGER;
+    for (const position of table.positions.values()) lowest = Math.min(lowest, position);
+    for (const old of [...table.slots.values()]) if (old.index < lowest && old.index >= this.#window) this.#unpublish(old);
     if (table.slots.size > this.#window) this.#unpublish(this.#victim(table));
     if (this.#order.size > this.#maxEntries) this.#unpublish(this.#order.keys().next().value!);
   }
@@ -241,12 +257,12 @@ export class ChainReader {
   ) {}
 
   /**
-   * The entry of chunk `index` continuing `prev` (undefined: chunk 0), adopted or read with `read`
-   * (which fills `into` from the chunk's first byte and returns how many bytes it got). The caller holds
+   * The entry of chunk `index` continuing `prev` (undefined: chunk 0), adopted or read from `source`
+   * (the caller's open file) and hashed. The caller holds
    * one reference: `release()` it, or hand it to a socket write that releases it when flushed.
    */
-  take(prev: ChunkEntry | undefined, index: number, length: number, read: (into: Buffer) => Promise<number>): Promise<ChunkEntry> {
-    return this.chains.take(this.table, this.key, this, prev, index, length, read);
+  take(prev: ChunkEntry | undefined, index: number, length: number, source: ChunkSource): Promise<ChunkEntry> {
+    return this.chains.take(this.table, this.key, this, prev, index, length, source);
   }
 
   close(): void {

@@ -2,12 +2,16 @@
  * The shared hash chains behind `airlock serve` (src/serve/shared-chunks.ts): readers in lockstep share
  * one read and one hash pass; a reader adopts another's chunk only when it continues the very entry the
  * reader holds, so a fork never mixes its bytes with another chain's digest; buffers go back to the pool
- * only when nobody holds them.
+ * only when nobody holds them. The hashing thread reads and hashes the same way.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { BufferPool, ChunkChains, ShortRead, type ChainReader, type ChunkEntry } from '../../src/serve/shared-chunks.ts';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, open, rm, truncate, writeFile, type FileHandle } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ThreadHasher, type ChunkSource } from '../../src/serve/chain-hasher.ts';
+import { BufferPool, CHUNK, ChunkChains, ShortRead, type ChainReader, type ChunkEntry } from '../../src/serve/shared-chunks.ts';
 
 const LEN = 8;
 /** A "file" of `n` chunks whose bytes can be changed between reads. */
@@ -19,11 +23,17 @@ function fakeFile(n: number, fill = 1) {
     get reads() {
       return reads;
     },
-    read: (k: number) => async (into: Buffer) => {
-      reads++;
-      chunks[k]!.copy(into);
-      return chunks[k]!.length;
-    },
+    /** The chunk source (positions are k·CHUNK). */
+    source: {
+      handle: undefined as unknown as FileHandle,
+      read: async (into: Buffer, position: number) => {
+        reads++;
+        const chunk = chunks[position / CHUNK]!;
+        chunk.copy(into);
+        return chunk.length;
+      },
+      track: <T>(work: Promise<T>) => work,
+    } satisfies ChunkSource,
   };
 }
 const sha = (...parts: Buffer[]) => createHash('sha256').update(Buffer.concat(parts)).digest('hex');
@@ -33,7 +43,7 @@ async function walk(reader: ChainReader, file: ReturnType<typeof fakeFile>): Pro
   const entries: ChunkEntry[] = [];
   let prev: ChunkEntry | undefined;
   for (let k = 0; k < file.chunks.length; k++) {
-    prev = await reader.take(prev, k, LEN, file.read(k));
+    prev = await reader.take(prev, k, LEN, file.source);
     await prev.ready;
     entries.push(prev);
   }
@@ -46,7 +56,7 @@ test('readers in lockstep share one read and one hash per chunk, and all see the
   const readers = [chains.reader('f'), chains.reader('f'), chains.reader('f')];
   const prev: Array<ChunkEntry | undefined> = [undefined, undefined, undefined];
   for (let k = 0; k < 10; k++) {
-    for (let r = 0; r < 3; r++) prev[r] = await readers[r]!.take(prev[r], k, LEN, file.read(k));
+    for (let r = 0; r < 3; r++) prev[r] = await readers[r]!.take(prev[r], k, LEN, file.source);
     assert.ok(prev[1] === prev[0] && prev[2] === prev[0], `chunk ${k} is one entry for all`);
     await prev[0]!.ready;
   }
@@ -59,19 +69,22 @@ test('a reader adopts only an entry continuing its own entry, or another chain w
   const chains = new ChunkChains({ window: 2 });
   const file = fakeFile(3);
   const a = chains.reader('f');
-  const a0 = await a.take(undefined, 0, LEN, file.read(0));
-  const a1 = await a.take(a0, 1, LEN, file.read(1));
-  const a2 = await a.take(a1, 2, LEN, file.read(2)); // window 2: chunk 0 leaves the table
+  const a0 = await a.take(undefined, 0, LEN, file.source);
+  // W took chunk 0 and stays there: A's chunks 1 and 2 are next for W, chunk 0 is of no use to anyone
+  const w = chains.reader('f');
+  assert.equal(await w.take(undefined, 0, LEN, file.source), a0);
+  const a1 = await a.take(a0, 1, LEN, file.source);
+  const a2 = await a.take(a1, 2, LEN, file.source);
   await a2.ready;
   const original0 = Buffer.from(file.chunks[0]!);
   // the file changes under the same identity (what a flipped bit on disk does)
   file.chunks[0]!.fill(0xee);
   const c = chains.reader('f');
-  const c0 = await c.take(undefined, 0, LEN, file.read(0)); // slot 0 empty: C reads its own chunk 0
+  const c0 = await c.take(undefined, 0, LEN, file.source); // slot 0 empty: C reads its own chunk 0
   assert.notEqual(c0, a0);
-  const c1 = await c.take(c0, 1, LEN, file.read(1));
+  const c1 = await c.take(c0, 1, LEN, file.source);
   assert.notEqual(c1, a1, "A's chunk 1 continues bytes C never sent");
-  const c2 = await c.take(c1, 2, LEN, file.read(2));
+  const c2 = await c.take(c1, 2, LEN, file.source);
   assert.notEqual(c2, a2);
   await c2.ready;
   assert.equal(c2.hex(), sha(Buffer.alloc(LEN, 0xee), file.chunks[1]!, file.chunks[2]!), 'C checks the bytes C sent');
@@ -80,12 +93,12 @@ test('a reader adopts only an entry continuing its own entry, or another chain w
   // back to the original bytes: a new reader reads chunk 0 itself, then rejoins A's chain
   original0.copy(file.chunks[0]!);
   const d = chains.reader('f');
-  const d0 = await d.take(undefined, 0, LEN, file.read(0));
+  const d0 = await d.take(undefined, 0, LEN, file.source);
   assert.notEqual(d0, a0);
-  const d1 = await d.take(d0, 1, LEN, file.read(1));
+  const d1 = await d.take(d0, 1, LEN, file.source);
   assert.equal(d1, a1, 'same prefix digest: D continues on A’s chain');
   assert.equal(chains.stats.rejoined, 1);
-  assert.equal(await d.take(d1, 2, LEN, file.read(2)), a2);
+  assert.equal(await d.take(d1, 2, LEN, file.source), a2);
 });
 
 test('a reader far behind the window reads for itself and still gets every byte, in order', async () => {
@@ -93,11 +106,11 @@ test('a reader far behind the window reads for itself and still gets every byte,
   const file = fakeFile(12);
   const fast = chains.reader('f');
   const slow = chains.reader('f');
-  let slowPrev = await slow.take(undefined, 0, LEN, file.read(0));
+  let slowPrev = await slow.take(undefined, 0, LEN, file.source);
   await slowPrev.ready;
   const fastWalk = await walk(fast, file);
   for (let k = 1; k < 12; k++) {
-    slowPrev = await slow.take(slowPrev, k, LEN, file.read(k));
+    slowPrev = await slow.take(slowPrev, k, LEN, file.source);
     await slowPrev.ready;
   }
   assert.equal(slowPrev.hex(), sha(...file.chunks));
@@ -131,9 +144,13 @@ test('a short read fails every reader of that chunk and leaves the table', async
   const chains = new ChunkChains();
   const a = chains.reader('f');
   const b = chains.reader('f');
-  const short = async (into: Buffer) => {
-    into.fill(7, 0, 3);
-    return 3;
+  const short: ChunkSource = {
+    handle: undefined as unknown as FileHandle,
+    read: async (into: Buffer) => {
+      into.fill(7, 0, 3);
+      return 3;
+    },
+    track: (work) => work,
   };
   const ea = await a.take(undefined, 0, LEN, short);
   const eb = await b.take(undefined, 0, LEN, short);
@@ -141,7 +158,56 @@ test('a short read fails every reader of that chunk and leaves the table', async
   await assert.rejects(ea.ready, ShortRead);
   assert.equal(chains.published, 0);
   const file = fakeFile(1);
-  const again = await a.take(undefined, 0, LEN, file.read(0));
+  const again = await a.take(undefined, 0, LEN, file.source);
   await again.ready;
   assert.equal(again.hex(), sha(file.chunks[0]!));
+});
+
+test('the hashing thread reads each chunk through the response’s descriptor and hashes it in place; a file cut short fails', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'airlock-chains-'));
+  try {
+    const path = join(dir, 'blob');
+    const bytes = randomBytes(3 * CHUNK + 12345);
+    await writeFile(path, bytes);
+    const chains = new ChunkChains({ hasher: new ThreadHasher() });
+    const handle = await open(path, 'r');
+    const pending = new Set<Promise<unknown>>();
+    const source: ChunkSource = {
+      handle,
+      read: () => Promise.reject(new Error('the thread reads by itself')),
+      track: (work) => {
+        pending.add(work);
+        return work;
+      },
+    };
+    const lengths = [CHUNK, CHUNK, CHUNK, 12345];
+    const readers = [chains.reader('blob'), chains.reader('blob')];
+    const prev: Array<ChunkEntry | undefined> = [undefined, undefined];
+    const sent: Buffer[][] = [[], []];
+    for (let k = 0; k < 4; k++) {
+      for (let r = 0; r < 2; r++) {
+        prev[r] = await readers[r]!.take(prev[r], k, lengths[k]!, source);
+        await prev[r]!.ready;
+        sent[r]!.push(Buffer.from(prev[r]!.buffer!));
+      }
+      assert.equal(prev[0], prev[1]);
+    }
+    assert.equal(prev[0]!.hex(), sha(bytes));
+    for (const s of sent) assert.ok(Buffer.concat(s).equals(bytes));
+    assert.equal(chains.stats.read, 4);
+    // the file shrinks: the chunk that runs past the end fails, and so does what follows it
+    await truncate(path, 2 * CHUNK + 10);
+    const late = chains.reader('late');
+    const c0 = await late.take(undefined, 0, CHUNK, source);
+    const c1 = await late.take(c0, 1, CHUNK, source);
+    const c2 = await late.take(c1, 2, CHUNK, source);
+    const c3 = await late.take(c2, 3, 12345, source);
+    await c1.ready;
+    await assert.rejects(c2.ready, ShortRead);
+    await assert.rejects(c3.ready, ShortRead);
+    await Promise.allSettled([...pending]);
+    await handle.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
