@@ -3,25 +3,34 @@
  * byte sent was hashed into the digest that was checked".
  *
  * A file is walked in aligned chunks (chunk k = bytes [k·CHUNK, (k+1)·CHUNK)). Each chunk read becomes an
- * entry `{ id, index, parentId, buffer, state }` where `state` is the running SHA-256 after that chunk,
- * computed as `parent.state.copy()` updated with exactly `buffer`, and `parentId` names the entry of
- * chunk k−1 it continues (0 = start of file). Entries of recent chunks are published in a table keyed by
- * the file's identity (device, inode, size, times) and chunk index, at most one per slot.
+ * entry `{ id, index, parentId, buffer }` whose hash state (held by the hasher, see chain-hasher.ts) is
+ * the parent entry's state extended with exactly `buffer`; `parentId` names the entry of chunk k−1 it
+ * continues (0 = start of file), and `hex()` is the running digest after it. Entries of recent chunks are
+ * published in a table keyed by the file's identity (device, inode, size, times) and chunk index, at most
+ * one per slot.
  *
- * A reader holding `prev` (its entry of chunk k−1) ADOPTS the table's entry k only when that entry's
- * parent is `prev` itself (same id, not merely the same index): then the buffers it has sent and will
- * send are the very buffers that entry's state hashed, in order. Otherwise it reads chunk k itself, hashes
- * it from `prev.state.copy()`, and publishes its entry only if slot k is free — a fork, correct but not
- * shared. The reader that sends a file's last byte compares the digest of its last entry's state with the
- * file's name before that byte leaves. So one chain hashed once serves every reader that stayed on it.
+ * A reader holding `prev` (its entry of chunk k−1) ADOPTS the table's entry k when that entry's parent is
+ * `prev` itself (same id, not merely the same index): then the buffers it has sent and will send are the
+ * very buffers that entry's state hashed, in order. Otherwise it reads chunk k itself, hashes it on top of
+ * `prev`, and publishes its entry only if slot k is free — a fork, correct but not shared. The reader that
+ * sends a file's last byte compares its last entry's digest with the file's name before that byte leaves.
+ *
+ * A fork may REJOIN another chain: when the table's entry k continues an entry P of chunk k−1 whose
+ * running digest equals `prev`'s, P hashed the same bytes this reader sent (SHA-256 collision
+ * resistance, the property the file's name already rests on), so entry k's state covers exactly what this
+ * reader will have sent. Without this, a reader that fell behind once hashed alone to the end.
  *
  * Entries are published as soon as their read starts (`ready` settles once read and hashed): readers
  * arriving in lockstep wait for the one read instead of each reading and forking. Parents are named by
- * id, not held, so a chain's old buffers are not kept alive by its tail.
+ * id; an entry keeps its parent object only while published (for rejoining), so a chain's tail does not
+ * keep its old buffers alive.
  *
- * Buffers come from a reuse pool (fresh 1 MiB buffers cost page faults and mark-compacts) and go back
- * only when no one can touch them again: the table, each reader that took the entry and each socket
- * write holding it count as references; one whose socket write failed is left to the GC.
+ * The table holds at most `window` entries per file. Chunks every reader is past are dropped at once,
+ * except the file's first `window` (for a reader yet to come); when full, the entry dropped is the one
+ * whose next use is farthest (largest distance to the nearest reader behind it). Buffers come from a
+ * reuse pool (fresh 1 MiB buffers cost page faults and mark-compacts) and go back only when no one can
+ * touch them again: the table, each reader that took the entry, the read-and-hash in flight and each
+ * socket write holding it count as references; one whose socket write failed is left to the GC.
  */
 import { InlineHasher, type ChainHasher, type ChunkSource } from './chain-hasher.js';
 
@@ -184,8 +193,10 @@ export class ChunkChains {
     const parent = prev;
     const entry = new ChunkEntry(index, parent?.id ?? 0, this.pool.take(), length, this.pool, async (self) => {
       const { got, hex } = await this.hasher.fill(self, parent, self.buffer!, index * CHUNK, source);
-      // got −1: the parent chunk failed, and with it this chain (its readers see the parent's failure first)
-      if (got < length || hex === undefined) throw new ShortRead(index * CHUNK + Math.max(got, 0));
+      // −1: no state to continue (the parent failed — its readers saw that first — or the hashing
+      // thread was restarted); not a verdict on the file
+      if (got === -1) throw new Error(`chunk ${index}: the hash state of the chunk before it is gone`);
+      if (got < length || hex === undefined) throw new ShortRead(index * CHUNK + got);
       self.settle(hex);
     });
     if (!table.slots.has(index) && this.#files.get(key) === table) {

@@ -245,7 +245,7 @@ async function sendShared(res: ServerResponse, handle: FileHandle, size: number,
     }
     return { kind: 'sent', bytes: sent };
   } finally {
-    for (const pending of [cur, next]) if (pending) await pending.then((e) => e.release(), () => undefined);
+    for (const taken of [cur, next]) if (taken) await taken.then((e) => e.release(), () => undefined);
     await Promise.allSettled([...pending]);
     reader.close();
   }
