@@ -19,7 +19,7 @@
  *             of the same shards (4 in parallel, like publish), and `airlock pull` into a fresh cache vs
  *             curl downloads of the blobs and the dd write limit.
  *   serve   — (BENCH_SERVE=0 skips) the imported model's first shard served to 1 and 16 concurrent curl
- *             clients by `airlock serve` (which hashes every byte it sends) and by Debian's nginx over
+ *             clients by `airlock serve --workers <cores/2>` (which hashes every byte it sends) and by Debian's nginx over
  *             the same blob files on loopback, in the same run; the servers' peak RSS (VmHWM).
  *   files   — a dataset of BENCH_FILES (default 2000) small files: per-file overhead of export/import,
  *             and of publish/pull (one layer per file) against the local registry.
@@ -203,7 +203,10 @@ function startDaemon(command: string, args: string[], ready: RegExp): Promise<{ 
  */
 async function serveBench(cache: string, fileName: string, fileMib: number, workDir: string): Promise<void> {
   const commit = (await readFile(join(cache, 'models--bench--model', 'refs', 'main'), 'utf8')).trim();
-  const airlockServe = await startDaemon(process.execPath, [airlockBin, 'serve', '--cache-dir', cache, '--listen', '127.0.0.1:0', '--access-log', '/dev/null', '--workers', String(cpus().length)], /export HF_ENDPOINT=(\S+)/);
+  // one worker per two cores: each worker is two busy threads (sockets; reading and hashing), and
+  // concurrent downloads of one file cost one hash pass per worker (docs/serve.md)
+  const workers = Math.max(1, Math.floor(cpus().length / 2));
+  const airlockServe = await startDaemon(process.execPath, [airlockBin, 'serve', '--cache-dir', cache, '--listen', '127.0.0.1:0', '--access-log', '/dev/null', '--workers', String(workers)], /export HF_ENDPOINT=(\S+)/);
   await mkdir(workDir, { recursive: true });
   const conf = join(workDir, 'nginx.conf');
   // a port that was free a moment ago (nginx cannot be told to pick one)

@@ -147,7 +147,7 @@ export async function handleResolve(ctx: RequestContext, deps: HfApiDeps, type: 
     ctx.log.status = 200;
     ctx.res.writeHead(200, { ...headers, 'Content-Length': String(file.size) });
   }
-  const outcome = await sendVerifiedBody(ctx.res, opened.handle, file.size, range, expectedFromEtag(file.etag));
+  const outcome = await sendVerifiedBody(ctx.res, opened.handle, file.size, range, expectedFromEtag(file.etag), opened.identity);
   ctx.log.bytes = outcome.bytes;
   if (outcome.kind === 'mismatch') {
     deps.bad.mark(opened.realPath, opened.identity);

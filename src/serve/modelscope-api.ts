@@ -151,7 +151,7 @@ export async function handleModelScope(ctx: RequestContext, deps: ModelScopeDeps
     ctx.log.status = 200;
     ctx.res.writeHead(200, { ...headers, 'Content-Length': String(file.size) });
   }
-  const outcome = await sendVerifiedBody(ctx.res, opened.handle, file.size, range, { kind: 'sha256', hex: file.sha256 });
+  const outcome = await sendVerifiedBody(ctx.res, opened.handle, file.size, range, { kind: 'sha256', hex: file.sha256 }, opened.identity);
   ctx.log.bytes = outcome.bytes;
   if (outcome.kind === 'mismatch') {
     deps.bad.mark(opened.realPath, opened.identity);
