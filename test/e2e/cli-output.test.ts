@@ -12,7 +12,7 @@ import * as assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makeCliFixture, type CliFixture } from '../support/cli-fixture.ts';
-import { airlockBin, run, runAirlock } from '../support/cli.ts';
+import { run, runAirlock, runAirlockOnTerminal } from '../support/cli.ts';
 
 let fx: CliFixture;
 let fingerprint: string;
@@ -89,16 +89,10 @@ describe('no cache yet', () => {
 });
 
 describe('progress and --quiet', () => {
-  /** Runs the CLI on a real pseudo-terminal (util-linux script), returning everything the terminal got. */
-  async function onTerminal(args: string[]): Promise<{ code: number; text: string }> {
-    const command = ['node', airlockBin, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
-    const r = await run('script', ['-qec', command, '/dev/null'], { env: { COLUMNS: '120' } });
-    return { code: r.code, text: r.stdout };
-  }
 
   test('on a terminal: verify and import show bytes, files, rate and ETA', async () => {
     for (const args of [['verify', fx.bundle, ...trust()], ['import', fx.bundle, ...trust(), '--cache-dir', fresh('cache')]]) {
-      const r = await onTerminal(args);
+      const r = await runAirlockOnTerminal(args);
       assert.equal(r.code, 0, r.text);
       assert.match(r.text, /total [\d.]+ \S+ \/ [\d.]+ KiB \(\d+%\)\s+\d+\/8 files\s+\S+ \S+\/s\s+ETA/, `${args[0]}: ${r.text}`);
       assert.match(r.text, /\x1b\[\d+A\x1b\[0J/, 'redrawn in place');
@@ -117,7 +111,7 @@ describe('progress and --quiet', () => {
     assert.equal(quietImport.code, 0);
     assert.equal(quietImport.stderr, '');
     assert.match(quietImport.stdout, /^Imported \S+ into \S+: 8 files, [\d.]+ KiB\n$/);
-    const quietTty = await onTerminal(['verify', fx.bundle, ...trust(), '--quiet']);
+    const quietTty = await runAirlockOnTerminal(['verify', fx.bundle, ...trust(), '--quiet']);
     assert.equal(quietTty.code, 0);
     assert.match(quietTty.text, /^Verified \S+: 8 files, [^\n]*\r?\n$/, JSON.stringify(quietTty.text));
   });

@@ -12,7 +12,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startHubServer, type AddedCommit, type HubServer } from '../support/hub-server.ts';
-import { run, runAirlock } from '../support/cli.ts';
+import { run, runAirlock, runAirlockOnTerminal } from '../support/cli.ts';
 import { runPython } from '../support/python.ts';
 import { sampleModelFiles } from '../support/sample-model.ts';
 import { snapshotTree } from '../support/cache-snapshot.ts';
@@ -108,6 +108,53 @@ describe('publish, pull and inspect oci:// speak the one --json vocabulary', () 
     assert.notEqual(refused.code, 0);
     const e = check('pull (refused)', JSON.parse(refused.stdout));
     assert.equal(e.ok, false);
+  });
+});
+
+describe('publish and pull talk like verify and import: a line per blob piped, progress on a terminal, one line under --quiet', () => {
+  const to = (prefix: string): string[] => ['--to', `oci://${registry.host}/${prefix}`, '--trusted-keys', pub(), '--plain-http'];
+  const from = (prefix: string, cache: string): string[] => [`oci://${registry.host}/${prefix}/acme/tiny-llm:main`, '--trusted-keys', pub(), '--plain-http', '--cache-dir', cache];
+
+  test('piped: one stderr line per blob and per layer, and the summary on stdout', async () => {
+    const p = await runAirlock(['publish', single, ...to('talk-piped')]);
+    assert.equal(p.code, 0, p.stderr);
+    assert.match(p.stderr, /^ {2}uploaded +talk-piped\/acme\/tiny-llm model\.safetensors \(/m);
+    assert.match(p.stdout, /^Published /);
+    const l = await pull('talk-piped/acme/tiny-llm:main', join(dir, 'talk-piped-cache'));
+    assert.equal(l.code, 0, l.stderr);
+    assert.match(l.stderr, /^ {2}verified model\.safetensors \(/m);
+    assert.doesNotMatch(p.stderr + l.stderr, /total .* files/, 'no progress block when piped');
+  });
+
+  test('--quiet: the one result line and nothing else, piped and on a terminal', async () => {
+    const p = await runAirlock(['publish', single, ...to('talk-quiet'), '--quiet']);
+    assert.equal(p.code, 0, p.stderr);
+    assert.equal(p.stderr, '');
+    assert.match(p.stdout, new RegExp(`^Published \\S+ to oci://${registry.host}/talk-quiet/acme/tiny-llm:main oci://${registry.host}/talk-quiet/acme/tiny-llm:${model.commit}: \\d+ blobs uploaded \\([\\d.]+ \\S+\\), 0 already there\\n$`));
+    const l = await runAirlock(['pull', ...from('talk-quiet', join(dir, 'talk-quiet-cache')), '--quiet']);
+    assert.equal(l.code, 0, l.stderr);
+    assert.equal(l.stderr, '');
+    assert.match(l.stdout, /^Pulled \S+ into \S+: \d+ files, [\d.]+ \S+\n$/);
+    const again = await runAirlockOnTerminal(['publish', single, ...to('talk-quiet'), '--quiet']);
+    assert.equal(again.code, 0, again.text);
+    assert.match(again.text, /^Published \S+ to [^\n]*: 0 blobs uploaded \(0 B\), \d+ already there\r?\n$/, JSON.stringify(again.text));
+    const tty = await runAirlockOnTerminal(['pull', ...from('talk-quiet', join(dir, 'talk-quiet-cache-2')), '--quiet']);
+    assert.equal(tty.code, 0, tty.text);
+    assert.match(tty.text, /^Pulled \S+ into \S+: \d+ files, [^\n]*\r?\n$/, JSON.stringify(tty.text));
+  });
+
+  test('on a terminal: publish shows the verification then the upload, pull the download, as a live block', async () => {
+    const p = await runAirlockOnTerminal(['publish', single, ...to('talk-tty')]);
+    assert.equal(p.code, 0, p.text);
+    assert.match(p.text, /total [\d.]+ \S+ \/ [\d.]+ \S+ \(\d+%\)\s+\d+\/\d+ files/, p.text);
+    assert.match(p.text, /\x1b\[\d+A\x1b\[0J/, 'redrawn in place');
+    assert.doesNotMatch(p.text, /^ {2}uploaded /m, 'no line per blob under the progress block');
+    assert.match(p.text, /Published /);
+    const l = await runAirlockOnTerminal(['pull', ...from('talk-tty', join(dir, 'talk-tty-cache'))]);
+    assert.equal(l.code, 0, l.text);
+    assert.match(l.text, /total [\d.]+ \S+ \/ [\d.]+ \S+ \(\d+%\)\s+\d+\/\d+ files/, l.text);
+    assert.doesNotMatch(l.text, /^ {2}verified /m);
+    assert.match(l.text, /Pulled /);
   });
 });
 

@@ -43,3 +43,10 @@ export function runAirlock(args: readonly string[], options: { env?: Record<stri
 export function run(command: string, args: readonly string[], options: { env?: Record<string, string>; cwd?: string } = {}): Promise<RunResult> {
   return capture(command, args, options.cwd ?? repoRoot, { ...process.env, ...options.env });
 }
+
+/** Runs the CLI on a real pseudo-terminal (util-linux script), returning everything the terminal got. */
+export async function runAirlockOnTerminal(args: readonly string[]): Promise<{ code: number; text: string }> {
+  const command = ['node', airlockBin, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+  const r = await run('script', ['-qec', command, '/dev/null'], { env: { COLUMNS: '120' } });
+  return { code: r.code, text: r.stdout };
+}
