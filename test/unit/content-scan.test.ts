@@ -5,9 +5,9 @@
  * records and returns a harmless stand-in, so nothing is imported) lists the globals a real load would
  * ask for, and the walker must name every one of them.
  */
-import { before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { analyseBytes, allowList, verdictOf, pickleImportScan, type ContentVerdict } from '../../src/content/index.ts';
@@ -16,7 +16,7 @@ import { runPython } from '../support/python.ts';
 const allow = allowList();
 const judge = (name: string, bytes: Uint8Array, chunk?: number): ContentVerdict => verdictOf(analyseBytes(name, bytes, chunk), allow);
 
-let dir: string;
+let dir = "";
 const file = (name: string): Promise<Buffer> => readFile(join(dir, name));
 
 // --- pickle building blocks (opcode bytes), for hostile files
@@ -98,6 +98,10 @@ print(json.dumps(out))
   assert.equal(run.code, 0, run.stderr);
   return JSON.parse(run.stdout) as Record<string, string[]>;
 }
+
+after(async () => {
+  if (dir !== "") await rm(dir, { recursive: true, force: true });
+});
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'airlock-content-'));
