@@ -1,6 +1,13 @@
 #!/usr/bin/env node
 // Thin launcher: the CLI lives in dist/ (built by `npm run build`, run automatically by `npm ci`).
-import { main } from '../dist/cli/main.js';
+import { setFlagsFromString } from 'node:v8';
+
+// undici parses HTTP with llhttp compiled to WebAssembly. Once it is hot, V8 recompiles it with its
+// optimising tier on a background thread, a ~40 MiB burst of native memory in the middle of a
+// publish or pull (docs/performance.md). The baseline tier parses as fast for what we do (bodies are
+// passed through, not parsed), so keep it. Set before the HTTP client is loaded.
+setFlagsFromString('--liftoff-only');
+const { main } = await import('../dist/cli/main.js');
 
 process.exitCode = await main(process.argv);
 // Interrupted (Ctrl-C, SIGTERM): the command has reported it and left nothing half-done that matters

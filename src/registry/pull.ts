@@ -33,6 +33,7 @@ import type { RegistryClient } from './client.js';
 import { parseArtifactManifest, type ArtifactLayer, type TrustRole } from './modelpack.js';
 import { formatOciReference, registryRepoPath, tagsFor, type OciReference } from './reference.js';
 import { inParallelBySize, laneLimits } from './parallel.js';
+import { releaseNetworkGarbage } from '../fs/young-gc.js';
 import { CoalescingWriter } from '../fs/coalescing-writer.js';
 
 export interface PullOptions {
@@ -225,6 +226,7 @@ async function downloadLayer(client: RegistryClient, repository: string, item: {
           await writer.write(chunk, have).catch((error: unknown) => Promise.reject(stageError(error)));
           have += chunk.byteLength;
           count(chunk.byteLength);
+          releaseNetworkGarbage(chunk.byteLength);
           progressed();
         }
       } catch (error) {
