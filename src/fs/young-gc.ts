@@ -8,7 +8,7 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
-const EVERY_BYTES = 16 * 1024 * 1024;
+const EVERY_BYTES = 8 * 1024 * 1024;
 
 type GcFunction = (options?: { type?: 'major' | 'minor'; execution?: 'sync' | 'async' }) => void;
 
@@ -27,7 +27,7 @@ function collector(): GcFunction | undefined {
   return collect;
 }
 
-/** Counts `bytes` of socket data just consumed; scavenges once every 16 MiB. */
+/** Counts `bytes` of socket data just consumed; scavenges once every 8 MiB. */
 export function releaseNetworkGarbage(bytes: number): void {
   since += bytes;
   if (since < EVERY_BYTES) return;

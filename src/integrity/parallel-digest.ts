@@ -99,10 +99,11 @@ class HashLane {
     return seq;
   }
 
-  digest(): Promise<DigestReply> {
+  /** `id`: which stream of the thread (see the worker's protocol); 0 is the default one. */
+  digest(id = 0): Promise<DigestReply> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
     return new Promise((resolve, reject) => {
-      this.#digests.set(this.send({ op: 'end' }), { resolve, reject });
+      this.#digests.set(this.send(id === 0 ? { op: 'end' } : { op: 'end', id }), { resolve, reject });
     });
   }
 
@@ -437,5 +438,146 @@ export class ParallelDigest {
     if (this.#bundle !== undefined) releaseLane(this.#bundle, clean);
     releaseLane(this.#file, clean);
     this.#wakeAll();
+  }
+}
+
+/** Streams below this size are hashed on the main thread: a round trip to the thread costs more. */
+const STREAM_INLINE_MAX = 1024 * 1024;
+/** A StreamDigest's ring: this many slots of this size (so at most this much is waiting to be hashed). */
+const STREAM_SLOT_BYTES = 512 * 1024;
+const STREAM_SLOTS = 4;
+
+/** The one hashing thread every StreamDigest shares (each stream has its own id and ring there). */
+let streamLane: HashLane | undefined;
+const streamLaneUsers = new Map<HashLane, number>();
+let nextStreamId = 1;
+const streamWaiters = new Set<() => void>();
+
+function takeStreamLane(): HashLane {
+  if (streamLane === undefined || streamLane.failure !== undefined) {
+    streamLane = acquireLane();
+    streamLane.onProgress = () => {
+      for (const wake of [...streamWaiters]) wake();
+    };
+  }
+  streamLaneUsers.set(streamLane, (streamLaneUsers.get(streamLane) ?? 0) + 1);
+  return streamLane;
+}
+
+function giveStreamLane(lane: HashLane): void {
+  const left = (streamLaneUsers.get(lane) ?? 1) - 1;
+  if (left > 0) {
+    streamLaneUsers.set(lane, left);
+    return;
+  }
+  streamLaneUsers.delete(lane);
+  if (streamLane === lane) streamLane = undefined;
+  // kept for the next stream when healthy (unref'd: it never holds the process open), else stopped
+  releaseLane(lane, true);
+}
+
+/**
+ * SHA-256 (and the git blob SHA-1 when asked) of bytes that arrive in buffers we do not own — a
+ * socket's chunks during a registry pull — on the shared hashing thread, so the main thread only
+ * receives and writes. Each chunk is copied once into the stream's SharedArrayBuffer ring; a full slot
+ * is handed to the thread, and `update` waits only when every slot is still being hashed. Streams of
+ * at most 1 MiB are hashed inline. `digest()` (or `close()`, on failure) ends the stream.
+ */
+export class StreamDigest {
+  readonly #inline: Digester | undefined;
+  readonly #lane: HashLane | undefined;
+  readonly #id = nextStreamId++;
+  readonly #view: Uint8Array | undefined;
+  /** The command that hashes each slot (0: free). */
+  readonly #slotSeq = new Array<number>(STREAM_SLOTS).fill(0);
+  #slot = 0;
+  #filled = 0;
+  #size = 0;
+  #ended = false;
+
+  constructor(expectedSize: number, gitBlobSize?: number) {
+    if (expectedSize <= STREAM_INLINE_MAX) {
+      this.#inline = new Digester(gitBlobSize);
+      return;
+    }
+    const ring = new SharedArrayBuffer(STREAM_SLOT_BYTES * STREAM_SLOTS);
+    this.#view = new Uint8Array(ring);
+    this.#lane = takeStreamLane();
+    this.#lane.send({ op: 'ring', id: this.#id, sab: ring });
+    this.#lane.send(gitBlobSize === undefined ? { op: 'begin', id: this.#id } : { op: 'begin', id: this.#id, gitBlobSize });
+  }
+
+  #check(lane: HashLane): void {
+    if (this.#ended) throw new AirlockError('E_INTERNAL', 'hashing was stopped');
+    if (lane.failure !== undefined) throw laneError(lane.failure);
+  }
+
+  /** Hands the filled part of the current slot to the thread and moves to the next slot. */
+  #flush(lane: HashLane): void {
+    if (this.#filled === 0) return;
+    this.#slotSeq[this.#slot] = lane.send({ op: 'ranges', id: this.#id, ranges: [this.#slot * STREAM_SLOT_BYTES, this.#filled] });
+    this.#slot = (this.#slot + 1) % STREAM_SLOTS;
+    this.#filled = 0;
+  }
+
+  /** Waits until the current slot is free (its last command done). */
+  async #slotFree(lane: HashLane): Promise<void> {
+    while (!lane.done(this.#slotSeq[this.#slot]!)) {
+      this.#check(lane);
+      await new Promise<void>((resolve) => {
+        const wake = (): void => {
+          streamWaiters.delete(wake);
+          resolve();
+        };
+        streamWaiters.add(wake);
+        // it may have finished between the check and now
+        if (lane.done(this.#slotSeq[this.#slot]!) || lane.failure !== undefined) wake();
+      });
+    }
+  }
+
+  /** `chunk` may be reused by the caller as soon as this resolves. */
+  async update(chunk: Buffer): Promise<void> {
+    this.#size += chunk.byteLength;
+    if (this.#inline !== undefined) {
+      this.#inline.update(chunk);
+      return;
+    }
+    const lane = this.#lane!;
+    for (let done = 0; done < chunk.byteLength; ) {
+      this.#check(lane);
+      if (this.#filled === 0) await this.#slotFree(lane);
+      const n = Math.min(chunk.byteLength - done, STREAM_SLOT_BYTES - this.#filled);
+      this.#view!.set(chunk.subarray(done, done + n), this.#slot * STREAM_SLOT_BYTES + this.#filled);
+      this.#filled += n;
+      done += n;
+      if (this.#filled === STREAM_SLOT_BYTES) this.#flush(lane);
+    }
+  }
+
+  async digest(): Promise<Digests> {
+    if (this.#inline !== undefined) return this.#inline.digest();
+    const lane = this.#lane!;
+    this.#check(lane);
+    this.#flush(lane);
+    let reply: DigestReply;
+    try {
+      reply = await lane.digest(this.#id);
+    } catch (error) {
+      throw laneError(error as Error);
+    } finally {
+      this.close();
+    }
+    const out: Digests = { size: this.#size, sha256: reply.sha256 };
+    if (reply.sha1 !== undefined) out.gitSha1 = reply.sha1;
+    return out;
+  }
+
+  /** Ends the stream (idempotent): the thread forgets it, and stops when no stream needs it. */
+  close(): void {
+    if (this.#ended || this.#lane === undefined) return;
+    this.#ended = true;
+    if (this.#lane.failure === undefined) this.#lane.send({ op: 'drop', id: this.#id });
+    giveStreamLane(this.#lane);
   }
 }

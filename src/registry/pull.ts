@@ -34,6 +34,7 @@ import { parseArtifactManifest, type ArtifactLayer, type TrustRole } from './mod
 import { formatOciReference, registryRepoPath, tagsFor, type OciReference } from './reference.js';
 import { inParallelBySize, laneLimits } from './parallel.js';
 import { releaseNetworkGarbage } from '../fs/young-gc.js';
+import { StreamDigest } from '../integrity/parallel-digest.js';
 import { CoalescingWriter } from '../fs/coalescing-writer.js';
 
 export interface PullOptions {
@@ -199,10 +200,10 @@ async function downloadLayer(client: RegistryClient, repository: string, item: {
   const stageError = (error: unknown): AirlockError => fsError(error, 'stage', `${repository} ${file.path}`);
   // socket chunks (~64 KiB) are gathered into 1 MiB writes, one in flight while the next ones arrive
   const writer = new CoalescingWriter((data) => target.write(data), `${repository} ${file.path}`);
+  // SHA-256 on the hashing thread (and the git blob id — the hub cache etag of non-LFS files — as the
+  // bundle reader checks it): the main thread only receives and writes
+  const digest = new StreamDigest(file.size, file.lfs ? undefined : file.size);
   try {
-    const hash = createHash('sha256');
-    // the git blob id (hub cache etag of non-LFS files), as the bundle reader checks it
-    const git = file.lfs ? undefined : createHash('sha1').update(`blob ${file.size}\0`);
     let have = 0;
     await withRetries({ policy: retry, what: `${repository} ${file.path}` }, async (progressed) => {
       const { body, offset } = await client.getBlob(repository, layer.descriptor.digest, have);
@@ -220,8 +221,7 @@ async function downloadLayer(client: RegistryClient, repository: string, item: {
           if (have + chunk.byteLength > file.size) {
             throw new AirlockError('E_SIZE_MISMATCH', `${repository} ${file.path}: the registry sent more than the signed ${file.size} bytes`, { subject: file.path, hint: 'the registry serves altered content; nothing was written' });
           }
-          hash.update(chunk);
-          git?.update(chunk);
+          await digest.update(chunk);
           // a failing write (disk full, permissions) is the node's problem, not the network's: not retried
           await writer.write(chunk, have).catch((error: unknown) => Promise.reject(stageError(error)));
           have += chunk.byteLength;
@@ -240,14 +240,15 @@ async function downloadLayer(client: RegistryClient, repository: string, item: {
       }
     });
     await writer.drain().catch((error: unknown) => Promise.reject(stageError(error)));
-    const actual = hash.digest('hex');
+    const digested = await digest.digest();
+    const actual = digested.sha256;
     if (actual !== file.sha256) {
       throw new AirlockError('E_HASH_MISMATCH', `${repository} ${file.path} does not match the signed SHA256SUMS: sha256 ${actual}, expected ${file.sha256}`, {
         subject: file.path,
         hint: 'the registry serves altered content (check its storage); nothing was written',
       });
     }
-    if (git !== undefined && git.digest('hex') !== file.etag) {
+    if (!file.lfs && digested.gitSha1 !== file.etag) {
       throw new AirlockError('E_HASH_MISMATCH', `${repository} ${file.path}: git blob id does not match its etag ${file.etag}`, { subject: file.path });
     }
     await target.finish().catch((error: unknown) => Promise.reject(fsError(error, 'stage', `${repository} ${file.path}`)));
@@ -255,6 +256,8 @@ async function downloadLayer(client: RegistryClient, repository: string, item: {
     await writer.drain().catch(() => undefined);
     await target.abort();
     throw error;
+  } finally {
+    digest.close();
   }
 }
 
