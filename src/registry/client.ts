@@ -168,7 +168,14 @@ export class RegistryClient {
       );
     }
     if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || /wrong version number/i.test(detail)) {
-      return markPermanent(new AirlockError('E_NETWORK', message, { subject: displayUrl(url), hint: 'the registry speaks plain HTTP: add --plain-http (only on a network you trust)', cause: error }));
+      // OpenSSL's own text is a multi-line record dump: say what it means in one line
+      return markPermanent(
+        new AirlockError('E_NETWORK', `${method} ${displayUrl(url)}: the TLS handshake failed: the server answered in plain HTTP`, {
+          subject: displayUrl(url),
+          hint: 'the registry speaks plain HTTP: add --plain-http (only on a network you trust)',
+          cause: error,
+        }),
+      );
     }
     return markTransient(new AirlockError('E_NETWORK', message, { subject: displayUrl(url), hint: 'check that the registry is up and reachable', cause: error }), { status: 0 });
   }

@@ -158,6 +158,23 @@ describe('publish and pull talk like verify and import: a line per blob piped, p
   });
 });
 
+describe('a plain-HTTP registry addressed without --plain-http', () => {
+  test('publish, pull and inspect say so in one line with the hint, exit 4, and write nothing', async () => {
+    const cache = join(dir, 'no-plain-http-cache');
+    const runs = [
+      await runAirlock(['publish', single, '--to', `oci://${registry.host}/noplain`, '--trusted-keys', pub()]),
+      await runAirlock(['pull', `oci://${registry.host}/vocab/acme/tiny-llm:main`, '--trusted-keys', pub(), '--cache-dir', cache]),
+      await runAirlock(['inspect', `oci://${registry.host}/vocab/acme/tiny-llm:main`]),
+    ];
+    for (const r of runs) {
+      assert.equal(r.code, 4, r.stderr);
+      assert.match(r.stderr, /^airlock: error: \S+ https:\/\/\S+: the TLS handshake failed: the server answered in plain HTTP\n {2}hint: the registry speaks plain HTTP: add --plain-http/, r.stderr);
+      assert.doesNotMatch(r.stderr, /ssl3_get_record|openssl/i, 'no OpenSSL record dump');
+    }
+    assert.equal(await snapshotTree(cache), null, 'nothing written, not even the cache folder');
+  });
+});
+
 describe('what loading would run (issue 17) is judged on both sides of the registry', () => {
   test('publish refuses a pickle that would call os.system unless allowed; pull judges again and refuses, cache unchanged', async () => {
     // protocol 2: GLOBAL os.system, the argument "true", REDUCE — what pickle.loads would run
