@@ -14,9 +14,9 @@ import assert from 'node:assert/strict';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startHubServer, type HubServer } from '../support/hub-server.ts';
+import type { HubServer } from '../support/hub-server.ts';
 import { runAirlock } from '../support/cli.ts';
-import { sampleModelFiles } from '../support/sample-model.ts';
+import { exportSampleBundle } from '../support/sample-bundle.ts';
 import { startRegistry, type TestRegistry, type TokenServer } from '../support/registry.ts';
 
 let hub: HubServer;
@@ -92,13 +92,7 @@ before(async () => {
   await mkdir(bin);
   await writeFile(join(bin, 'docker-credential-test'), HELPER);
   await chmod(join(bin, 'docker-credential-test'), 0o755);
-  hub = await startHubServer();
-  await hub.addRepo({ id: 'acme/tiny-llm', files: sampleModelFiles() });
-  keys = join(dir, 'keys');
-  assert.equal((await runAirlock(['keys', 'generate', '--user-id', 'ML Platform <mlops@example.org>', '--out-dir', keys])).code, 0);
-  bundle = join(dir, 'tiny.airlock.tar');
-  const r = await runAirlock(['export', 'acme/tiny-llm', '--sign-key', join(keys, 'signer.key.asc'), '-o', bundle], { env: { HF_ENDPOINT: hub.endpoint } });
-  assert.equal(r.code, 0, r.stderr);
+  ({ hub, keys, bundle } = await exportSampleBundle(dir));
 });
 
 after(async () => {

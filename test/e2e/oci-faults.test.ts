@@ -12,9 +12,10 @@ import { createServer, request as httpRequest, type IncomingMessage, type Server
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startHubServer, type AddedCommit, type HubServer } from '../support/hub-server.ts';
+import type { AddedCommit, HubServer } from '../support/hub-server.ts';
 import { airlockBin, run, runAirlock } from '../support/cli.ts';
 import { sampleModelFiles } from '../support/sample-model.ts';
+import { exportSampleBundle } from '../support/sample-bundle.ts';
 import { snapshotTree, stagingLeftovers } from '../support/cache-snapshot.ts';
 import { startRegistry, type TestRegistry, type TokenServer } from '../support/registry.ts';
 
@@ -67,13 +68,7 @@ async function startProxy(target: string, intercept: (req: IncomingMessage, res:
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'airlock-oci-faults-'));
-  hub = await startHubServer();
-  model = await hub.addRepo({ id: 'acme/tiny-llm', files: sampleModelFiles() });
-  keys = join(dir, 'keys');
-  assert.equal((await runAirlock(['keys', 'generate', '--user-id', 'ML Platform <mlops@example.org>', '--out-dir', keys])).code, 0);
-  bundle = join(dir, 'tiny.airlock.tar');
-  const r = await runAirlock(['export', 'acme/tiny-llm', '--sign-key', join(keys, 'signer.key.asc'), '-o', bundle], { env: { HF_ENDPOINT: hub.endpoint } });
-  assert.equal(r.code, 0, r.stderr);
+  ({ hub, model, keys, bundle } = await exportSampleBundle(dir));
 });
 
 after(async () => {
