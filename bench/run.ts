@@ -52,7 +52,7 @@ import { venvPython } from '../test/support/python.ts';
 import { startRegistry } from '../test/support/registry.ts';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { Agent, request } from 'undici';
+import { manyFiles } from './many-files.ts';
 
 const SIZE_MIB = Number(process.env['BENCH_SIZE_MIB'] ?? 2048);
 const FILES = Number(process.env['BENCH_FILES'] ?? 2000);
@@ -255,35 +255,6 @@ async function serveBench(cache: string, fileName: string, fileMib: number, work
     airlockServe.child.kill('SIGTERM');
     nginx.kill('SIGQUIT');
   }
-}
-
-/** Uploads `blobs` to `repo` the way any registry client must (HEAD, POST, PUT each), 16 at a time. */
-async function registryFloor(host: string, repo: string, blobs: Buffer[]): Promise<Sample> {
-  const agent = new Agent({ connections: 16 });
-  const started = performance.now();
-  let next = 0;
-  try {
-    await Promise.all(
-      Array.from({ length: 16 }, async () => {
-        while (next < blobs.length) {
-          const body = blobs[next++]!;
-          const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
-          const head = await request(`http://${host}/v2/${repo}/blobs/${digest}`, { method: 'HEAD', dispatcher: agent, reset: false });
-          await head.body.dump();
-          const post = await request(`http://${host}/v2/${repo}/blobs/uploads/`, { method: 'POST', dispatcher: agent });
-          await post.body.dump();
-          const location = new URL(String(post.headers['location']), `http://${host}`);
-          location.searchParams.set('digest', digest);
-          const put = await request(location, { method: 'PUT', body, headers: { 'content-type': 'application/octet-stream' }, dispatcher: agent });
-          await put.body.dump();
-          if (put.statusCode !== 201) throw new Error(`registry floor: PUT ${digest} answered ${put.statusCode}`);
-        }
-      }),
-    );
-  } finally {
-    await agent.close();
-  }
-  return { seconds: (performance.now() - started) / 1000, maxRssMiB: 0 };
 }
 
 const rows: Row[] = [];
@@ -541,8 +512,7 @@ try {
 
   // ---- files: many small files, where per-file overhead shows ----------------------------------
   if (FILES > 0 && want('files')) {
-    const files: HubFileInput[] = [];
-    for (let i = 0; i < FILES; i++) files.push({ path: `data/shard-${String(Math.floor(i / 100)).padStart(3, '0')}/row-${i}.json`, data: `{"i": ${i}, "text": "${'x'.repeat(i % 512)}"}\n` });
+    const files: HubFileInput[] = manyFiles(FILES);
     await hub.addRepo({ id: 'bench/many-files', type: 'dataset', files });
     const mib = files.reduce((n, f) => n + Buffer.byteLength(f.data as string), 0) / MiB;
     const out = join(dir, 'out-files');
@@ -564,7 +534,7 @@ try {
         // (HEAD, POST, PUT), 16 at once over kept-alive connections, from this process — no bundle read,
         // no verification. Against Debian's docker-registry on two cores this is most of publish's time.
         await measure('files', 'registry floor: HEAD+POST+PUT per blob', mib, () =>
-          registryFloor(registry.host, `floor${++round}`, files.map((f) => Buffer.from(f.data as string))));
+          timed(process.execPath, ['--import', 'tsx', join(repoRoot, 'bench', 'registry-floor.ts'), registry.host, `floor${++round}`, String(FILES)]));
         const pulled = join(dir, 'files-pull-cache');
         await measure('files', 'airlock pull (OCI registry)', mib, () =>
           airlock(['pull', `oci://${registry.host}/f1/datasets/bench/many-files:main`, '--trusted-keys', pub, '--plain-http', '--cache-dir', pulled]), fresh(pulled));

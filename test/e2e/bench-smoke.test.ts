@@ -30,7 +30,8 @@ test('the benchmark suite runs every scenario and reports ratios', { timeout: 30
       'model: airlock export --source modelscope',
       'pickle: import torch zip, analysis on', 'pickle: import torch zip, analysis off',
       'model: airlock publish (OCI registry)', 'model: curl -T (upload to the registry)', 'model: airlock pull (OCI registry)',
-      'model: curl (download blobs from the registry)',
+      'model: curl (download blobs from the registry)', 'model: dd conv=fsync (write limit, beside pull)', 'model: airlock pull, 4 nodes at once',
+      'files: airlock publish (OCI registry)', 'files: registry floor: HEAD+POST+PUT per blob', 'files: airlock pull (OCI registry)',
       'serve: airlock serve, 1 client', 'serve: nginx, 1 client', 'serve: airlock serve, 16 clients', 'serve: nginx, 16 clients',
     ]) {
       assert.ok(labels.includes(expected), `${expected} measured (got ${labels.join(', ')})`);
@@ -55,6 +56,7 @@ test('the benchmark suite runs every scenario and reports ratios', { timeout: 30
     assert.ok('import torch zip: analysis on / off' in result.ratios, 'the content analysis cost is reported');
     assert.ok('publish / curl -T upload' in result.ratios && 'pull / max(curl download, dd conv=fsync)' in result.ratios, 'publish and pull are compared');
     assert.ok('serve / nginx, 16 clients' in result.ratios, 'airlock serve is compared with nginx');
+    assert.ok('publish / registry floor (many files)' in result.ratios, "many-file publish is compared with the registry's own floor");
     for (const value of Object.values(result.ratios)) assert.equal(typeof value, 'number');
     for (const key of [
       'export peak disk / model size', 'curl peak disk / model size', 'manual peak disk / model size',
