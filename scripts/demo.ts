@@ -58,6 +58,10 @@ try {
   await sh('gpg', ['--homedir', gnupg, '--batch', '--quiet', '--import', 'keys/signer.pub.asc'], {});
   await sh('gpg', ['--homedir', gnupg, '--batch', '--verify', 'by-hand/SHA256SUMS.asc', 'by-hand/SHA256SUMS'], {});
   await sh('sh', ['-c', 'cd by-hand && sha256sum --strict -c SHA256SUMS'], {}, '(cd by-hand && sha256sum --strict -c SHA256SUMS)');
+  // gpg started an agent for that home folder: stop it, or it outlives the demo
+  await new Promise<void>((resolve) => {
+    spawn('gpgconf', ['--homedir', gnupg, '--kill', 'gpg-agent'], { stdio: 'ignore' }).on('close', () => resolve()).on('error', () => resolve());
+  });
 
   step('Offline side: verify, then import into a fresh Hugging Face cache');
   const cache = join(workspace, 'offline-hf-cache');
