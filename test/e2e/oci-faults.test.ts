@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +17,7 @@ import { airlockBin, run, runAirlock } from '../support/cli.ts';
 import { sampleModelFiles } from '../support/sample-model.ts';
 import { exportSampleBundle } from '../support/sample-bundle.ts';
 import { snapshotTree, stagingLeftovers } from '../support/cache-snapshot.ts';
-import { startRegistry, type TestRegistry, type TokenServer } from '../support/registry.ts';
+import { forwardTo, listenOnLoopback, startRegistry, type TestRegistry, type TokenServer } from '../support/registry.ts';
 
 let hub: HubServer;
 let dir: string;
@@ -45,25 +45,10 @@ async function startProxy(target: string, intercept: (req: IncomingMessage, res:
     seen.push({ method: req.method ?? '', url: req.url ?? '', ...(req.headers.range === undefined ? {} : { range: req.headers.range }) });
     void intercept(req, res).then((handled) => {
       if (handled) return;
-      const [hostname, port] = target.split(':');
-      const upstream = httpRequest({ hostname, port: Number(port), method: req.method, path: req.url, headers: req.headers }, (up) => {
-        res.writeHead(up.statusCode ?? 502, up.headers);
-        up.pipe(res);
-      });
-      upstream.on('error', () => res.destroy());
-      req.pipe(upstream);
+      req.pipe(forwardTo(target, req, res));
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    host: `127.0.0.1:${(server.address() as AddressInfo).port}`,
-    seen,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
+  return { ...(await listenOnLoopback(server)), seen };
 }
 
 before(async () => {

@@ -10,15 +10,14 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { createServer, request as httpRequest, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startHubServer, type AddedCommit, type HubServer } from '../support/hub-server.ts';
 import { runAirlock } from '../support/cli.ts';
 import { safetensorsOf } from '../support/safetensors-fixture.ts';
-import { startRegistry, type TestRegistry } from '../support/registry.ts';
+import { forwardTo, listenOnLoopback, startRegistry, type TestRegistry } from '../support/registry.ts';
 
 const MiB = 1024 * 1024;
 let hub: HubServer;
@@ -33,12 +32,7 @@ async function startSlowRelay(target: string): Promise<{ host: string; bodyBytes
   let bodyBytes = 0;
   let connections = 0;
   const server: Server = createServer((req, res) => {
-    const [hostname, port] = target.split(':');
-    const upstream = httpRequest({ hostname, port: Number(port), method: req.method, path: req.url, headers: req.headers }, (up) => {
-      res.writeHead(up.statusCode ?? 502, up.headers);
-      up.pipe(res);
-    });
-    upstream.on('error', () => res.destroy());
+    const upstream = forwardTo(target, req, res);
     void (async () => {
       for await (const chunk of req.iterator({ destroyOnReturn: true })) {
         const data = chunk as Buffer;
@@ -52,17 +46,7 @@ async function startSlowRelay(target: string): Promise<{ host: string; bodyBytes
     })().catch(() => upstream.destroy());
   });
   server.on('connection', () => (connections += 1));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    host: `127.0.0.1:${(server.address() as AddressInfo).port}`,
-    bodyBytes: () => bodyBytes,
-    connections: () => connections,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
+  return { ...(await listenOnLoopback(server)), bodyBytes: () => bodyBytes, connections: () => connections };
 }
 
 before(async () => {

@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createPrivateKey, createSign, randomUUID } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer as createNetServer } from 'node:net';
-import { createServer, get as httpGet, type Server, type ServerResponse } from 'node:http';
+import { createServer, get as httpGet, request as httpRequest, type ClientRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { get as httpsGet } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -220,4 +220,28 @@ async function startTokenServer(dir: string, user: string, password: string, ref
     grants,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
+}
+
+/** Listens on 127.0.0.1 at a free port; `close` also drops the connections still open (for relays in front of a registry). */
+export async function listenOnLoopback(server: Server): Promise<{ host: string; close(): Promise<void> }> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    host: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** Sends `req` on to `target` (host:port) and its answer back to `res`; the caller sends the body into the returned request. */
+export function forwardTo(target: string, req: IncomingMessage, res: ServerResponse): ClientRequest {
+  const [hostname, port] = target.split(':');
+  const upstream = httpRequest({ hostname, port: Number(port), method: req.method, path: req.url, headers: req.headers }, (up) => {
+    res.writeHead(up.statusCode ?? 502, up.headers);
+    up.pipe(res);
+  });
+  upstream.on('error', () => res.destroy());
+  return upstream;
 }
