@@ -8,8 +8,7 @@ import { parseOciReference, publishBundle } from '../registry/index.js';
 import { addTrustOptions, renderSigners, trustFrom, type TrustFlags } from './import.js';
 import { jsonOption, type CommandContext } from './main.js';
 import { addRegistryOptions, registryFrom, type RegistryFlags } from './registry-flags.js';
-import { formatBytes, printResult, terminalReadProgress } from './render.js';
-import type { ReadProgress } from '../import/progress-sink.js';
+import { formatBytes, printResult, terminalPublishProgress } from './render.js';
 import { verifiedSigners } from './result.js';
 
 export function registerPublish(program: Command, context: CommandContext): void {
@@ -17,7 +16,7 @@ export function registerPublish(program: Command, context: CommandContext): void
     addTrustOptions(
       program
         .command('publish')
-        .description('verify a bundle, then publish each of its repos as a ModelPack artifact to an OCI registry')
+        .description('publish each repo of a verified bundle as a ModelPack artifact to an OCI registry (the upload runs beside the verification; nothing is committed before it passed)')
         .argument('<bundle...>', 'the .airlock.tar file; for split volumes the first part, NAME.tar.*, the parts index or their folder'),
     ),
   )
@@ -35,23 +34,9 @@ export function registerPublish(program: Command, context: CommandContext): void
       const trust = await trustFrom(flags);
       const contentPolicy = await contentPolicyFrom(flags);
       const client = await registryFrom(target.registry, flags);
-      // on a terminal: the verification pass, then the upload, each as a live progress block
-      let verifying = terminalReadProgress(out, !flags.quiet);
-      const showProgress = verifying !== undefined;
-      let uploading: ReturnType<typeof terminalReadProgress>;
-      const upload: ReadProgress = {
-        // once per repo of the bundle: one block each
-        planned: (bytes, files) => {
-          verifying?.stop();
-          verifying = undefined;
-          uploading?.stop();
-          uploading = terminalReadProgress(out, true);
-          uploading?.progress.planned(bytes, files);
-        },
-        start: (path, size) => uploading?.progress.start(path, size),
-        bytes: (delta, path) => uploading?.progress.bytes(delta, path),
-        finish: (path) => uploading?.progress.finish(path),
-      };
+      // on a terminal: the verification and the upload (side by side) as one live block
+      const live = terminalPublishProgress(out, !flags.quiet);
+      const showProgress = live !== undefined;
       try {
         const result = await publishBundle({
           bundlePath: resolve(bundles[0]!),
@@ -66,11 +51,8 @@ export function registerPublish(program: Command, context: CommandContext): void
           onBlob: (e) => {
             if (!out.json && !flags.quiet && !showProgress) out.stderr(`  ${e.action.padEnd(8)} ${e.repository} ${e.name} (${formatBytes(e.size)})\n`);
           },
-          ...(verifying === undefined ? {} : { progress: { verify: verifying.progress, upload } }),
-        }).finally(() => {
-          verifying?.stop();
-          uploading?.stop();
-        });
+          ...(live === undefined ? {} : { progress: { verify: live.verify, upload: live.upload } }),
+        }).finally(() => live?.stop());
         if (out.json) return printResult(out, { ...result, signers: verifiedSigners(result.signers) });
         if (flags.quiet) {
           return out.stdout(`Published ${bundles[0]} to ${result.repos.flatMap((r) => r.references).join(' ')}: ${result.blobsUploaded} blobs uploaded (${formatBytes(result.bytesUploaded)}), ${result.blobsSkipped + result.blobsMounted} already there\n`);

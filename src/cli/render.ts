@@ -188,3 +188,50 @@ export function terminalReadProgress(out: Output, enabled: boolean): { progress:
     },
   };
 }
+
+/**
+ * publish on a terminal: the verification and the upload run side by side, so one live block shows
+ * both — a line for the verification (until it is done) above the upload's files and total. Undefined
+ * when there is no terminal, under --json and --quiet (as `terminalReadProgress`).
+ */
+export function terminalPublishProgress(out: Output, enabled: boolean): { verify: ReadProgress; upload: ReadProgress; stop: () => void } | undefined {
+  if (!enabled || out.json || process.stderr.isTTY !== true) return undefined;
+  const verifying = new ProgressModel();
+  let uploading: ProgressModel | undefined;
+  const block = new LiveBlock(out.stderr);
+  const draw = (): void => {
+    const columns = process.stderr.columns || 80;
+    const v = verifying.snapshot();
+    const lines = v.doneBytes < v.totalBytes || v.totalBytes === 0 ? [`verifying ${formatBytes(v.doneBytes)} / ${formatBytes(v.totalBytes)} (${percent(v.doneBytes, v.totalBytes)})  ${v.filesDone}/${v.files} files  ${formatBytes(Math.round(v.rate))}/s`] : [`verified ${formatBytes(v.totalBytes)}, ${v.files} files`];
+    if (uploading !== undefined) lines.push(...progressLines(uploading.snapshot(), columns));
+    block.draw(lines.map((l) => (l.length > columns - 1 ? l.slice(0, columns - 1) : l)));
+  };
+  const timer = setInterval(draw, 250);
+  timer.unref();
+  return {
+    verify: {
+      planned: (bytes, files) => {
+        verifying.plan(bytes, files);
+        draw();
+      },
+      start: (path, size) => verifying.start(path, size),
+      bytes: (delta, path) => verifying.bytes(delta, path),
+      finish: (path) => verifying.finish(path),
+    },
+    // once per repo of the bundle: its own totals
+    upload: {
+      planned: (bytes, files) => {
+        uploading = new ProgressModel();
+        uploading.plan(bytes, files);
+        draw();
+      },
+      start: (path, size) => uploading?.start(path, size),
+      bytes: (delta, path) => uploading?.bytes(delta, path),
+      finish: (path) => uploading?.finish(path),
+    },
+    stop: () => {
+      clearInterval(timer);
+      block.done();
+    },
+  };
+}

@@ -56,6 +56,8 @@ export interface RegistryClientOptions {
 export type BlobReader = (position: number, into: Buffer, length: number) => Promise<void>;
 
 const UPLOAD_CHUNK = 1024 * 1024;
+/** An upload body is read and sent in pieces of this size. */
+export const UPLOAD_PIECE_BYTES = UPLOAD_CHUNK;
 /** Upload buffers kept for the next blobs (4 concurrent uploads × 2). */
 const spareUploadBuffers: Buffer[] = [];
 const takeUploadBuffer = (): Buffer => spareUploadBuffers.pop() ?? Buffer.allocUnsafeSlow(UPLOAD_CHUNK);
@@ -79,8 +81,11 @@ interface Send {
   headers?: Record<string, string>;
   /** Re-created for every attempt. */
   body?: () => Readable | Buffer;
-  /** A large body, read piecewise into reused buffers: bytes [start, end) of a blob (uploads). */
-  source?: { read: BlobReader; start: number; end: number };
+  /**
+   * A large body, read piecewise into reused buffers: bytes [start, end) of a blob (uploads). With
+   * `hold`, the last piece is sent only once it resolves (a rejection ends the request unfinished).
+   */
+  source?: { read: BlobReader; start: number; end: number; hold?: Promise<void> | undefined };
   /** `repository:<name>:<actions>` scopes this request needs (Bearer tokens are per scope). */
   scopes: string[];
 }
@@ -361,6 +366,13 @@ export class RegistryClient {
         let slot = 0;
         for (let at = source.start; at < source.end && !answered && !outgoing.destroyed; at += UPLOAD_CHUNK) {
           const n = Math.min(UPLOAD_CHUNK, source.end - at);
+          if (source.hold !== undefined && at + n === source.end) {
+            // the registry commits the blob only after its last byte: that byte waits, without a
+            // timeout of ours, until the caller lets it go
+            outgoing.setTimeout(0);
+            await source.hold;
+            outgoing.setTimeout(this.#timeoutMs);
+          }
           await flushed[slot];
           const chunk = buffers[slot % buffers.length]!.subarray(0, n);
           await source.read(at, chunk, n);
@@ -461,12 +473,25 @@ export class RegistryClient {
     return new URL(location, response.url);
   }
 
+  /** Best effort: tells the registry to drop an unfinished upload session (it would purge it in days). */
+  async #cancelUpload(location: URL, scopes: string[]): Promise<void> {
+    const bare = new URL(location.href);
+    bare.searchParams.delete('digest');
+    const response = await this.send({ method: 'DELETE', url: bare.href, scopes }).catch(() => undefined);
+    if (response !== undefined) await drop(response.body).catch(() => undefined);
+  }
+
   /**
    * Uploads one blob. Monolithic (POST, then one streamed PUT) unless `chunkBytes` is given and the blob
    * is larger; chunked (PATCH per chunk, then PUT) also when the registry refuses the monolithic PUT.
    * `read` reads the blob's bytes by position. The registry checks the digest.
+   *
+   * `hold`: the blob may be committed only once it resolves. Everything but the last piece goes up
+   * before (the last body piece of a PUT, the closing PUT of chunks); a rejection cancels the upload
+   * session and is what this throws, so the registry never commits the blob.
    */
-  async uploadBlob(repository: string, digest: string, size: number, read: BlobReader, chunkBytes?: number): Promise<void> {
+  async uploadBlob(repository: string, digest: string, size: number, read: BlobReader, options: { chunkBytes?: number | undefined; hold?: Promise<void> | undefined } = {}): Promise<void> {
+    const { chunkBytes, hold } = options;
     const scopes = [`repository:${repository}:pull,push`];
     if (chunkBytes === undefined || size <= chunkBytes) {
       const location = await this.#startUpload(repository);
@@ -475,8 +500,11 @@ export class RegistryClient {
         method: 'PUT',
         url: location.href,
         headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
-        source: { read, start: 0, end: size },
+        source: { read, start: 0, end: size, hold },
         scopes,
+      }).catch(async (error: unknown) => {
+        await this.#cancelUpload(location, scopes);
+        throw error;
       });
       if (response.status === 201) return void (await drop(response.body));
       // registries that take no monolithic PUT (GAR-like 413/405 answers): chunks instead
@@ -499,6 +527,10 @@ export class RegistryClient {
       const next = headerValue(response.headers, 'location');
       if (next !== undefined) location = new URL(next, response.url);
     }
+    if (hold !== undefined) await hold.catch(async (error: unknown) => {
+        await this.#cancelUpload(location, scopes);
+        throw error;
+      });
     location.searchParams.set('digest', digest);
     const done = await this.send({ method: 'PUT', url: location.href, headers: { 'content-length': '0' }, scopes });
     if (done.status !== 201) return this.fail(`PUT ${repository}@${digest} (last chunk)`, done);

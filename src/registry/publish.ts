@@ -1,15 +1,18 @@
 /**
  * `airlock publish`: a verified bundle → one ModelPack artifact per repo in an OCI registry.
  *
- * 1. The whole bundle is verified exactly as `verify` does (same library call, same trust policy): a
- *    bundle that does not verify publishes nothing.
- * 2. The tar headers are read to find where each entry's bytes sit; the leading entries are re-read and
- *    re-checked against the signature (small: SHA256SUMS, its signature, manifest.json).
+ * 1. The leading entries (SHA256SUMS, its signature, manifest.json) are read by offset and checked
+ *    against the trust policy: the signed listing names every blob and its digest.
+ * 2. The whole bundle is verified exactly as `verify` does (same library call, same trust policy) while
+ *    the upload runs beside it, and a bundle that does not verify publishes nothing: no blob is committed
+ *    before the verification passed. A blob of one upload piece (1 MiB) waits for it; a larger one
+ *    streams all but its last piece meanwhile, and that piece goes only then (a registry commits a blob
+ *    after its last byte, checking the digest). A bundle found bad ends every upload unfinished.
  * 3. Per repo, per blob (several at a time): HEAD — already there, skip (a re-publish uploads nothing);
  *    else a cross-repository mount when this run saw the blob in another repo; else a monolithic streamed
- *    PUT (chunked PATCH as fallback). A layer's digest is the file's signed SHA-256, so the bytes stream
- *    straight out of the bundle; the registry checks the digest. Each blob retries with backoff on its
- *    own; a re-run after a failure skips what landed.
+ *    PUT (chunked PATCH as fallback, the closing PUT held the same way). A layer's digest is the file's
+ *    signed SHA-256, so the bytes stream straight out of the bundle. Each blob retries with backoff on
+ *    its own; a re-run after a failure skips what landed.
  * 4. Config blob, then the manifest under the revision tag and the commit tag.
  */
 import { createHash } from 'node:crypto';
@@ -25,7 +28,7 @@ import { stopIdleHashThreads } from '../integrity/parallel-digest.js';
 import type { ContentPolicy } from '../content/index.js';
 import type { ReadProgress } from '../import/progress-sink.js';
 import { withRetries, type RetryPolicy } from '../hub/retry.js';
-import type { BlobReader, RegistryClient } from './client.js';
+import { UPLOAD_PIECE_BYTES, type BlobReader, type RegistryClient } from './client.js';
 import { buildArtifact, OCI_MANIFEST_TYPE, type TrustBlob, type TrustRole } from './modelpack.js';
 import { repositoryFor, tagsFor } from './reference.js';
 import { inParallelBySize, laneLimits } from './parallel.js';
@@ -143,26 +146,61 @@ async function readHead(bytes: BundleBytes, options: PublishOptions): Promise<He
 
 export async function publishBundle(options: PublishOptions): Promise<PublishResult> {
   const { client } = options;
-  const verified = await verifyBundle({
+  // the verification runs beside the upload; a failed upload ends it (and a caller's abort ends both)
+  const stop = new AbortController();
+  const verification = verifyBundle({
     bundlePath: options.bundlePath,
     trust: options.trust,
     allowUnsigned: options.allowUnsigned ?? false,
     ...(options.contentPolicy === undefined ? {} : { contentPolicy: options.contentPolicy }),
-    ...(options.signal === undefined ? {} : { signal: options.signal }),
+    signal: options.signal === undefined ? stop.signal : AbortSignal.any([options.signal, stop.signal]),
     ...(options.progress === undefined ? {} : { progress: options.progress.verify }),
   });
-  const delta = verified.repos.find((r) => r.referenced > 0);
+  let verifyFailure: { error: unknown } | undefined;
+  const verified = verification.then(
+    (result) => {
+      // the verification pass is the last hashing publish does (the registry checks each digest itself)
+      stopIdleHashThreads();
+      return result;
+    },
+    (error: unknown) => {
+      verifyFailure = { error };
+      throw error;
+    },
+  );
+  // what every blob waits on before the registry may commit it: the whole bundle verified
+  const released: Promise<void> = verified.then(
+    () => undefined,
+    (error: unknown) => Promise.reject(error instanceof AirlockError ? error : new AirlockError('E_INTERRUPTED', `${options.bundlePath}: the verification stopped: ${String(error)}`, { subject: options.bundlePath })),
+  );
+  released.catch(() => undefined);
+  let bytes: BundleBytes;
+  let head: Head;
+  try {
+    // the signed listing first (small, checked again here): it names every blob and its digest
+    bytes = await openBundleBytes(options.bundlePath);
+    try {
+      head = await readHead(bytes, options);
+    } catch (error) {
+      await bytes.close();
+      throw error;
+    }
+  } catch (error) {
+    // a bundle this fails on fails the verification too, which says best what is wrong with it
+    await verified;
+    throw error;
+  }
+  const delta = head.manifest.repos.find((r) => r.files.some((f) => f.reference));
   if (delta !== undefined) {
-    throw new AirlockError('E_USAGE', `${options.bundlePath} is a delta bundle (${delta.referenced} files of ${delta.id} are not in it); only full bundles can be published`, {
+    stop.abort();
+    await bytes.close();
+    await verified.catch(() => undefined);
+    throw new AirlockError('E_USAGE', `${options.bundlePath} is a delta bundle (${delta.files.filter((f) => f.reference).length} files of ${delta.id} are not in it); only full bundles can be published`, {
       subject: options.bundlePath,
       hint: 'export the repo again without --have, then publish that bundle',
     });
   }
-  // the verification pass is the last hashing publish does (the registry checks each digest itself)
-  stopIdleHashThreads();
-  const bytes = await openBundleBytes(options.bundlePath);
   try {
-    const head = await readHead(bytes, options);
     // where each blob is known to be in this registry (this run), for cross-repository mounts
     const seenIn = new Map<string, string>();
     const published: PublishedRepo[] = [];
@@ -187,23 +225,30 @@ export async function publishBundle(options: PublishOptions): Promise<PublishRes
       progress?.planned(unique.reduce((n, b) => n + b.size, 0), unique.length);
       await inParallelBySize(unique, (blob) => blob.size, laneLimits(options.concurrency), async (blob) => {
         options.signal?.throwIfAborted();
+        // a blob that fits one piece goes once the whole bundle verified; a larger one streams
+        // meanwhile and its last piece waits for that (a registry commits a blob after its last byte)
+        if (blob.size <= UPLOAD_PIECE_BYTES) await released;
         progress?.start(blob.name, blob.size);
         let sent = 0;
-        // bytes count as they are read for the socket (at most two buffers ahead of it); a retry counts again from 0
-        const read: BlobReader =
-          progress === undefined
-            ? blob.read
-            : async (position, into, length) => {
-                await blob.read(position, into, length);
-                const delta = position + length - sent;
-                sent = position + length;
-                progress.bytes(delta, blob.name);
-              };
+        // bytes count as they are read for the socket (at most two buffers ahead of it); a retry counts
+        // again from 0. A bundle found bad meanwhile stops every upload at its next piece.
+        const read: BlobReader = async (position, into, length) => {
+          if (verifyFailure !== undefined) throw verifyFailure.error;
+          await blob.read(position, into, length);
+          if (progress !== undefined) {
+            const delta = position + length - sent;
+            sent = position + length;
+            progress.bytes(delta, blob.name);
+          }
+        };
         const action = await withRetries({ policy: options.retry, what: `${repository} ${blob.name}` }, async (): Promise<BlobAction> => {
           if (await client.hasBlob(repository, blob.digest, blob.size)) return 'skipped';
           const from = seenIn.get(blob.digest);
-          if (from !== undefined && from !== repository && (await client.mountBlob(repository, blob.digest, from))) return 'mounted';
-          await client.uploadBlob(repository, blob.digest, blob.size, read, options.chunkBytes);
+          if (from !== undefined && from !== repository) {
+            await released;
+            if (await client.mountBlob(repository, blob.digest, from)) return 'mounted';
+          }
+          await client.uploadBlob(repository, blob.digest, blob.size, read, { chunkBytes: options.chunkBytes, hold: released });
           return 'uploaded';
         });
         if (sent < blob.size) progress?.bytes(blob.size - sent, blob.name);
@@ -219,6 +264,8 @@ export async function publishBundle(options: PublishOptions): Promise<PublishRes
       const manifestBytes = Buffer.from(JSON.stringify(artifact.manifest), 'utf8');
       const tags = tagsFor(repo);
       let digest = `sha256:${sha256(manifestBytes)}`;
+      // nothing is tagged (published) before the whole bundle verified
+      await released;
       for (const tag of tags) {
         digest = await withRetries({ policy: options.retry, what: `${repository}:${tag}` }, () => client.putManifest(repository, tag, manifestBytes, OCI_MANIFEST_TYPE));
       }
@@ -238,17 +285,25 @@ export async function publishBundle(options: PublishOptions): Promise<PublishRes
         bytesUploaded: counts.bytes,
       });
     }
+    const checked = await verified;
     return {
       bundlePath: options.bundlePath,
       registry: client.registry,
-      signed: verified.signed,
-      signers: verified.signers,
+      signed: checked.signed,
+      signers: checked.signers,
       repos: published,
       bytesUploaded: published.reduce((n, r) => n + r.bytesUploaded, 0),
       blobsUploaded: published.reduce((n, r) => n + r.blobsUploaded, 0),
       blobsSkipped: published.reduce((n, r) => n + r.blobsSkipped, 0),
       blobsMounted: published.reduce((n, r) => n + r.blobsMounted, 0),
     };
+  } catch (error) {
+    // the bundle's own fault, when the verification found one, is what to report (an upload that
+    // stopped because of it says less); else the upload's error, and the verification is stopped
+    if (verifyFailure !== undefined) throw verifyFailure.error;
+    stop.abort();
+    await verified.catch(() => undefined);
+    throw error;
   } finally {
     await bytes.close();
   }

@@ -9,7 +9,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +18,9 @@ import { startHubServer, type AddedCommit, type HubServer } from '../support/hub
 import { runAirlock } from '../support/cli.ts';
 import { safetensorsOf } from '../support/safetensors-fixture.ts';
 import { forwardTo, listenOnLoopback, startRegistry, type TestRegistry } from '../support/registry.ts';
+import { tarLayout } from '../support/tar-layout.ts';
+import { RegistryClient, type BlobReader } from '../../src/registry/client.ts';
+import { AirlockError } from '../../src/errors.ts';
 
 const MiB = 1024 * 1024;
 let hub: HubServer;
@@ -108,5 +111,95 @@ test('publishing many small files reuses a few connections (no connection per bl
     assert.ok(relay.connections() <= 16, `${relay.connections()} connections for 64 blobs`);
   } finally {
     await relay.close();
+  }
+});
+
+/** Waits until `check` holds (polling), or fails after `ms`. */
+async function until(check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+const uploadsLeft = async (root: string, repository: string): Promise<string[]> =>
+  readdir(join(root, 'docker', 'registry', 'v2', 'repositories', repository, '_uploads')).catch(() => []);
+
+test('a held upload: all but its last piece reaches the registry, which commits nothing until the hold is let go; a refused hold leaves no blob', { timeout: 120_000 }, async () => {
+  const own = await startRegistry();
+  const relay = await startSlowRelay(own.host);
+  const client = new RegistryClient({ registry: relay.host, plainHttp: true });
+  try {
+    const data = randomBytes(3 * MiB + 5);
+    const digest = `sha256:${sha(data)}`;
+    const read: BlobReader = async (position, into, length) => void data.copy(into, 0, position, position + length);
+
+    let release!: () => void;
+    const upload = client.uploadBlob('held/one', digest, data.length, read, { hold: new Promise<void>((resolve) => (release = resolve)) });
+    await until(() => relay.bodyBytes() >= 3 * MiB, 30_000, 'the first three pieces');
+    await sleep(300);
+    assert.equal(relay.bodyBytes(), 3 * MiB, 'the last piece waits for the hold');
+    assert.equal(await client.hasBlob('held/one', digest, data.length), false, 'not committed while held');
+    release();
+    await upload;
+    assert.equal(await client.hasBlob('held/one', digest, data.length), true, 'committed once let go');
+
+    const refusal = new AirlockError('E_HASH_MISMATCH', 'the bundle did not verify');
+    let refuse!: (error: Error) => void;
+    const failing = client.uploadBlob('held/two', `sha256:${sha(data.subarray(1))}`, data.length - 1, async (p, into, n) => void data.copy(into, 0, p + 1, p + 1 + n), {
+      hold: new Promise<void>((_, reject) => (refuse = reject)),
+    });
+    await until(() => relay.bodyBytes() >= 6 * MiB, 30_000, 'the second blob but its last piece');
+    assert.equal((await uploadsLeft(own.root, 'held/two')).length, 1, 'an upload session open');
+    refuse(refusal);
+    await assert.rejects(failing, (error) => error === refusal);
+    assert.equal(await client.hasBlob('held/two', `sha256:${sha(data.subarray(1))}`, data.length - 1), false);
+    // distribution 2.8 cannot cancel a session whose PUT broke off (its state no longer matches); the
+    // unfinished data stays in _uploads until the registry purges it — never a blob, never in the repo
+    await sleep(300);
+    assert.equal(await client.hasBlob('held/two', `sha256:${sha(data.subarray(1))}`, data.length - 1), false, 'still not a blob');
+    const links = join(own.root, 'docker', 'registry', 'v2', 'repositories', 'held', 'two', '_layers');
+    assert.deepEqual(await readdir(links).catch(() => []), [], 'no layer link in the repository');
+  } finally {
+    await client.close();
+    await relay.close();
+    await own.close();
+  }
+});
+
+test('a bundle that does not verify publishes nothing: no tag, no blob, not even of its good files', { timeout: 300_000 }, async () => {
+  // the flaw in the last byte of the weights: found at the very end of the verification. That nothing
+  // is committed before it ends (small blobs wait, a large one holds its last piece) is the rule this
+  // guards; the hold itself is shown step by step in the test above
+  await hub.addRepo({ id: 'acme/late-flaw', files: [{ path: 'config.json', data: '{"model_type": "llama"}\n' }, { path: 'README.md', data: '# late flaw\n' }, { path: 'model.safetensors', data: safetensorsOf(randomBytes(8 * MiB)) }] });
+  const bundle = join(dir, 'flipped.airlock.tar');
+  const exp = await runAirlock(['export', 'acme/late-flaw', '--sign-key', join(dir, 'keys', 'signer.key.asc'), '-o', bundle], { env: { HF_ENDPOINT: hub.endpoint } });
+  assert.equal(exp.code, 0, exp.stderr);
+  const tar = await readFile(bundle);
+  const entry = tarLayout(tar).find((e) => e.name.endsWith('/model.safetensors'));
+  assert.ok(entry !== undefined);
+  // the last byte of the weights: the verification finds it only at the very end of the file
+  tar.writeUInt8(tar.readUInt8(entry.dataOffset + entry.size - 1) ^ 0x01, entry.dataOffset + entry.size - 1);
+  await writeFile(bundle, tar);
+
+  const own = await startRegistry();
+  const relay = await startSlowRelay(own.host);
+  try {
+    const published = await runAirlock(['publish', bundle, '--to', `oci://${relay.host}/bad`, '--trusted-keys', join(dir, 'keys', 'signer.pub.asc'), '--plain-http', '--json']);
+    assert.equal(published.code, 3, published.stderr);
+    const error = (JSON.parse(published.stdout) as { error: { code: string; message: string } }).error;
+    assert.equal(error.code, 'E_HASH_MISMATCH');
+    assert.match(error.message, /model\.safetensors/);
+  } finally {
+    await relay.close();
+  }
+  try {
+    const blobs = join(own.root, 'docker', 'registry', 'v2', 'blobs');
+    assert.deepEqual(await readdir(blobs, { recursive: true }).then((names) => names.filter((n) => n.endsWith('data')), () => []), [], 'no blob committed');
+    const tags = await fetch(`http://${own.host}/v2/bad/acme/late-flaw/tags/list`);
+    assert.equal(tags.status, 404, 'no tag');
+  } finally {
+    await own.close();
   }
 });
