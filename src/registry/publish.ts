@@ -24,6 +24,7 @@ import { openBundleBytes, type BundleBytes } from '../bundle/entry-offsets.js';
 import { parseSha256Sums } from '../integrity/sha256sums.js';
 import { verifyDetachedSignature, type TrustPolicy, type VerifiedSigner } from '../signing/verify.js';
 import { verifyBundle } from '../import/index.js';
+import { watchInterrupts } from '../import/interrupt.js';
 import { stopIdleHashThreads } from '../integrity/parallel-digest.js';
 import type { ContentPolicy } from '../content/index.js';
 import type { ReadProgress } from '../import/progress-sink.js';
@@ -51,6 +52,8 @@ export interface PublishOptions {
   /** The verification pass, then the upload: told about every byte (the CLI's progress display). */
   progress?: { verify: ReadProgress; upload: ReadProgress };
   signal?: AbortSignal;
+  /** Default true: SIGINT/SIGTERM interrupt the publish (E_INTERRUPTED) instead of killing the process. */
+  handleSignals?: boolean;
 }
 
 export type BlobAction = 'skipped' | 'mounted' | 'uploaded';
@@ -145,6 +148,17 @@ async function readHead(bytes: BundleBytes, options: PublishOptions): Promise<He
 }
 
 export async function publishBundle(options: PublishOptions): Promise<PublishResult> {
+  // Ctrl-C (or the caller's abort) ends the verification and every upload at its next piece, before
+  // anything more is committed: E_INTERRUPTED, exit 130, no tag
+  const interrupts = watchInterrupts(options.signal, options.handleSignals ?? true, 'nothing was published (no tag was written); blobs that landed are skipped when you run the command again');
+  try {
+    return await publishWithin(options, interrupts.signal);
+  } finally {
+    interrupts.dispose();
+  }
+}
+
+async function publishWithin(options: PublishOptions, signal: AbortSignal): Promise<PublishResult> {
   const { client } = options;
   // the verification runs beside the upload; a failed upload ends it (and a caller's abort ends both)
   const stop = new AbortController();
@@ -153,7 +167,7 @@ export async function publishBundle(options: PublishOptions): Promise<PublishRes
     trust: options.trust,
     allowUnsigned: options.allowUnsigned ?? false,
     ...(options.contentPolicy === undefined ? {} : { contentPolicy: options.contentPolicy }),
-    signal: options.signal === undefined ? stop.signal : AbortSignal.any([options.signal, stop.signal]),
+    signal: AbortSignal.any([signal, stop.signal]),
     ...(options.progress === undefined ? {} : { progress: options.progress.verify }),
   });
   let verifyFailure: { error: unknown } | undefined;
@@ -224,7 +238,7 @@ export async function publishBundle(options: PublishOptions): Promise<PublishRes
       const progress = options.progress?.upload;
       progress?.planned(unique.reduce((n, b) => n + b.size, 0), unique.length);
       await inParallelBySize(unique, (blob) => blob.size, laneLimits(options.concurrency), async (blob) => {
-        options.signal?.throwIfAborted();
+        signal.throwIfAborted();
         // a blob that fits one piece goes once the whole bundle verified; a larger one streams
         // meanwhile and its last piece waits for that (a registry commits a blob after its last byte)
         if (blob.size <= UPLOAD_PIECE_BYTES) await released;
@@ -234,6 +248,7 @@ export async function publishBundle(options: PublishOptions): Promise<PublishRes
         // again from 0. A bundle found bad meanwhile stops every upload at its next piece.
         const read: BlobReader = async (position, into, length) => {
           if (verifyFailure !== undefined) throw verifyFailure.error;
+          signal.throwIfAborted();
           await blob.read(position, into, length);
           if (progress !== undefined) {
             const delta = position + length - sent;
@@ -266,6 +281,7 @@ export async function publishBundle(options: PublishOptions): Promise<PublishRes
       let digest = `sha256:${sha256(manifestBytes)}`;
       // nothing is tagged (published) before the whole bundle verified
       await released;
+      signal.throwIfAborted();
       for (const tag of tags) {
         digest = await withRetries({ policy: options.retry, what: `${repository}:${tag}` }, () => client.putManifest(repository, tag, manifestBytes, OCI_MANIFEST_TYPE));
       }

@@ -13,9 +13,10 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startHubServer, type AddedCommit, type HubServer } from '../support/hub-server.ts';
-import { runAirlock } from '../support/cli.ts';
+import { airlockBin, cleanEnv, runAirlock } from '../support/cli.ts';
 import { safetensorsOf } from '../support/safetensors-fixture.ts';
 import { forwardTo, listenOnLoopback, startRegistry, type TestRegistry } from '../support/registry.ts';
 import { tarLayout } from '../support/tar-layout.ts';
@@ -30,8 +31,8 @@ let model: AddedCommit;
 const weights = safetensorsOf(randomBytes(5 * MiB + 12_345));
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-/** Relays to the registry; request bodies are read 16 KiB at a time with a pause between reads. */
-async function startSlowRelay(target: string): Promise<{ host: string; bodyBytes: () => number; connections: () => number; close(): Promise<void> }> {
+/** Relays to the registry; request bodies are read 16 KiB at a time with a pause (ms) between reads. */
+async function startSlowRelay(target: string, pauseMs = 1): Promise<{ host: string; bodyBytes: () => number; connections: () => number; close(): Promise<void> }> {
   let bodyBytes = 0;
   let connections = 0;
   const server: Server = createServer((req, res) => {
@@ -42,7 +43,7 @@ async function startSlowRelay(target: string): Promise<{ host: string; bodyBytes
         for (let at = 0; at < data.length; at += 16 * 1024) {
           bodyBytes += Math.min(16 * 1024, data.length - at);
           if (!upstream.write(data.subarray(at, at + 16 * 1024))) await new Promise((resolve) => upstream.once('drain', resolve));
-          await sleep(1);
+          await sleep(pauseMs);
         }
       }
       upstream.end();
@@ -202,4 +203,33 @@ test('a bundle that does not verify publishes nothing: no tag, no blob, not even
   } finally {
     await own.close();
   }
+});
+
+test('Ctrl-C while the weights are on their way: E_INTERRUPTED, exit 130, nothing tagged; a re-run publishes', { timeout: 120_000 }, async () => {
+  const bundle = join(dir, 'interrupted.airlock.tar');
+  const exp = await runAirlock(['export', 'acme/big-weights', '--sign-key', join(dir, 'keys', 'signer.key.asc'), '-o', bundle], { env: { HF_ENDPOINT: hub.endpoint } });
+  assert.equal(exp.code, 0, exp.stderr);
+  const relay = await startSlowRelay(registry.host, 5);
+  try {
+    const args = ['publish', bundle, '--to', `oci://${relay.host}/interrupted`, '--trusted-keys', join(dir, 'keys', 'signer.pub.asc'), '--plain-http', '--json'];
+    const child = spawn(process.execPath, [airlockBin, ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+    // the 5 MiB of weights take over a second through this relay: interrupt after the first MiB
+    await until(() => relay.bodyBytes() >= MiB, 30_000, 'the weights to be on their way');
+    child.kill('SIGINT');
+    const r = await exited;
+    assert.equal(r.signal, null, 'handled, not killed by the signal');
+    assert.equal(r.code, 130, stderr);
+    assert.equal((JSON.parse(stdout) as { error: { code: string } }).error.code, 'E_INTERRUPTED');
+    assert.match(stderr, /nothing was published/);
+    assert.equal((await fetch(`http://${registry.host}/v2/interrupted/acme/big-weights/tags/list`)).status, 404, 'no tag');
+  } finally {
+    await relay.close();
+  }
+  const again = await runAirlock(['publish', bundle, '--to', `oci://${registry.host}/interrupted`, '--trusted-keys', join(dir, 'keys', 'signer.pub.asc'), '--plain-http']);
+  assert.equal(again.code, 0, again.stderr);
 });
