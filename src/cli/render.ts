@@ -160,6 +160,16 @@ export class LiveBlock {
 // ---------------------------------------------------------------------------------------------------------
 // verify / import progress: the same model and view as export's, fed by the bundle read
 
+/** A ReadProgress feeding the model `current()` names (none yet: ignored); `planned` is the caller's. */
+function feeding(current: () => ProgressModel | undefined, planned: ReadProgress['planned']): ReadProgress {
+  return {
+    planned,
+    start: (path, size) => current()?.start(path, size),
+    bytes: (delta, path) => current()?.bytes(delta, path),
+    finish: (path) => current()?.finish(path),
+  };
+}
+
 /**
  * A live progress block on a terminal (bytes, rate, ETA, the file being read), redrawn 4×/s on stderr.
  * Undefined — no progress at all — when stderr is not a terminal (piped, a log file), under --json and
@@ -173,15 +183,13 @@ export function terminalReadProgress(out: Output, enabled: boolean): { progress:
   const timer = setInterval(draw, 250);
   timer.unref();
   return {
-    progress: {
-      planned: (bytes, files) => {
+    progress: feeding(
+      () => model,
+      (bytes, files) => {
         model.plan(bytes, files);
         draw();
       },
-      start: (path, size) => model.start(path, size),
-      bytes: (delta, path) => model.bytes(delta, path),
-      finish: (path) => model.finish(path),
-    },
+    ),
     stop: () => {
       clearInterval(timer);
       block.done();
@@ -209,26 +217,22 @@ export function terminalPublishProgress(out: Output, enabled: boolean): { verify
   const timer = setInterval(draw, 250);
   timer.unref();
   return {
-    verify: {
-      planned: (bytes, files) => {
+    verify: feeding(
+      () => verifying,
+      (bytes, files) => {
         verifying.plan(bytes, files);
         draw();
       },
-      start: (path, size) => verifying.start(path, size),
-      bytes: (delta, path) => verifying.bytes(delta, path),
-      finish: (path) => verifying.finish(path),
-    },
-    // once per repo of the bundle: its own totals
-    upload: {
-      planned: (bytes, files) => {
+    ),
+    // planned once per repo of the bundle: each repo its own totals
+    upload: feeding(
+      () => uploading,
+      (bytes, files) => {
         uploading = new ProgressModel();
         uploading.plan(bytes, files);
         draw();
       },
-      start: (path, size) => uploading?.start(path, size),
-      bytes: (delta, path) => uploading?.bytes(delta, path),
-      finish: (path) => uploading?.finish(path),
-    },
+    ),
     stop: () => {
       clearInterval(timer);
       block.done();

@@ -527,10 +527,12 @@ export class RegistryClient {
       const next = headerValue(response.headers, 'location');
       if (next !== undefined) location = new URL(next, response.url);
     }
-    if (hold !== undefined) await hold.catch(async (error: unknown) => {
+    if (hold !== undefined) {
+      await hold.catch(async (error: unknown) => {
         await this.#cancelUpload(location, scopes);
         throw error;
       });
+    }
     location.searchParams.set('digest', digest);
     const done = await this.send({ method: 'PUT', url: location.href, headers: { 'content-length': '0' }, scopes });
     if (done.status !== 201) return this.fail(`PUT ${repository}@${digest} (last chunk)`, done);

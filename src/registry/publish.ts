@@ -49,7 +49,7 @@ export interface PublishOptions {
   /** Upload blobs larger than this in PATCH chunks of this size (default: one monolithic PUT). */
   chunkBytes?: number | undefined;
   onBlob?: (event: BlobEvent) => void;
-  /** The verification pass, then the upload: told about every byte (the CLI's progress display). */
+  /** The verification pass and the upload, side by side: told about every byte (the CLI's progress display). */
   progress?: { verify: ReadProgress; upload: ReadProgress };
   signal?: AbortSignal;
   /** Default true: SIGINT/SIGTERM interrupt the publish (E_INTERRUPTED) instead of killing the process. */
