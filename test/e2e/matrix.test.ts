@@ -1,5 +1,6 @@
 /**
- * Every command that reads a bundle × every kind of bundle a user can make (issue 13). The bundles
+ * Every command that reads a bundle × every kind of bundle a user can make (issue 13), publish → pull
+ * through a real registry included (issue 15). The bundles
  * come ONLY from the real CLI against the test hubs — `airlock export` (single tar, split volumes,
  * --gpg-sign, delta with a `cache inventory`, ModelScope, a multi-repo --spec, --from-cache,
  * --unsigned) and `airlock resign --add` (two signatures) — never from a hand builder: a fixture that
@@ -20,6 +21,7 @@ import { run, runAirlock, type RunResult } from '../support/cli.ts';
 import { sampleModelFiles } from '../support/sample-model.ts';
 import { snapshotTree } from '../support/cache-snapshot.ts';
 import { tarLayout } from '../support/tar-layout.ts';
+import { startRegistry, type TestRegistry } from '../support/registry.ts';
 
 const LIMIT = 4;
 let running = 0;
@@ -45,6 +47,8 @@ function ok(r: RunResult, what: string): void {
 let dir: string;
 let hub: HubServer;
 let ms: ModelScopeServer;
+/** The in-gap registry publish writes to and pull reads from. */
+let registry: TestRegistry;
 /** Key pairs from `airlock keys generate`. */
 const keys: Record<'k1' | 'k2' | 'k3', { key: string; pub: string }> = {} as never;
 let gnupg: string;
@@ -102,6 +106,7 @@ before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'airlock-matrix-'));
   hub = await startHubServer();
   ms = await startModelScopeServer();
+  registry = await startRegistry();
   await hub.addRepo({ id: 'acme/tiny-llm', files: sampleModelFiles() });
   // split volumes are at least 1 MiB each: a 4 MiB extra file makes five parts of the split kind
   await hub.addRepo({ id: 'acme/tiny-llm-xl', files: [...sampleModelFiles(), { path: 'extra/blob.bin', data: randomBytes(4 << 20) }] });
@@ -184,6 +189,7 @@ after(async () => {
   await tool('gpgconf', ['--homedir', gnupg, '--kill', 'gpg-agent']).catch(() => undefined);
   await hub?.close();
   await ms?.close();
+  await registry?.close();
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -225,6 +231,28 @@ function layoutArgs(kind: Kind, layout: Layout, path: string): string[] {
       return ['--layout', 'modelscope', '--cache-dir', path];
     case 'dir':
       return ['--local-dir', path, ...(kind.dirRepo === undefined ? [] : ['--repo', kind.dirRepo])];
+  }
+}
+
+/**
+ * publish to the registry under a prefix of the cell's own, then pull every published repo onto a
+ * fresh "node" requiring every signature the bundle carries: the pulled signers are the bundle's.
+ */
+async function publishThenPull(kind: Kind, trust: string[], pubs: number): Promise<void> {
+  const prefix = `matrix/${kind.name}`;
+  const r = await airlock(['publish', kind.path, '--to', `oci://${registry.host}/${prefix}`, ...trust, '--plain-http', '--json']);
+  ok(r, 'publish');
+  const published = JSON.parse(r.stdout) as { signers: unknown[]; repos: Array<{ references: string[] }> };
+  assert.equal(published.repos.length, kind.repos);
+  assert.equal(published.signers.length, pubs);
+  for (const [i, repo] of published.repos.entries()) {
+    const cache = await target({ ...kind, delta: false }, `pull-${i}`);
+    const require = pubs > 0 ? ['--require-signatures', String(pubs)] : [];
+    const pulled = await airlock(['pull', repo.references[0]!, ...trust, ...require, '--plain-http', '--cache-dir', cache, '--json']);
+    ok(pulled, `pull ${repo.references[0]}`);
+    const result = JSON.parse(pulled.stdout) as { signers: unknown[]; signed: boolean };
+    assert.equal(result.signers.length, pubs);
+    assert.equal(result.signed, pubs > 0);
   }
 }
 
@@ -285,6 +313,15 @@ describe('every command on every signed kind of bundle', { concurrency: true }, 
           }
         });
       }
+
+      test('publish to an OCI registry, then pull on a fresh node', async () => {
+        if (!kind().delta) return publishThenPull(kind(), trustArgs(kind().pubs), kind().pubs.length);
+        // a delta leaves files out: no artifact can be made of it, and nothing is pushed
+        const r = await airlock(['publish', kind().path, '--to', `oci://${registry.host}/matrix/delta`, ...trustArgs(kind().pubs), '--plain-http']);
+        assert.equal(r.code, 2, r.stderr);
+        assert.match(r.stderr, /is a delta bundle[\s\S]*E_USAGE/);
+        assert.equal((await fetch(`http://${registry.host}/v2/matrix/delta/acme/tiny-llm/tags/list`)).status, 404, 'no tag');
+      });
 
       test('inspect', async () => {
         const r = await airlock(['inspect', kind().path, '--json']);
@@ -352,6 +389,14 @@ describe('an unsigned bundle (export --unsigned): what the docs promise', { conc
       ok(await airlock(['import', kind().path, '--allow-unsigned', ...layoutArgs(kind(), layout, into)]), `import --allow-unsigned --layout ${layout}`);
     });
   }
+
+  test('publish refuses it without --allow-unsigned (nothing pushed); with it, pull needs --allow-unsigned too', async () => {
+    const refused = await airlock(['publish', kind().path, '--to', `oci://${registry.host}/matrix/refused`, '--trusted-keys', keys.k1.pub, '--plain-http']);
+    refusedUnsigned(refused);
+    assert.equal((await fetch(`http://${registry.host}/v2/matrix/refused/acme/tiny-llm/tags/list`)).status, 404, 'no tag');
+    await publishThenPull(kind(), ['--allow-unsigned'], 0);
+    refusedUnsigned(await airlock(['pull', `oci://${registry.host}/matrix/unsigned/acme/tiny-llm:main`, '--trusted-keys', keys.k1.pub, '--plain-http', '--cache-dir', await target(kind(), 'pull-refused')]));
+  });
 
   test('inspect says UNSIGNED', async () => {
     const r = await airlock(['inspect', kind().path]);
