@@ -83,9 +83,10 @@ interface Send {
   body?: () => Readable | Buffer;
   /**
    * A large body, read piecewise into reused buffers: bytes [start, end) of a blob (uploads). With
-   * `hold`, the last piece is sent only once it resolves (a rejection ends the request unfinished).
+   * `hold`, the last piece is sent only once the promise it returns (called when that piece is next)
+   * resolves; a rejection ends the request unfinished.
    */
-  source?: { read: BlobReader; start: number; end: number; hold?: Promise<void> | undefined };
+  source?: { read: BlobReader; start: number; end: number; hold?: (() => Promise<void>) | undefined };
   /** `repository:<name>:<actions>` scopes this request needs (Bearer tokens are per scope). */
   scopes: string[];
 }
@@ -370,7 +371,7 @@ export class RegistryClient {
             // the registry commits the blob only after its last byte: that byte waits, without a
             // timeout of ours, until the caller lets it go
             outgoing.setTimeout(0);
-            await source.hold;
+            await source.hold();
             outgoing.setTimeout(this.#timeoutMs);
           }
           await flushed[slot];
@@ -486,11 +487,11 @@ export class RegistryClient {
    * is larger; chunked (PATCH per chunk, then PUT) also when the registry refuses the monolithic PUT.
    * `read` reads the blob's bytes by position. The registry checks the digest.
    *
-   * `hold`: the blob may be committed only once it resolves. Everything but the last piece goes up
-   * before (the last body piece of a PUT, the closing PUT of chunks); a rejection cancels the upload
-   * session and is what this throws, so the registry never commits the blob.
+   * `hold`: called when everything but the last piece is up (the last body piece of a PUT, the closing
+   * PUT of chunks); the blob may be committed only once the promise it returns resolves. A rejection
+   * cancels the upload session and is what this throws, so the registry never commits the blob.
    */
-  async uploadBlob(repository: string, digest: string, size: number, read: BlobReader, options: { chunkBytes?: number | undefined; hold?: Promise<void> | undefined } = {}): Promise<void> {
+  async uploadBlob(repository: string, digest: string, size: number, read: BlobReader, options: { chunkBytes?: number | undefined; hold?: (() => Promise<void>) | undefined } = {}): Promise<void> {
     const { chunkBytes, hold } = options;
     const scopes = [`repository:${repository}:pull,push`];
     if (chunkBytes === undefined || size <= chunkBytes) {
@@ -528,7 +529,7 @@ export class RegistryClient {
       if (next !== undefined) location = new URL(next, response.url);
     }
     if (hold !== undefined) {
-      await hold.catch(async (error: unknown) => {
+      await hold().catch(async (error: unknown) => {
         await this.#cancelUpload(location, scopes);
         throw error;
       });

@@ -54,6 +54,26 @@ export interface PublishOptions {
   signal?: AbortSignal;
   /** Default true: SIGINT/SIGTERM interrupt the publish (E_INTERRUPTED) instead of killing the process. */
   handleSignals?: boolean;
+  /** How long a blob's last piece may wait for the verification (default 20 s, under proxies' idle timeouts). */
+  holdLimitMs?: number;
+}
+
+const DEFAULT_HOLD_LIMIT_MS = 20_000;
+
+/** A hold that lasted longer than allowed: the upload is abandoned and made again after the verification. */
+export class HoldExpired extends AirlockError {
+  constructor(ms: number) {
+    super('E_INTERRUPTED', `the verification took longer than ${ms} ms after the upload reached its last piece`);
+  }
+}
+
+/** `released`, or HoldExpired after `ms` — whichever comes first (`released`'s own failure passes through). */
+export function heldAtMost(released: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new HoldExpired(ms)), ms);
+  });
+  return Promise.race([released, expired]).finally(() => clearTimeout(timer));
 }
 
 export type BlobAction = 'skipped' | 'mounted' | 'uploaded';
@@ -188,6 +208,9 @@ async function publishWithin(options: PublishOptions, signal: AbortSignal): Prom
     (error: unknown) => Promise.reject(error instanceof AirlockError ? error : new AirlockError('E_INTERRUPTED', `${options.bundlePath}: the verification stopped: ${String(error)}`, { subject: options.bundlePath })),
   );
   released.catch(() => undefined);
+  // large blobs stream during the verification until one waited longer than `holdLimitMs` for it
+  let overlapping = true;
+  const holdLimitMs = options.holdLimitMs ?? DEFAULT_HOLD_LIMIT_MS;
   let bytes: BundleBytes;
   let head: Head;
   try {
@@ -241,7 +264,7 @@ async function publishWithin(options: PublishOptions, signal: AbortSignal): Prom
         signal.throwIfAborted();
         // a blob that fits one piece goes once the whole bundle verified; a larger one streams
         // meanwhile and its last piece waits for that (a registry commits a blob after its last byte)
-        if (blob.size <= UPLOAD_PIECE_BYTES) await released;
+        if (blob.size <= UPLOAD_PIECE_BYTES || !overlapping) await released;
         progress?.start(blob.name, blob.size);
         let sent = 0;
         // bytes count as they are read for the socket (at most two buffers ahead of it); a retry counts
@@ -263,7 +286,18 @@ async function publishWithin(options: PublishOptions, signal: AbortSignal): Prom
             await released;
             if (await client.mountBlob(repository, blob.digest, from)) return 'mounted';
           }
-          await client.uploadBlob(repository, blob.digest, blob.size, read, { chunkBytes: options.chunkBytes, hold: released });
+          // a last piece held too long would meet a proxy's idle timeout (nginx: 60 s): after
+          // `holdLimitMs` this attempt ends, later blobs wait for the verification before they start,
+          // and this one goes again once it passed (not a failed attempt: the registry did nothing wrong)
+          const hold = overlapping ? () => heldAtMost(released, holdLimitMs) : undefined;
+          try {
+            await client.uploadBlob(repository, blob.digest, blob.size, read, { chunkBytes: options.chunkBytes, hold });
+          } catch (error) {
+            if (!(error instanceof HoldExpired)) throw error;
+            overlapping = false;
+            await released;
+            await client.uploadBlob(repository, blob.digest, blob.size, read, { chunkBytes: options.chunkBytes });
+          }
           return 'uploaded';
         });
         if (sent < blob.size) progress?.bytes(blob.size - sent, blob.name);

@@ -22,6 +22,9 @@ import { forwardTo, listenOnLoopback, startRegistry, type TestRegistry } from '.
 import { tarLayout } from '../support/tar-layout.ts';
 import { RegistryClient, type BlobReader } from '../../src/registry/client.ts';
 import { AirlockError } from '../../src/errors.ts';
+import { heldAtMost, HoldExpired, publishBundle } from '../../src/registry/publish.ts';
+import { readPublicKeys } from '../../src/signing/verify.ts';
+import { NO_RETRY } from '../../src/hub/retry.ts';
 
 const MiB = 1024 * 1024;
 let hub: HubServer;
@@ -137,7 +140,7 @@ test('a held upload: all but its last piece reaches the registry, which commits 
     const read: BlobReader = async (position, into, length) => void data.copy(into, 0, position, position + length);
 
     let release!: () => void;
-    const upload = client.uploadBlob('held/one', digest, data.length, read, { hold: new Promise<void>((resolve) => (release = resolve)) });
+    const upload = client.uploadBlob('held/one', digest, data.length, read, { hold: () => new Promise<void>((resolve) => (release = resolve)) });
     await until(() => relay.bodyBytes() >= 3 * MiB, 30_000, 'the first three pieces');
     await sleep(300);
     assert.equal(relay.bodyBytes(), 3 * MiB, 'the last piece waits for the hold');
@@ -149,7 +152,7 @@ test('a held upload: all but its last piece reaches the registry, which commits 
     const refusal = new AirlockError('E_HASH_MISMATCH', 'the bundle did not verify');
     let refuse!: (error: Error) => void;
     const failing = client.uploadBlob('held/two', `sha256:${sha(data.subarray(1))}`, data.length - 1, async (p, into, n) => void data.copy(into, 0, p + 1, p + 1 + n), {
-      hold: new Promise<void>((_, reject) => (refuse = reject)),
+      hold: () => new Promise<void>((_, reject) => (refuse = reject)),
     });
     await until(() => relay.bodyBytes() >= 6 * MiB, 30_000, 'the second blob but its last piece');
     assert.equal((await uploadsLeft(own.root, 'held/two')).length, 1, 'an upload session open');
@@ -232,4 +235,74 @@ test('Ctrl-C while the weights are on their way: E_INTERRUPTED, exit 130, nothin
   }
   const again = await runAirlock(['publish', bundle, '--to', `oci://${registry.host}/interrupted`, '--trusted-keys', join(dir, 'keys', 'signer.pub.asc'), '--plain-http']);
   assert.equal(again.code, 0, again.stderr);
+});
+
+test('heldAtMost: the verification, or HoldExpired after the limit; a failed verification passes through', async () => {
+  await heldAtMost(Promise.resolve(), 1_000);
+  await assert.rejects(heldAtMost(new Promise<void>(() => undefined), 10), HoldExpired);
+  const bad = new AirlockError('E_HASH_MISMATCH', 'bad bundle');
+  await assert.rejects(heldAtMost(Promise.reject(bad), 1_000), (error) => error === bad);
+});
+
+test('a last piece held past the limit: that upload is abandoned and made again after the verification, nothing committed before', { timeout: 120_000 }, async () => {
+  // weights whose verification takes far longer than the first steps of their upload (a client that
+  // answers at once): the hold meets a limit of 0 ms while the verification still runs
+  await hub.addRepo({ id: 'acme/slow-verify', files: [{ path: 'config.json', data: '{"model_type": "llama"}\n' }, { path: 'model.safetensors', data: safetensorsOf(randomBytes(64 * MiB)) }] });
+  const bundle = join(dir, 'slow-verify.airlock.tar');
+  const exp = await runAirlock(['export', 'acme/slow-verify', '--sign-key', join(dir, 'keys', 'signer.key.asc'), '-o', bundle], { env: { HF_ENDPOINT: hub.endpoint } });
+  assert.equal(exp.code, 0, exp.stderr);
+  // every byte counted by the verification: what each call saw
+  let planned = -1;
+  let counted = 0;
+  const verifiedAll = (): boolean => counted === planned;
+  const calls: Array<{ name: string; held: boolean; outcome: string; verified: boolean }> = [];
+  const events: string[] = [];
+  const fake = {
+    registry: 'fake.registry.invalid',
+    hasBlob: async () => false,
+    mountBlob: async () => false,
+    uploadBlob: async (_repository: string, digest: string, size: number, _read: BlobReader, options: { hold?: () => Promise<void> } = {}) => {
+      const name = size > MiB ? 'weights' : digest;
+      if (options.hold === undefined) {
+        calls.push({ name, held: false, outcome: 'committed', verified: verifiedAll() });
+        return;
+      }
+      try {
+        await options.hold();
+        calls.push({ name, held: true, outcome: 'committed', verified: verifiedAll() });
+      } catch (error) {
+        calls.push({ name, held: true, outcome: (error as Error).constructor.name, verified: verifiedAll() });
+        throw error;
+      }
+    },
+    putManifest: async (_repository: string, tag: string) => {
+      events.push(`manifest ${tag} (verified: ${verifiedAll()})`);
+      return 'sha256:0';
+    },
+  };
+  const result = await publishBundle({
+    bundlePath: bundle,
+    client: fake as unknown as RegistryClient,
+    prefix: 'models',
+    trust: { keys: await readPublicKeys(await readFile(join(dir, 'keys', 'signer.pub.asc')), 'signer.pub.asc') },
+    retry: NO_RETRY,
+    holdLimitMs: 0,
+    handleSignals: false,
+    progress: {
+      verify: { planned: (bytes) => (planned = bytes), start: () => undefined, bytes: (n) => (counted += n), finish: () => undefined },
+      upload: { planned: () => undefined, start: () => undefined, bytes: () => undefined, finish: () => undefined },
+    },
+  });
+  assert.equal(result.repos.length, 1);
+  const weights = calls.filter((c) => c.name === 'weights');
+  assert.deepEqual(
+    weights.map((c) => [c.held, c.outcome, c.verified]),
+    [
+      [true, 'HoldExpired', false],
+      [false, 'committed', true],
+    ],
+    JSON.stringify(calls),
+  );
+  assert.ok(calls.every((c) => c.outcome !== 'committed' || c.verified), `nothing committed before the verification: ${JSON.stringify(calls)}`);
+  assert.deepEqual(events, ['manifest main (verified: true)', `manifest ${result.repos[0]!.commit} (verified: true)`]);
 });
