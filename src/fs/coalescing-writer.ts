@@ -1,6 +1,6 @@
 /**
  * Writes that keep the network and the disk busy at once, for bytes arriving in small socket chunks
- * (hub downloads, registry layers). See `CoalescingWriter`.
+ * (hub downloads; registry pulls write from their hash ring instead). See `CoalescingWriter`.
  */
 import { fsError, type AirlockError } from '../errors.js';
 

@@ -443,9 +443,15 @@ export class ParallelDigest {
 
 /** Streams below this size are hashed on the main thread: a round trip to the thread costs more. */
 const STREAM_INLINE_MAX = 1024 * 1024;
-/** A StreamDigest's ring: this many slots of this size (so at most this much is waiting to be hashed). */
+/**
+ * A StreamDigest's ring: this many slots of this size (so at most this much is waiting to be hashed, or
+ * written). A slot is also one write when the stream writes: 512 KiB buffered writes were the cheapest
+ * size measured here (one buffer written over and over to ext4: 0.17 s of system time per GiB, against
+ * 0.50 s for 1 MiB and 0.33 s for 128 KiB writes), and 8 slots keep the disk and the hashing thread a few
+ * slots behind the network.
+ */
 const STREAM_SLOT_BYTES = 512 * 1024;
-const STREAM_SLOTS = 4;
+const STREAM_SLOTS = 8;
 
 /** The one hashing thread every StreamDigest shares (each stream has its own id and ring there). */
 let streamLane: HashLane | undefined;
@@ -476,52 +482,97 @@ function giveStreamLane(lane: HashLane): void {
   releaseLane(lane, true);
 }
 
+export interface StreamDigestOptions {
+  /** Also compute the git blob SHA-1 of a blob of this size. */
+  gitBlobSize?: number;
+  /**
+   * Also write the bytes, in order, from the very memory that is hashed: each full slot of the ring (and the
+   * last, partial one) is handed to `write` — one call at a time, a view the caller must not keep — and
+   * refilled only after both its hash and its write are done. A byte received is then copied once in all
+   * (socket buffer → ring), and what is written is exactly what was hashed. A rejection ends the stream:
+   * the next `update` or `digest` throws it as it is (the caller makes it the error it wants users to see).
+   */
+  write?: (data: Buffer) => Promise<void>;
+}
+
 /**
  * SHA-256 (and the git blob SHA-1 when asked) of bytes that arrive in buffers we do not own — a
  * socket's chunks during a registry pull — on the shared hashing thread, so the main thread only
- * receives and writes. Each chunk is copied once into the stream's SharedArrayBuffer ring; a full slot
- * is handed to the thread, and `update` waits only when every slot is still being hashed. Streams of
- * at most 1 MiB are hashed inline. `digest()` (or `close()`, on failure) ends the stream.
+ * receives (and, with `write`, hands slots to the disk). Each chunk is copied once into the stream's
+ * SharedArrayBuffer ring; a full slot is handed to the thread (and to `write`), and `update` waits only
+ * when every slot is still in use. Streams of at most 1 MiB are hashed inline (and written chunk by
+ * chunk). `digest()` (or `close()`, on failure) ends the stream; `settled()` waits for writes in flight.
  */
 export class StreamDigest {
   readonly #inline: Digester | undefined;
   readonly #lane: HashLane | undefined;
   readonly #id = nextStreamId++;
+  readonly #ring: SharedArrayBuffer | undefined;
   readonly #view: Uint8Array | undefined;
+  readonly #write: ((data: Buffer) => Promise<void>) | undefined;
   /** The command that hashes each slot (0: free). */
   readonly #slotSeq = new Array<number>(STREAM_SLOTS).fill(0);
+  /** The write of each slot, while it may be in flight. */
+  readonly #slotWrite = new Array<Promise<void> | undefined>(STREAM_SLOTS).fill(undefined);
+  /** The last write queued: writes run one at a time, in order. Never rejects (see #writeFailure). */
+  #writing: Promise<void> = Promise.resolve();
+  #writeFailure: { error: unknown } | undefined;
   #slot = 0;
   #filled = 0;
   #size = 0;
   #ended = false;
 
-  constructor(expectedSize: number, gitBlobSize?: number) {
+  constructor(expectedSize: number, options: StreamDigestOptions = {}) {
+    this.#write = options.write;
     if (expectedSize <= STREAM_INLINE_MAX) {
-      this.#inline = new Digester(gitBlobSize);
+      this.#inline = new Digester(options.gitBlobSize);
       return;
     }
-    const ring = new SharedArrayBuffer(STREAM_SLOT_BYTES * STREAM_SLOTS);
-    this.#view = new Uint8Array(ring);
+    this.#ring = new SharedArrayBuffer(STREAM_SLOT_BYTES * STREAM_SLOTS);
+    this.#view = new Uint8Array(this.#ring);
     this.#lane = takeStreamLane();
-    this.#lane.send({ op: 'ring', id: this.#id, sab: ring });
-    this.#lane.send(gitBlobSize === undefined ? { op: 'begin', id: this.#id } : { op: 'begin', id: this.#id, gitBlobSize });
+    this.#lane.send({ op: 'ring', id: this.#id, sab: this.#ring });
+    this.#lane.send(options.gitBlobSize === undefined ? { op: 'begin', id: this.#id } : { op: 'begin', id: this.#id, gitBlobSize: options.gitBlobSize });
   }
 
-  #check(lane: HashLane): void {
+  #check(lane: HashLane | undefined): void {
+    if (this.#writeFailure !== undefined) throw this.#writeFailure.error;
     if (this.#ended) throw new AirlockError('E_INTERNAL', 'hashing was stopped');
-    if (lane.failure !== undefined) throw laneError(lane.failure);
+    if (lane?.failure !== undefined) throw laneError(lane.failure);
   }
 
-  /** Hands the filled part of the current slot to the thread and moves to the next slot. */
+  #queueWrite(data: Buffer): Promise<void> {
+    const write = this.#write!;
+    const queued = this.#writing.then(async () => {
+      if (this.#writeFailure !== undefined) return;
+      try {
+        await write(data);
+      } catch (error) {
+        this.#writeFailure = { error };
+      }
+    });
+    this.#writing = queued;
+    return queued;
+  }
+
+  /** Hands the filled part of the current slot to the thread (and to `write`) and moves to the next slot. */
   #flush(lane: HashLane): void {
     if (this.#filled === 0) return;
-    this.#slotSeq[this.#slot] = lane.send({ op: 'ranges', id: this.#id, ranges: [this.#slot * STREAM_SLOT_BYTES, this.#filled] });
+    const at = this.#slot * STREAM_SLOT_BYTES;
+    this.#slotSeq[this.#slot] = lane.send({ op: 'ranges', id: this.#id, ranges: [at, this.#filled] });
+    if (this.#write !== undefined) this.#slotWrite[this.#slot] = this.#queueWrite(Buffer.from(this.#ring!, at, this.#filled));
     this.#slot = (this.#slot + 1) % STREAM_SLOTS;
     this.#filled = 0;
   }
 
-  /** Waits until the current slot is free (its last command done). */
+  /** Waits until the current slot is free (its write and its last hashing command done). */
   async #slotFree(lane: HashLane): Promise<void> {
+    const written = this.#slotWrite[this.#slot];
+    if (written !== undefined) {
+      await written;
+      this.#slotWrite[this.#slot] = undefined;
+      this.#check(lane);
+    }
     while (!lane.done(this.#slotSeq[this.#slot]!)) {
       this.#check(lane);
       await new Promise<void>((resolve) => {
@@ -540,7 +591,12 @@ export class StreamDigest {
   async update(chunk: Buffer): Promise<void> {
     this.#size += chunk.byteLength;
     if (this.#inline !== undefined) {
+      this.#check(undefined);
       this.#inline.update(chunk);
+      if (this.#write !== undefined) {
+        await this.#queueWrite(chunk);
+        this.#check(undefined);
+      }
       return;
     }
     const lane = this.#lane!;
@@ -555,16 +611,25 @@ export class StreamDigest {
     }
   }
 
+  /** The digests of everything given to `update`, once every byte of it was also written (with `write`). */
   async digest(): Promise<Digests> {
-    if (this.#inline !== undefined) return this.#inline.digest();
+    if (this.#inline !== undefined) {
+      await this.#writing;
+      this.#check(undefined);
+      return this.#inline.digest();
+    }
     const lane = this.#lane!;
     this.#check(lane);
     this.#flush(lane);
     let reply: DigestReply;
     try {
-      reply = await lane.digest(this.#id);
+      const digested = lane.digest(this.#id);
+      digested.catch(() => undefined); // awaited below, after the writes: not an unhandled rejection meanwhile
+      await this.#writing;
+      this.#check(lane);
+      reply = await digested;
     } catch (error) {
-      throw laneError(error as Error);
+      throw error instanceof AirlockError || error === this.#writeFailure?.error ? error : laneError(error as Error);
     } finally {
       this.close();
     }
@@ -573,10 +638,16 @@ export class StreamDigest {
     return out;
   }
 
+  /** Resolves once no write is in flight (never rejects): before the file written to is closed. */
+  async settled(): Promise<void> {
+    await this.#writing;
+  }
+
   /** Ends the stream (idempotent): the thread forgets it, and stops when no stream needs it. */
   close(): void {
-    if (this.#ended || this.#lane === undefined) return;
+    if (this.#ended) return;
     this.#ended = true;
+    if (this.#lane === undefined) return;
     if (this.#lane.failure === undefined) this.#lane.send({ op: 'drop', id: this.#id });
     giveStreamLane(this.#lane);
   }

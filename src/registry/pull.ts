@@ -35,7 +35,6 @@ import { formatOciReference, registryRepoPath, tagsFor, type OciReference } from
 import { inParallelBySize, laneLimits } from './parallel.js';
 import { releaseNetworkGarbage } from '../fs/young-gc.js';
 import { StreamDigest } from '../integrity/parallel-digest.js';
-import { CoalescingWriter } from '../fs/coalescing-writer.js';
 
 export interface PullOptions {
   reference: OciReference;
@@ -198,11 +197,15 @@ async function downloadLayer(client: RegistryClient, repository: string, item: {
   const { file } = entry;
   const target = await sink.open(entry);
   const stageError = (error: unknown): AirlockError => fsError(error, 'stage', `${repository} ${file.path}`);
-  // socket chunks (~64 KiB) are gathered into 1 MiB writes, one in flight while the next ones arrive
-  const writer = new CoalescingWriter((data) => target.write(data), `${repository} ${file.path}`);
   // SHA-256 on the hashing thread (and the git blob id — the hub cache etag of non-LFS files — as the
-  // bundle reader checks it): the main thread only receives and writes
-  const digest = new StreamDigest(file.size, file.lfs ? undefined : file.size);
+  // bundle reader checks it). Socket chunks (~64 KiB) are copied once, into the digest's ring; its 1 MiB
+  // slots are written from there, one write in flight while the next slots fill: the main thread only
+  // receives and hands slots over. A failing write (disk full, permissions) is the node's problem, not the
+  // network's: it is not retried.
+  const digest = new StreamDigest(file.size, {
+    ...(file.lfs ? {} : { gitBlobSize: file.size }),
+    write: (data) => target.write(data).catch((error: unknown) => Promise.reject(stageError(error))),
+  });
   try {
     let have = 0;
     await withRetries({ policy: retry, what: `${repository} ${file.path}` }, async (progressed) => {
@@ -222,8 +225,6 @@ async function downloadLayer(client: RegistryClient, repository: string, item: {
             throw new AirlockError('E_SIZE_MISMATCH', `${repository} ${file.path}: the registry sent more than the signed ${file.size} bytes`, { subject: file.path, hint: 'the registry serves altered content; nothing was written' });
           }
           await digest.update(chunk);
-          // a failing write (disk full, permissions) is the node's problem, not the network's: not retried
-          await writer.write(chunk, have).catch((error: unknown) => Promise.reject(stageError(error)));
           have += chunk.byteLength;
           count(chunk.byteLength);
           releaseNetworkGarbage(chunk.byteLength);
@@ -239,7 +240,6 @@ async function downloadLayer(client: RegistryClient, repository: string, item: {
         throw markTransient(new AirlockError('E_NETWORK', `${repository} ${file.path}: the registry ended the download after ${have} of ${file.size} bytes`, { subject: file.path }), { status: 0 });
       }
     });
-    await writer.drain().catch((error: unknown) => Promise.reject(stageError(error)));
     const digested = await digest.digest();
     const actual = digested.sha256;
     if (actual !== file.sha256) {
@@ -253,7 +253,7 @@ async function downloadLayer(client: RegistryClient, repository: string, item: {
     }
     await target.finish().catch((error: unknown) => Promise.reject(fsError(error, 'stage', `${repository} ${file.path}`)));
   } catch (error) {
-    await writer.drain().catch(() => undefined);
+    await digest.settled();
     await target.abort();
     throw error;
   } finally {

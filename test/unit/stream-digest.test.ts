@@ -3,7 +3,9 @@
  * chunks, hashed on the shared hashing thread. Asserts the digests equal node:crypto's over the same
  * bytes for sizes on both sides of the inline limit and of slot boundaries, with several streams
  * interleaved on the one thread, that a caller may reuse its chunk buffer as soon as update() resolved,
- * and that an abandoned stream does not disturb the next ones.
+ * and that an abandoned stream does not disturb the next ones. With `write` (how pull stages a layer):
+ * the bytes written are exactly the input, in order, one write at a time, and a failing write ends the
+ * stream with its own error.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -34,7 +36,7 @@ test('digests equal node:crypto for sizes around the inline limit and slot bound
   const results = await Promise.all(
     inputs.map(async (data, i) => {
       const git = i % 2 === 0;
-      const digest = new StreamDigest(data.length, git ? data.length : undefined);
+      const digest = new StreamDigest(data.length, git ? { gitBlobSize: data.length } : {});
       await feed(digest, data, i + 1);
       return { data, git, out: await digest.digest() };
     }),
@@ -57,5 +59,56 @@ test('a stream abandoned half-way (close) leaves the thread good for the next on
   const next = new StreamDigest(data.length);
   await feed(next, data, 3);
   assert.equal((await next.digest()).sha256, sha256(data));
+  stopIdleHashThreads();
+});
+
+test('with write: every byte is written once, in order, one write at a time, from memory not reused before its write ended', async () => {
+  const sizes = [5, 1024 * 1024, 512 * 1024 * 9 + 17, 6 * 1024 * 1024];
+  for (const size of sizes) {
+    const data = randomBytes(size);
+    const pieces: Buffer[] = [];
+    let inFlight = 0;
+    let most = 0;
+    const digest = new StreamDigest(size, {
+      gitBlobSize: size,
+      // slow, and it reads the bytes only at its end: a slot refilled before then would show here
+      write: async (chunk) => {
+        inFlight += 1;
+        most = Math.max(most, inFlight);
+        await new Promise((r) => setTimeout(r, 2));
+        pieces.push(Buffer.from(chunk));
+        inFlight -= 1;
+      },
+    });
+    await feed(digest, data, size);
+    const out = await digest.digest();
+    assert.equal(out.sha256, sha256(data), `sha256 of ${size}`);
+    assert.equal(out.gitSha1, gitSha1(data));
+    assert.ok(Buffer.concat(pieces).equals(data), `the written bytes are the input (${size} bytes)`);
+    assert.equal(most, 1, 'one write at a time');
+  }
+});
+
+test('with write: a failing write ends the stream with that error; settled() waits for the write in flight', async () => {
+  const disk = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+  let writes = 0;
+  const digest = new StreamDigest(8 * 1024 * 1024, {
+    write: async () => {
+      writes += 1;
+      await new Promise((r) => setTimeout(r, 5));
+      if (writes === 2) throw disk;
+    },
+  });
+  let failed: unknown;
+  try {
+    await feed(digest, randomBytes(8 * 1024 * 1024), 5);
+    await digest.digest();
+  } catch (error) {
+    failed = error;
+  }
+  assert.equal(failed, disk, 'the write error itself, from update or digest');
+  await digest.settled();
+  assert.ok(writes >= 2);
+  digest.close();
   stopIdleHashThreads();
 });
