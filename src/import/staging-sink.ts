@@ -17,6 +17,7 @@ import { findExistingBlob, precheckHfCache, repoFolderName, type BlobIdentity, t
 import { findExistingModelScopeFile, modelScopeRepoSegments } from '../cache/modelscope.js';
 import type { Staging } from '../fs/staging.js';
 import { FsyncBatch } from '../fs/atomic.js';
+import { EarlyWriteback } from '../fs/writeback.js';
 import { checkRealDirs, lstatIfExists } from '../fs/tree.js';
 import { checkImportSpace } from './space.js';
 
@@ -35,6 +36,8 @@ export interface StagingSinkOptions {
   repos?: readonly string[] | undefined;
   /** Free bytes at a directory (injectable for tests). */
   freeBytes?: (dir: string) => Promise<number>;
+  /** A staged file asks for write-back every this many bytes (default WRITEBACK_EVERY_BYTES; see EarlyWriteback). */
+  writebackBytes?: number;
 }
 
 /** `DIR/<path>` already there as a regular file with the right content. */
@@ -245,10 +248,16 @@ export class StagingSink implements PayloadSink {
       throw fsError(error, 'create staging file', path);
     }
     let closed = false;
+    // the disk starts writing a big file while the rest of it still arrives (see EarlyWriteback)
+    const writeback = new EarlyWriteback(handle, this.#options.writebackBytes);
     const close = async (): Promise<void> => {
       if (closed) return;
       closed = true;
-      await handle.close();
+      try {
+        await writeback.settle();
+      } finally {
+        await handle.close();
+      }
     };
     return {
       write: async (chunk: Buffer): Promise<void> => {
@@ -257,6 +266,7 @@ export class StagingSink implements PayloadSink {
           const { bytesWritten } = await handle.write(chunk, offset, chunk.byteLength - offset);
           offset += bytesWritten;
         }
+        writeback.wrote(chunk.byteLength);
       },
       finish: async (): Promise<void> => {
         try {
