@@ -3,8 +3,7 @@
  * validate from bytes, format to bytes. Checked against schemas/manifest.schema.json on write and on
  * read, then against the rules a schema cannot say (unique repos and paths, etag forms, safe names).
  */
-import { readFileSync } from 'node:fs';
-import { Ajv2020 } from 'ajv/dist/2020.js';
+import { schemaValidator } from '../schema/validators.js';
 import { AirlockError } from '../errors.js';
 import { COMMIT_RE, unsafeRelativePathReason, unsafeRepoIdReason, unsafeRevisionReason } from '../fs/safe-path.js';
 import { compareBytes, FORMAT_VERSION, payloadEntryName } from './format.js';
@@ -78,13 +77,8 @@ export interface Manifest {
   repos: ManifestRepo[];
 }
 
-const schemaUrl = new URL('../../schemas/manifest.schema.json', import.meta.url);
-let validator: ReturnType<Ajv2020['compile']> | undefined;
 function validateSchema(value: unknown): string[] {
-  if (validator === undefined) {
-    const ajv = new Ajv2020({ allErrors: true, strict: true });
-    validator = ajv.compile(JSON.parse(readFileSync(schemaUrl, 'utf8')) as object);
-  }
+  const validator = schemaValidator('manifest');
   if (validator(value)) return [];
   return (validator.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? 'is invalid'}`);
 }

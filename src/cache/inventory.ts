@@ -5,8 +5,7 @@
  * on read; a delta import re-checks every referenced blob in the cache anyway, so an inventory is a
  * hint for what to leave out, never a source of trust.
  */
-import { readFileSync } from 'node:fs';
-import { Ajv2020 } from 'ajv/dist/2020.js';
+import { schemaValidator } from '../schema/validators.js';
 import { AirlockError } from '../errors.js';
 import { toolVersion } from '../version.js';
 import type { CacheRepoType, CacheScan } from './hf-scan.js';
@@ -25,11 +24,9 @@ export interface Inventory {
   }>;
 }
 
-const schemaUrl = new URL('../../schemas/inventory.schema.json', import.meta.url);
-let validator: ReturnType<Ajv2020['compile']> | undefined;
 
 function check(value: unknown, subject: string): Inventory {
-  validator ??= new Ajv2020({ allErrors: true, strict: true }).compile(JSON.parse(readFileSync(schemaUrl, 'utf8')) as object);
+  const validator = schemaValidator('inventory');
   if (!validator(value)) {
     const problems = (validator.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? 'is invalid'}`);
     throw new AirlockError('E_USAGE', `${subject} is not an airlock cache inventory:\n  ${problems.join('\n  ')}`, {

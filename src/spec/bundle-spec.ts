@@ -5,9 +5,9 @@
  * (schemas/bundle-spec.schema.json, ajv with allErrors) and the rules a schema cannot say (safe ids and
  * revisions, duplicates).
  */
-import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
+import type { ErrorObject } from 'ajv';
+import { schemaValidator } from '../schema/validators.js';
 import { isMap, isScalar, LineCounter, parseDocument, type Node as YamlNode, type Document } from 'yaml';
 import type { RepoType } from '../bundle/manifest.js';
 import { AirlockError } from '../errors.js';
@@ -48,13 +48,8 @@ export interface SpecProblem {
 
 export const DEFAULT_REVISIONS: Readonly<Record<SpecSource, string>> = { huggingface: 'main', modelscope: 'master', 'hf-cache': 'main' };
 
-const schemaUrl = new URL('../../schemas/bundle-spec.schema.json', import.meta.url);
-let validator: ReturnType<Ajv2020['compile']> | undefined;
 function validate(value: unknown): ErrorObject[] {
-  if (validator === undefined) {
-    const ajv = new Ajv2020({ allErrors: true, strict: true });
-    validator = ajv.compile(JSON.parse(readFileSync(schemaUrl, 'utf8')) as object);
-  }
+  const validator = schemaValidator('bundle-spec');
   return validator(value) ? [] : [...(validator.errors ?? [])];
 }
 
