@@ -191,8 +191,12 @@ function matches(repo: ManifestRepo, layers: readonly ArtifactLayer[]): boolean 
   return payload.length === files.size && payload.every((l) => l.path !== undefined && files.get(l.path) === l.sha256);
 }
 
-/** Downloads one layer into `sink` (Range resume), hashing while staging; finishes only when every hash matched. */
-async function downloadLayer(client: RegistryClient, repository: string, item: { entry: PayloadEntry; layer: ArtifactLayer }, sink: PayloadSink, retry: RetryPolicy, count: (n: number) => void): Promise<void> {
+/**
+ * Downloads one layer into `sink` (Range resume), hashing while staging; finishes only when every hash
+ * matched. An abort of `signal` (Ctrl-C) stops it at once — also a body that sends nothing — with the
+ * signal's reason; it is never retried.
+ */
+async function downloadLayer(client: RegistryClient, repository: string, item: { entry: PayloadEntry; layer: ArtifactLayer }, sink: PayloadSink, retry: RetryPolicy, signal: AbortSignal, count: (n: number) => void): Promise<void> {
   const { entry, layer } = item;
   const { file } = entry;
   const target = await sink.open(entry);
@@ -208,11 +212,31 @@ async function downloadLayer(client: RegistryClient, repository: string, item: {
   });
   try {
     let have = 0;
-    await withRetries({ policy: retry, what: `${repository} ${file.path}` }, async (progressed) => {
+    // the wait before a retry ends at an abort too (with the signal's reason)
+    const wait = (ms: number): Promise<void> =>
+      new Promise((resolve, reject) => {
+        const onAbort = (): void => {
+          clearTimeout(timer);
+          reject(signal.reason as Error);
+        };
+        const timer = setTimeout(() => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        }, ms);
+        if (signal.aborted) onAbort();
+        else signal.addEventListener('abort', onAbort, { once: true });
+      });
+    await withRetries({ policy: retry, what: `${repository} ${file.path}`, sleep: wait }, async (progressed) => {
+      signal.throwIfAborted();
       const { body, offset } = await client.getBlob(repository, layer.descriptor.digest, have);
       // a registry that ignores Range sends everything again: skip what we have
       let skip = have - offset;
+      const stop = (): void => {
+        body.destroy(signal.reason as Error);
+      };
+      signal.addEventListener('abort', stop, { once: true });
       try {
+        signal.throwIfAborted();
         for await (const raw of body) {
           let chunk = raw as Buffer;
           if (skip > 0) {
@@ -233,8 +257,11 @@ async function downloadLayer(client: RegistryClient, repository: string, item: {
       } catch (error) {
         body.on('error', () => undefined);
         body.destroy();
+        if (signal.aborted) throw signal.reason;
         if (error instanceof AirlockError) throw error;
         throw markTransient(new AirlockError('E_NETWORK', `${repository} ${file.path}: the download broke off after ${have} of ${file.size} bytes: ${(error as Error).message}`, { subject: file.path }), { status: 0 });
+      } finally {
+        signal.removeEventListener('abort', stop);
       }
       if (have < file.size) {
         throw markTransient(new AirlockError('E_NETWORK', `${repository} ${file.path}: the registry ended the download after ${have} of ${file.size} bytes`, { subject: file.path }), { status: 0 });
@@ -296,7 +323,7 @@ export async function pullArtifact(options: PullOptions): Promise<PullResult> {
             return;
           }
           progress?.start(item.entry.file.path, item.entry.file.size);
-          await downloadLayer(options.client, options.reference.repository, item, sink, options.retry, (n) => {
+          await downloadLayer(options.client, options.reference.repository, item, sink, options.retry, signal, (n) => {
             bytesDownloaded += n;
             progress?.bytes(n, item.entry.file.path);
           });

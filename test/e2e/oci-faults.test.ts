@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -199,6 +200,48 @@ describe('faults', () => {
       assert.ok(from > 0 && from <= half, resumed[0]!.range);
       assert.equal(sha(await readFile(join(cache, 'models--acme--tiny-llm', 'snapshots', model.commit, 'model.safetensors'))), sha(weights()));
     } finally {
+      await proxy.close();
+    }
+  });
+
+  test('Ctrl-C while a layer is stalled half-way: the pull stops at once (exit 130), reports no layer as verified, writes nothing', async () => {
+    const registry = await startRegistry();
+    registries.push(registry);
+    assert.equal((await runAirlock(['publish', bundle, '--to', `oci://${registry.host}/models`, '--trusted-keys', pub(), '--plain-http'])).code, 0);
+    const digest = `sha256:${sha(weights())}`;
+    let halfSent = false;
+    const stalled: ServerResponse[] = [];
+    // the weights: half of them, then nothing more (a registry or network that hangs)
+    const proxy = await startProxy(registry.host, async (req, res) => {
+      if (req.method !== 'GET' || !req.url?.endsWith(`/blobs/${digest}`)) return false;
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(weights().length), 'docker-content-digest': digest });
+      res.write(weights().subarray(0, Math.floor(weights().length / 2)), () => (halfSent = true));
+      stalled.push(res);
+      return true;
+    });
+    const cache = join(dir, 'interrupted-cache');
+    try {
+      const child = spawn(process.execPath, [airlockBin, 'pull', `oci://${proxy.host}/models/acme/tiny-llm:main`, '--trusted-keys', pub(), '--plain-http', '--cache-dir', cache], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+      for (const started = Date.now(); !halfSent; ) {
+        assert.ok(Date.now() - started < 60_000, `the weights never started: ${stderr}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const interruptedAt = Date.now();
+      child.kill('SIGINT');
+      const r = await Promise.race([exited, new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 15_000))]);
+      if (r === 'hung') child.kill('SIGKILL');
+      assert.notEqual(r, 'hung', `the pull went on for 15 s after Ctrl-C: ${stderr}`);
+      assert.ok(r !== 'hung' && r.code === 130, stderr);
+      assert.ok(Date.now() - interruptedAt < 15_000);
+      assert.match(stderr, /E_INTERRUPTED/);
+      assert.doesNotMatch(stderr, /verified model\.safetensors/, 'a layer that was not complete is never reported verified');
+      assert.deepEqual(await stagingLeftovers(cache), []);
+      assert.equal(await readFile(join(cache, 'models--acme--tiny-llm', 'refs', 'main'), 'utf8').catch(() => undefined), undefined, 'nothing committed');
+    } finally {
+      for (const res of stalled) res.destroy();
       await proxy.close();
     }
   });
