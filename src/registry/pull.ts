@@ -202,7 +202,7 @@ async function downloadLayer(client: RegistryClient, repository: string, item: {
   const target = await sink.open(entry);
   const stageError = (error: unknown): AirlockError => fsError(error, 'stage', `${repository} ${file.path}`);
   // SHA-256 on the hashing thread (and the git blob id — the hub cache etag of non-LFS files — as the
-  // bundle reader checks it). Socket chunks (~64 KiB) are copied once, into the digest's ring; its 1 MiB
+  // bundle reader checks it). Socket chunks (~64 KiB) are copied once, into the digest's ring; its 512 KiB
   // slots are written from there, one write in flight while the next slots fill: the main thread only
   // receives and hands slots over. A failing write (disk full, permissions) is the node's problem, not the
   // network's: it is not retried.
