@@ -16,9 +16,10 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { makeManifest } from '../support/bundle-builder.ts';
+import type * as ValidatorsModule from '../../src/schema/validators.ts';
 
 const root = join(import.meta.dirname, '..', '..');
-type Validators = typeof import('../../src/schema/validators.ts');
+type Validators = typeof ValidatorsModule;
 const built = (await import(pathToFileURL(join(root, 'dist', 'schema', 'validators.js')).href)) as Validators;
 
 const manifest = makeManifest([{ id: 'acme/tiny', files: [{ path: 'config.json', data: '{}\n' }, { path: 'model.safetensors', data: Buffer.alloc(100, 1), lfs: true }] }]).manifest;
