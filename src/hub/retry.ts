@@ -119,9 +119,27 @@ export interface RetryOptions {
   what: string;
   onRetry?: ((event: RetryEvent) => void) | undefined;
   sleep?: ((ms: number) => Promise<void>) | undefined;
+  /** An abort (Ctrl-C) ends the retries with its reason: before an attempt, and during the wait between two. */
+  signal?: AbortSignal | undefined;
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** `sleep`, ended early by an abort of `signal` (rejecting with its reason). */
+function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal.reason as Error);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
 
 /** "HTTP 503" or "network error". */
 export function describeStatus(status: number): string {
@@ -148,10 +166,12 @@ export function gaveUp(error: AirlockError, attempts: number, status: number): A
  * received bytes before failing starts a fresh series, as huggingface_hub's does).
  */
 export async function withRetries<T>(options: RetryOptions, attempt: (madeProgress: () => void) => Promise<T>): Promise<T> {
-  const wait = options.sleep ?? sleep;
+  const { signal } = options;
+  const wait = options.sleep ?? (signal === undefined ? sleep : (ms: number) => sleepUnlessAborted(ms, signal));
   let failures = 0;
   let total = 0;
   for (;;) {
+    signal?.throwIfAborted();
     let progressed = false;
     try {
       return await attempt(() => {

@@ -212,22 +212,8 @@ async function downloadLayer(client: RegistryClient, repository: string, item: {
   });
   try {
     let have = 0;
-    // the wait before a retry ends at an abort too (with the signal's reason)
-    const wait = (ms: number): Promise<void> =>
-      new Promise((resolve, reject) => {
-        const onAbort = (): void => {
-          clearTimeout(timer);
-          reject(signal.reason as Error);
-        };
-        const timer = setTimeout(() => {
-          signal.removeEventListener('abort', onAbort);
-          resolve();
-        }, ms);
-        if (signal.aborted) onAbort();
-        else signal.addEventListener('abort', onAbort, { once: true });
-      });
-    await withRetries({ policy: retry, what: `${repository} ${file.path}`, sleep: wait }, async (progressed) => {
-      signal.throwIfAborted();
+    // an abort ends the retries too, also the wait between two attempts
+    await withRetries({ policy: retry, what: `${repository} ${file.path}`, signal }, async (progressed) => {
       const { body, offset } = await client.getBlob(repository, layer.descriptor.digest, have);
       // a registry that ignores Range sends everything again: skip what we have
       let skip = have - offset;

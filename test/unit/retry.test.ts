@@ -89,6 +89,22 @@ describe('withRetries', () => {
     assert.equal(calls, 5);
   });
 
+  it('an abort ends the wait between two attempts at once, with its reason, and no attempt follows', async () => {
+    const controller = new AbortController();
+    const reason = new AirlockError('E_INTERRUPTED', 'interrupted (SIGINT)');
+    let calls = 0;
+    const started = Date.now();
+    const run = withRetries({ policy: { ...policy, baseMs: 60_000, maxMs: 60_000 }, what: 'GET x', signal: controller.signal }, async () => {
+      calls++;
+      setImmediate(() => controller.abort(reason));
+      throw transient(503);
+    });
+    await assert.rejects(run, (e) => e === reason);
+    assert.equal(calls, 1);
+    assert.ok(Date.now() - started < 5_000, 'it did not wait out the 60 s back-off');
+    await assert.rejects(withRetries({ policy, what: 'GET x', signal: controller.signal }, async () => 'never'), (e) => e === reason);
+  });
+
   it('does not retry what is not transient (404, 401, integrity)', async () => {
     let calls = 0;
     await assert.rejects(
