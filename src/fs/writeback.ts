@@ -23,8 +23,8 @@ let syncsInFlight = 0;
 export class EarlyWriteback {
   #since = 0;
   #inFlight: Promise<void> | undefined;
-  #failure: unknown;
-  #hasFailed = false;
+  /** The first failed sync's error (boxed: any value may be thrown). */
+  #failure: { error: unknown } | undefined;
 
   constructor(
     readonly handle: Pick<FileHandle, 'datasync'>,
@@ -45,10 +45,7 @@ export class EarlyWriteback {
       (error: unknown) => {
         syncsInFlight -= 1;
         this.#inFlight = undefined;
-        if (!this.#hasFailed) {
-          this.#hasFailed = true;
-          this.#failure = error;
-        }
+        this.#failure ??= { error };
       },
     );
   }
@@ -56,6 +53,6 @@ export class EarlyWriteback {
   /** Waits for a sync in flight (before the handle is closed); throws the first failure, if any. */
   async settle(): Promise<void> {
     await this.#inFlight;
-    if (this.#hasFailed) throw this.#failure;
+    if (this.#failure !== undefined) throw this.#failure.error;
   }
 }
