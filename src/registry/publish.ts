@@ -8,9 +8,11 @@
  *    before the verification passed. A blob of one upload piece (1 MiB) waits for it; a larger one
  *    streams all but its last piece meanwhile, and that piece goes only then (a registry commits a blob
  *    after its last byte, checking the digest). A bundle found bad ends every upload unfinished.
- * 3. Per repo, per blob (several at a time): HEAD — already there, skip (a re-publish uploads nothing);
- *    else a cross-repository mount when this run saw the blob in another repo; else a monolithic streamed
- *    PUT (chunked PATCH as fallback, the closing PUT held the same way). A layer's digest is the file's
+ * 3. Per repo, per blob (several at a time): a POST that mounts the blob from the repo itself — 201,
+ *    already there, skip (a re-publish uploads nothing); 202, the upload session for it. (A registry that
+ *    refuses such a mount gets HEAD and a plain POST instead.) A blob this run saw in another repo: HEAD,
+ *    then a cross-repository mount. Then a monolithic streamed PUT (chunked PATCH as fallback, the closing
+ *    PUT held the same way). A layer's digest is the file's
  *    signed SHA-256, so the bytes stream straight out of the bundle. Each blob retries with backoff on
  *    its own; a re-run after a failure skips what landed.
  * 4. Config blob, then the manifest under the revision tag and the commit tag.
@@ -29,7 +31,7 @@ import { stopIdleHashThreads } from '../integrity/parallel-digest.js';
 import type { ContentPolicy } from '../content/index.js';
 import type { ReadProgress } from '../import/progress-sink.js';
 import { withRetries, type RetryPolicy } from '../hub/retry.js';
-import { UPLOAD_PIECE_BYTES, type BlobReader, type RegistryClient } from './client.js';
+import { UPLOAD_PIECE_BYTES, type BlobReader, type OpenedUpload, type RegistryClient } from './client.js';
 import { buildArtifact, OCI_MANIFEST_TYPE, type TrustBlob, type TrustRole } from './modelpack.js';
 import { repositoryFor, tagsFor } from './reference.js';
 import { inParallelBySize, laneLimits } from './parallel.js';
@@ -240,6 +242,8 @@ async function publishWithin(options: PublishOptions, signal: AbortSignal): Prom
   try {
     // where each blob is known to be in this registry (this run), for cross-repository mounts
     const seenIn = new Map<string, string>();
+    // until the registry refuses one (then HEAD and a plain POST, as every client does)
+    let mountsFromItself = true;
     const published: PublishedRepo[] = [];
     for (const repo of head.manifest.repos) {
       const repository = repositoryFor(options.prefix, repo);
@@ -262,9 +266,6 @@ async function publishWithin(options: PublishOptions, signal: AbortSignal): Prom
       progress?.planned(unique.reduce((n, b) => n + b.size, 0), unique.length);
       await inParallelBySize(unique, (blob) => blob.size, laneLimits(options.concurrency), async (blob) => {
         signal.throwIfAborted();
-        // a blob that fits one piece goes once the whole bundle verified; a larger one streams
-        // meanwhile and its last piece waits for that (a registry commits a blob after its last byte)
-        if (blob.size <= UPLOAD_PIECE_BYTES || !overlapping) await released;
         progress?.start(blob.name, blob.size);
         let sent = 0;
         // bytes count as they are read for the socket (at most two buffers ahead of it); a retry counts
@@ -280,18 +281,47 @@ async function publishWithin(options: PublishOptions, signal: AbortSignal): Prom
           }
         };
         const action = await withRetries({ policy: options.retry, what: `${repository} ${blob.name}` }, async (): Promise<BlobAction> => {
-          if (await client.hasBlob(repository, blob.digest, blob.size)) return 'skipped';
           const from = seenIn.get(blob.digest);
-          if (from !== undefined && from !== repository) {
-            await released;
-            if (await client.mountBlob(repository, blob.digest, from)) return 'mounted';
+          const elsewhere = from !== undefined && from !== repository;
+          // one request asks whether the repository has the blob and, when not, opens its upload (a
+          // mount from the repository itself); it commits nothing new, so it need not wait for the
+          // verification. Where the registry refuses that: HEAD, then a mount or a plain upload.
+          let opened: OpenedUpload | undefined;
+          if (!elsewhere && mountsFromItself) {
+            opened = await client.openUpload(repository, blob.digest);
+            if (opened === undefined) mountsFromItself = false;
+          }
+          if (opened?.present === true) return 'skipped';
+          let session = opened?.session;
+          if (opened === undefined) {
+            if (await client.hasBlob(repository, blob.digest, blob.size)) return 'skipped';
+            if (elsewhere) {
+              await released;
+              if (await client.mountBlob(repository, blob.digest, from)) return 'mounted';
+            }
+          }
+          // a blob that fits one piece goes once the whole bundle verified; a larger one streams
+          // meanwhile and its last piece waits for that (a registry commits a blob after its last byte)
+          if (blob.size <= UPLOAD_PIECE_BYTES || !overlapping) {
+            const waiting = Date.now();
+            try {
+              await released;
+            } catch (error) {
+              if (session !== undefined) await client.abandonUpload(repository, session);
+              throw error;
+            }
+            // a session left idle that long may have been dropped (a proxy, a registry's upload expiry)
+            if (session !== undefined && Date.now() - waiting > holdLimitMs) {
+              await client.abandonUpload(repository, session);
+              session = undefined;
+            }
           }
           // a last piece held too long would meet a proxy's idle timeout (nginx: 60 s): after
           // `holdLimitMs` this attempt ends, later blobs wait for the verification before they start,
           // and this one goes again once it passed (not a failed attempt: the registry did nothing wrong)
           const hold = overlapping ? () => heldAtMost(released, holdLimitMs) : undefined;
           try {
-            await client.uploadBlob(repository, blob.digest, blob.size, read, { chunkBytes: options.chunkBytes, hold });
+            await client.uploadBlob(repository, blob.digest, blob.size, read, { chunkBytes: options.chunkBytes, hold, session });
           } catch (error) {
             if (!(error instanceof HoldExpired)) throw error;
             overlapping = false;
