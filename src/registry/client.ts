@@ -36,6 +36,8 @@ import { MAX_OCI_MANIFEST_BYTES, OCI_MANIFEST_TYPE } from './modelpack.js';
 const TLS_TRUST_CODES = /^(DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|CERT_[A-Z_]+|ERR_TLS_CERT_ALTNAME_INVALID)$/;
 const MAX_ERROR_BODY = 64 * 1024;
 const MAX_REDIRECTS = 10;
+/** How long giving back an unused upload session may take (best effort, on the way out of a failure). */
+const CANCEL_WAIT_MS = 5_000;
 /** The OAuth2 client id sent with a refresh-token grant (distribution requires one; docker sends "docker"). */
 const OAUTH_CLIENT_ID = 'model-airlock';
 
@@ -92,6 +94,8 @@ interface Send {
   source?: { read: BlobReader; start: number; end: number; hold?: (() => Promise<void>) | undefined };
   /** `repository:<name>:<actions>` scopes this request needs (Bearer tokens are per scope). */
   scopes: string[];
+  /** Ends the request (not for `source` requests). */
+  signal?: AbortSignal;
 }
 
 function parseChallenge(header: string | undefined): Challenge | undefined {
@@ -316,6 +320,7 @@ export class RegistryClient {
           method: req.method,
           headers,
           ...(req.body === undefined ? {} : { body: req.body() }),
+          ...(req.signal === undefined ? {} : { signal: req.signal }),
           // undici closes the connection after every HEAD (for servers that send a body with it); a
           // registry answers HEAD properly, and a publish HEADs every blob: one connection, not one each
           ...(req.method === 'HEAD' ? { reset: false } : {}),
@@ -459,10 +464,7 @@ export class RegistryClient {
     if (response.status === 201) return true;
     if (response.status === 202) {
       const location = headerValue(response.headers, 'location');
-      if (location !== undefined) {
-        const cancel = await this.send({ method: 'DELETE', url: new URL(location, response.url).href, scopes: [`repository:${repository}:pull,push`] }).catch(() => undefined);
-        if (cancel !== undefined) await drop(cancel.body);
-      }
+      if (location !== undefined) await this.#cancelUpload(new URL(location, response.url), [`repository:${repository}:pull,push`]);
       return false;
     }
     return this.fail(`mount ${digest} from ${from} into ${repository}`, { ...response, body: emptyBody() });
@@ -522,11 +524,15 @@ export class RegistryClient {
     return new URL(location, response.url);
   }
 
-  /** Best effort: tells the registry to drop an unfinished upload session (it would purge it in days). */
+  /**
+   * Best effort: tells the registry to drop an unfinished upload session (it would purge it in days).
+   * Runs on the way out of a failure or a Ctrl-C, so a registry that does not answer holds it up for
+   * `CANCEL_WAIT_MS` at most.
+   */
   async #cancelUpload(location: URL, scopes: string[]): Promise<void> {
     const bare = new URL(location.href);
     bare.searchParams.delete('digest');
-    const response = await this.send({ method: 'DELETE', url: bare.href, scopes }).catch(() => undefined);
+    const response = await this.send({ method: 'DELETE', url: bare.href, scopes, signal: AbortSignal.timeout(CANCEL_WAIT_MS) }).catch(() => undefined);
     if (response !== undefined) await drop(response.body).catch(() => undefined);
   }
 

@@ -186,6 +186,21 @@ test('a new blob costs one POST and one PUT (no HEAD), a blob already there one 
   assert.equal(pulled.code, 0, pulled.stderr);
 });
 
+test('giving back an upload session is best effort: a registry that never answers the DELETE holds the way out up for seconds, not the 10-minute timeout', { timeout: 60_000 }, async () => {
+  const silent = createServer(() => undefined);
+  const listening = await listenOnLoopback(silent);
+  const client = new RegistryClient({ registry: listening.host, plainHttp: true });
+  const started = Date.now();
+  try {
+    await client.abandonUpload('acme/rows', new URL(`http://${listening.host}/v2/acme/rows/blobs/uploads/0d5e?_state=x`));
+    await client.close();
+    const seconds = (Date.now() - started) / 1000;
+    assert.ok(seconds >= 4 && seconds < 15, `gave up after ${seconds} s`);
+  } finally {
+    await listening.close();
+  }
+});
+
 /** Waits until `check` holds (polling), or fails after `ms`. */
 async function until(check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
   const end = Date.now() + ms;
