@@ -18,7 +18,8 @@
  *             OCI (docs/oci.md): `airlock publish` of the bundle to a local docker-registry vs `curl -T`
  *             of the same shards (4 in parallel, like publish), and `airlock pull` into a fresh cache vs
  *             curl downloads of the blobs and the dd write limit (and the standard tools doing pull's
- *             whole job: curl | tee | sha256sum with the digest checked, then sync).
+ *             whole job: curl | tee | sha256sum with the digest checked, then sync; and the least any Node
+ *             program does for it, bench/pull-floor.ts).
  *   serve   — (BENCH_SERVE=0 skips) the imported model's first shard served to 1 and 16 concurrent curl
  *             clients by `airlock serve --workers <cores/2>` (which hashes every byte it sends) and by Debian's nginx over
  *             the same blob files on loopback, in the same run; the servers' peak RSS (VmHWM).
@@ -74,6 +75,7 @@ const wantRows = (group: string): boolean => MODEL_ROWS.has(group);
 const inParallelSh = (commands: string[]): string =>
   `pids=''\n${commands.map((c) => `( ${c} ) & pids="$pids $!"`).join('\n')}\nfail=0; for p in $pids; do wait $p || fail=1; done; exit $fail`;
 const SHARDS = 4;
+const PULL_FLOOR = 'Node floor: raw socket, 2 hash threads, write, fsync (bench/pull-floor.ts; no checks, start not counted)';
 const MiB = 1024 * 1024;
 /** How often the disk sampler walks a command's directories (plus the walk itself). */
 const DISK_SAMPLE_MS = 25;
@@ -499,6 +501,18 @@ try {
             run: () => timed('bash', ['-c', inParallelSh(digests.map((d, i) => `[ "$(curl -sf 'http://${registry.host}/v2/p0/bench/model/blobs/${d}' | tee '${blobs}/${i}' | sha256sum | cut -d' ' -f1)" = '${d.slice('sha256:'.length)}' ] && sync '${blobs}/${i}'`))]),
             before: fresh(blobs),
           },
+          // the bound any Node program meets here (bench/pull-floor.ts): a raw socket into shared memory,
+          // two hashing threads, write, fsync — none of pull's checks, no HTTP library, start-up not counted
+          {
+            label: PULL_FLOOR,
+            mib,
+            run: async () => {
+              const secondsFile = join(dir, 'pull-floor.seconds');
+              const sample = await timed(process.execPath, ['--import', 'tsx', join(repoRoot, 'bench', 'pull-floor.ts'), registry.host, 'p0/bench/model', blobs, secondsFile, ...digests]);
+              return { ...sample, seconds: Number(await readFile(secondsFile, 'utf8')) };
+            },
+            before: fresh(blobs),
+          },
         ]);
         await rm(copy, { force: true });
         await rm(blobs, { recursive: true, force: true });
@@ -640,6 +654,13 @@ torch.save(sd, ${JSON.stringify(path)})`]);
     })(),
     'publish / registry floor (many files)': ratio(get('files', 'airlock publish (OCI registry)'), get('files', 'registry floor: POST+PUT per blob')),
     'pull / standard tools doing its job (curl | tee | sha256sum, sync)': ratio(get('model', 'airlock pull (OCI registry)'), get('model', 'curl | tee | sha256sum, digest checked, sync (pull\'s job with standard tools)')),
+    'pull / Node floor (raw socket, hash, write, fsync; no checks)': ratio(get('model', 'airlock pull (OCI registry)'), get('model', PULL_FLOOR)),
+    'Node floor / max(curl download, dd conv=fsync)': (() => {
+      const floor = get('model', PULL_FLOOR);
+      const curl = get('model', 'curl (download blobs from the registry)');
+      const dd = get('model', 'dd conv=fsync (write limit, beside pull)');
+      return floor && curl && dd ? floor.mibPerSecond / Math.min(curl.mibPerSecond, dd.mibPerSecond) : null;
+    })(),
     'pull, 4 nodes at once / 1 node (aggregate)': ratio(get('model', 'airlock pull, 4 nodes at once'), get('model', 'airlock pull (OCI registry)')),
     'serve / nginx, 1 client': ratio(get('serve', 'airlock serve, 1 client'), get('serve', 'nginx, 1 client')),
     'serve / nginx, 16 clients': ratio(get('serve', 'airlock serve, 16 clients'), get('serve', 'nginx, 16 clients')),

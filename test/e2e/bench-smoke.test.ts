@@ -30,7 +30,7 @@ test('the benchmark suite runs every scenario and reports ratios', { timeout: 30
       'model: airlock export --source modelscope',
       'pickle: import torch zip, analysis on', 'pickle: import torch zip, analysis off',
       'model: airlock publish (OCI registry)', 'model: curl -T (upload to the registry)', 'model: airlock pull (OCI registry)',
-      'model: curl (download blobs from the registry)', 'model: dd conv=fsync (write limit, beside pull)', 'model: curl | tee | sha256sum, digest checked, sync (pull\'s job with standard tools)', 'model: airlock pull, 4 nodes at once',
+      'model: curl (download blobs from the registry)', 'model: dd conv=fsync (write limit, beside pull)', 'model: curl | tee | sha256sum, digest checked, sync (pull\'s job with standard tools)', 'model: Node floor: raw socket, 2 hash threads, write, fsync (bench/pull-floor.ts; no checks, start not counted)', 'model: airlock pull, 4 nodes at once',
       'files: airlock publish (OCI registry)', 'files: registry floor: POST+PUT per blob', 'files: registry floor: HEAD+POST+PUT per blob (docker, skopeo, oras)', 'files: airlock pull (OCI registry)',
       'serve: airlock serve, 1 client', 'serve: nginx, 1 client', 'serve: airlock serve, 16 clients', 'serve: nginx, 16 clients',
     ]) {
