@@ -102,12 +102,18 @@ test('a multi-MiB file from split volumes, uploaded over a slow socket, lands by
   assert.equal(sha(got), sha(weights));
 });
 
-test('publishing many small files reuses a few connections (no connection per blob)', { timeout: 300_000 }, async () => {
-  const files = Array.from({ length: 60 }, (_, i) => ({ path: `data/row-${i}.json`, data: `{"row": ${i}}\n` }));
-  await hub.addRepo({ id: 'acme/rows', type: 'dataset', files });
-  const bundle = join(dir, 'rows.airlock.tar');
-  const exp = await runAirlock(['export', 'datasets/acme/rows', '--sign-key', join(dir, 'keys', 'signer.key.asc'), '-o', bundle], { env: { HF_ENDPOINT: hub.endpoint } });
+/** A dataset of `count` one-line JSON files on the hub, exported (signed) by the real `export`; its bundle's path. */
+async function exportSmallFiles(id: string, count: number): Promise<string> {
+  const files = Array.from({ length: count }, (_, i) => ({ path: `data/row-${i}.json`, data: `{"row": ${i}}\n` }));
+  await hub.addRepo({ id, type: 'dataset', files });
+  const bundle = join(dir, `${id.replace('/', '-')}.airlock.tar`);
+  const exp = await runAirlock(['export', `datasets/${id}`, '--sign-key', join(dir, 'keys', 'signer.key.asc'), '-o', bundle], { env: { HF_ENDPOINT: hub.endpoint } });
   assert.equal(exp.code, 0, exp.stderr);
+  return bundle;
+}
+
+test('publishing many small files reuses a few connections (no connection per blob)', { timeout: 300_000 }, async () => {
+  const bundle = await exportSmallFiles('acme/rows', 60);
   const relay = await startSlowRelay(registry.host);
   try {
     const published = await runAirlock(['publish', bundle, '--to', `oci://${relay.host}/rows`, '--trusted-keys', join(dir, 'keys', 'signer.pub.asc'), '--plain-http', '--concurrency', '4']);
@@ -137,11 +143,7 @@ async function startRecordingRelay(target: string, refuseMounts = false): Promis
 }
 
 test('a new blob costs one POST and one PUT (no HEAD), a blob already there one POST; a registry that refuses that mount gets HEAD, POST, PUT', { timeout: 300_000 }, async () => {
-  const files = Array.from({ length: 12 }, (_, i) => ({ path: `data/part-${i}.json`, data: `{"part": ${i}}\n` }));
-  await hub.addRepo({ id: 'acme/parts', type: 'dataset', files });
-  const bundle = join(dir, 'parts.airlock.tar');
-  const exp = await runAirlock(['export', 'datasets/acme/parts', '--sign-key', join(dir, 'keys', 'signer.key.asc'), '-o', bundle], { env: { HF_ENDPOINT: hub.endpoint } });
-  assert.equal(exp.code, 0, exp.stderr);
+  const bundle = await exportSmallFiles('acme/parts', 12);
   const publishVia = async (host: string, prefix: string) => {
     const r = await runAirlock(['publish', bundle, '--to', `oci://${host}/${prefix}`, '--trusted-keys', join(dir, 'keys', 'signer.pub.asc'), '--plain-http', '--json']);
     assert.equal(r.code, 0, r.stderr);
