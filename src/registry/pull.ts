@@ -15,6 +15,7 @@
  *    any failure.
  */
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { AirlockError, fsError } from '../errors.js';
 import { MANIFEST_NAME, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, MAX_SUMS_BYTES, SIGNATURE_NAME, SUMS_NAME, payloadEntryName } from '../bundle/format.js';
 import { parseManifest, payloadEntries, type Manifest, type ManifestRepo, type PayloadEntry } from '../bundle/manifest.js';
@@ -277,6 +278,10 @@ async function downloadLayer(client: RegistryClient, repository: string, item: {
 export async function pullArtifact(options: PullOptions): Promise<PullResult> {
   const interrupts = watchInterrupts(options.signal, options.handleSignals ?? true);
   const { signal } = interrupts;
+  // every layer downloading listens for the interrupt (and its retry's back-off wait): a known number,
+  // two per download plus the staging's own — not the leak Node warns about past 10
+  const lanes = laneLimits(options.concurrency);
+  setMaxListeners(2 * (lanes.large + lanes.small) + 10, signal);
   try {
     const checked = await readArtifact(options.client, options.reference, { policy: options.trust, allowUnsigned: options.allowUnsigned ?? false });
     const { repo } = checked;
@@ -295,7 +300,7 @@ export async function pullArtifact(options: PullOptions): Promise<PullResult> {
         await sink.begin(checked.manifest);
         const { progress } = options;
         progress?.planned(checked.layers.reduce((n, l) => n + l.entry.file.size, 0), checked.layers.length);
-        await inParallelBySize(checked.layers, (item) => item.entry.file.size, laneLimits(options.concurrency), async (item) => {
+        await inParallelBySize(checked.layers, (item) => item.entry.file.size, lanes, async (item) => {
           signal.throwIfAborted();
           // already in the target, complete and with the signed sha256? then nothing is downloaded: a
           // re-pull on a warm node costs one read of each file, which is hashed and judged by the same
