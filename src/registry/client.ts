@@ -452,24 +452,6 @@ export class RegistryClient {
     return this.fail(`HEAD ${repository}@${digest}`, { ...response, body: emptyBody() });
   }
 
-  /** Cross-repository mount; false when the registry opened an upload instead (which is cancelled). */
-  async mountBlob(repository: string, digest: string, from: string): Promise<boolean> {
-    const response = await this.send({
-      method: 'POST',
-      url: `/v2/${repository}/blobs/uploads/?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(from)}`,
-      headers: { 'content-length': '0' },
-      scopes: [`repository:${repository}:pull,push`, `repository:${from}:pull`],
-    });
-    await drop(response.body);
-    if (response.status === 201) return true;
-    if (response.status === 202) {
-      const location = headerValue(response.headers, 'location');
-      if (location !== undefined) await this.#cancelUpload(new URL(location, response.url), [`repository:${repository}:pull,push`]);
-      return false;
-    }
-    return this.fail(`mount ${digest} from ${from} into ${repository}`, { ...response, body: emptyBody() });
-  }
-
   /**
    * One POST that either finds that the blob needs no upload or opens its upload session: it asks the
    * registry to mount `digest` into `repository` from `from` — another repository of this registry, or

@@ -296,8 +296,11 @@ async function publishWithin(options: PublishOptions, signal: AbortSignal): Prom
           if (opened === undefined) {
             if (await client.hasBlob(repository, blob.digest, blob.size)) return 'skipped';
             if (elsewhere) {
+              // a cross-repository mount; when the registry opens an upload instead, that is the one used
               await released;
-              if (await client.mountBlob(repository, blob.digest, from)) return 'mounted';
+              const mounted = await client.openUpload(repository, blob.digest, from);
+              if (mounted?.present === true) return 'mounted';
+              session = mounted?.session;
             }
           }
           // a blob that fits one piece goes once the whole bundle verified; a larger one streams

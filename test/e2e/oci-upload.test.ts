@@ -358,7 +358,6 @@ test('a last piece held past the limit: that upload is abandoned and made again 
     // a registry that refuses a mount from the repository itself: HEAD, then a plain upload
     openUpload: async () => undefined,
     hasBlob: async () => false,
-    mountBlob: async () => false,
     uploadBlob: async (_repository: string, digest: string, size: number, _read: BlobReader, options: { hold?: () => Promise<void> } = {}) => {
       const name = size > MiB ? 'weights' : digest;
       if (options.hold === undefined) {
