@@ -3,7 +3,7 @@
  * validate from bytes, format to bytes. Checked against schemas/manifest.schema.json on write and on
  * read, then against the rules a schema cannot say (unique repos and paths, etag forms, safe names).
  */
-import { schemaValidator } from '../schema/validators.js';
+import { schemaProblems } from '../schema/validators.js';
 import { AirlockError } from '../errors.js';
 import { COMMIT_RE, unsafeRelativePathReason, unsafeRepoIdReason, unsafeRevisionReason } from '../fs/safe-path.js';
 import { compareBytes, FORMAT_VERSION, payloadEntryName } from './format.js';
@@ -77,11 +77,6 @@ export interface Manifest {
   repos: ManifestRepo[];
 }
 
-function validateSchema(value: unknown): string[] {
-  const validator = schemaValidator('manifest');
-  if (validator(value)) return [];
-  return (validator.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? 'is invalid'}`);
-}
 
 /** Rules beyond the schema. Returns every problem found. */
 function semanticProblems(manifest: Manifest): string[] {
@@ -132,7 +127,7 @@ function semanticProblems(manifest: Manifest): string[] {
 }
 
 function check(manifest: unknown, subject: string): Manifest {
-  const problems = validateSchema(manifest);
+  const problems = schemaProblems('manifest', manifest);
   if (problems.length === 0) problems.push(...semanticProblems(manifest as Manifest));
   if (problems.length > 0) {
     throw new AirlockError('E_MANIFEST_INVALID', `${subject} is not a valid airlock manifest:\n  ${problems.join('\n  ')}`, {

@@ -5,7 +5,7 @@
  * on read; a delta import re-checks every referenced blob in the cache anyway, so an inventory is a
  * hint for what to leave out, never a source of trust.
  */
-import { schemaValidator } from '../schema/validators.js';
+import { schemaProblems } from '../schema/validators.js';
 import { AirlockError } from '../errors.js';
 import { toolVersion } from '../version.js';
 import type { CacheRepoType, CacheScan } from './hf-scan.js';
@@ -24,11 +24,9 @@ export interface Inventory {
   }>;
 }
 
-
 function check(value: unknown, subject: string): Inventory {
-  const validator = schemaValidator('inventory');
-  if (!validator(value)) {
-    const problems = (validator.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? 'is invalid'}`);
+  const problems = schemaProblems('inventory', value);
+  if (problems.length > 0) {
     throw new AirlockError('E_USAGE', `${subject} is not an airlock cache inventory:\n  ${problems.join('\n  ')}`, {
       subject,
       hint: 'make one on the offline side with `airlock cache inventory --out have.json`',

@@ -61,6 +61,13 @@ export function schemaValidator(name: SchemaName): SchemaValidator {
   return entry(name).validate;
 }
 
+/** Every way `value` breaks schemas/<name>.schema.json, as `<JSON pointer> <message>` lines (none: valid). */
+export function schemaProblems(name: SchemaName, value: unknown): string[] {
+  const validate = schemaValidator(name);
+  if (validate(value)) return [];
+  return (validate.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? 'is invalid'}`);
+}
+
 /** Whether `schemaValidator(name)` is the build's precompiled one (for tests and diagnostics). */
 export function isPrecompiled(name: SchemaName): boolean {
   return entry(name).precompiled;
